@@ -1,0 +1,139 @@
+//! The cshost plugin SDK: the WIT bindings of `cshost:plugin`, a [`Host`] trait
+//! that plugin logic is written against, and [`testing::FakeHost`] so that logic
+//! can be unit-tested natively without a mail server.
+//!
+//! The built-in plugins use nothing beyond what this crate offers a third party.
+//!
+//! ```ignore
+//! use cshost_plugin_sdk::*;
+//! struct MyPlugin;
+//! impl Plugin for MyPlugin { /* describe, backup, ... */ }
+//! export_plugin!(MyPlugin);
+//! ```
+
+mod host;
+pub mod testing;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "component",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "cshost_plugin_sdk::bindings",
+    });
+}
+
+pub use bindings::cshost::plugin::host::{
+    ArtifactSummary, ConfValue, EnvValue, ExecRequest, ExecResult, StdinSource, StdoutSink,
+    TreeSummary,
+};
+pub use bindings::cshost::plugin::types::{
+    BackupReport, BackupRequest, ComponentInfo, Error, SizeEstimate, ExecGrant, Grants, Level,
+    RestoreMode, RestoreReport, RestoreRequest,
+};
+pub use host::{Host, WitHost};
+
+/// The WIT package version this SDK was built against.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Where a granted volume is visible inside the plugin (read-only during backup).
+pub fn volume_dir(volume: &str) -> String {
+    format!("/volumes/{volume}")
+}
+
+/// The plugin's private, writable scratch directory.
+pub const SCRATCH_DIR: &str = "/scratch";
+
+/// A component plugin. Logic takes `&impl Host` so it runs against the real
+/// host in wasm and against [`testing::FakeHost`] in native tests.
+pub trait Plugin {
+    /// Name, version, component keywords and the grants the plugin needs.
+    fn describe() -> ComponentInfo;
+    /// Expected size of a backup, for the host's disk pre-flight.
+    fn estimate(host: &impl Host, req: &BackupRequest) -> Result<SizeEstimate, Error>;
+    /// Capture the component into the snapshot being written.
+    fn backup(host: &impl Host, req: &BackupRequest) -> Result<BackupReport, Error>;
+    /// Put a captured component back.
+    fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error>;
+}
+
+/// Export a [`Plugin`] implementation as the component's `plugin` interface.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // Only a wasm build exports the world: natively the host imports do not
+        // exist, and the crate is compiled just to unit-test its logic.
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        pub struct CshostPluginExport;
+        #[cfg(target_arch = "wasm32")]
+        impl $crate::bindings::exports::cshost::plugin::plugin::Guest for CshostPluginExport {
+            fn describe() -> $crate::ComponentInfo {
+                <$plugin as $crate::Plugin>::describe()
+            }
+            fn estimate(req: $crate::BackupRequest) -> Result<$crate::SizeEstimate, $crate::Error> {
+                <$plugin as $crate::Plugin>::estimate(&$crate::WitHost, &req)
+            }
+            fn backup(req: $crate::BackupRequest) -> Result<$crate::BackupReport, $crate::Error> {
+                <$plugin as $crate::Plugin>::backup(&$crate::WitHost, &req)
+            }
+            fn restore(
+                req: $crate::RestoreRequest,
+            ) -> Result<$crate::RestoreReport, $crate::Error> {
+                <$plugin as $crate::Plugin>::restore(&$crate::WitHost, &req)
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export_world!(CshostPluginExport with_types_in $crate::bindings);
+    };
+}
+
+/// Shorthand for an [`ExecRequest`] whose stdout is captured and that has no stdin.
+pub fn exec_capture(service: &str, program: &str, args: &[&str]) -> ExecRequest {
+    ExecRequest {
+        service: service.to_string(),
+        program: program.to_string(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: Vec::new(),
+        stdin: StdinSource::None,
+        stdout: StdoutSink::Capture,
+    }
+}
+
+impl Error {
+    /// A failure with a message.
+    pub fn failed(msg: impl Into<String>) -> Self {
+        Error::Failed(msg.into())
+    }
+
+    /// The message, whatever the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Denied(m) | Error::Failed(m) | Error::Unsupported(m) => m,
+        }
+    }
+}
+
+/// Build a [`Grants`] value tersely: `grants(&["vmail-vol-1"], &[("svc", &["prog"])], &["KEY"], &["svc"])`.
+pub fn grants(
+    volumes: &[&str],
+    exec: &[(&str, &[&str])],
+    conf_keys: &[&str],
+    services: &[&str],
+) -> Grants {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    Grants {
+        volumes: strings(volumes),
+        exec: exec
+            .iter()
+            .map(|(service, programs)| ExecGrant {
+                service: service.to_string(),
+                programs: strings(programs),
+            })
+            .collect(),
+        conf_keys: strings(conf_keys),
+        services: strings(services),
+    }
+}

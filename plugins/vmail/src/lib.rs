@@ -1,0 +1,150 @@
+//! vmail: the Dovecot mail store (`vmail-vol-1`): maildirs, sieve scripts,
+//! `_garbage` and everything else Dovecot keeps there.
+
+use cshost_plugin_sdk::*;
+
+const VOLUME: &str = "vmail-vol-1";
+const DOVECOT: &str = "dovecot-mailcow";
+
+pub struct Vmail;
+
+/// What the mail store looks like, read through the plugin's read-only preopen.
+#[derive(Debug, Default, PartialEq)]
+pub struct Layout {
+    pub domains: u64,
+    pub mailboxes: u64,
+    /// Mailboxes that have no `MAILDIR_SUB` directory (a sign of a mismatch).
+    pub without_maildir: Vec<String>,
+}
+
+/// Walk `<root>/<domain>/<user>` and check for `<MAILDIR_SUB>` in each.
+/// Entries that are not domains (`_garbage`, `sieve`, dovecot files) are skipped.
+pub fn survey(root: &std::path::Path, maildir_sub: &str) -> std::io::Result<Layout> {
+    let mut layout = Layout::default();
+    for domain in std::fs::read_dir(root)? {
+        let domain = domain?;
+        let name = domain.file_name().to_string_lossy().into_owned();
+        if !domain.file_type()?.is_dir() || !name.contains('.') || name.starts_with('_') {
+            continue;
+        }
+        layout.domains += 1;
+        for user in std::fs::read_dir(domain.path())? {
+            let user = user?;
+            if !user.file_type()?.is_dir() {
+                continue;
+            }
+            layout.mailboxes += 1;
+            let maildir = if maildir_sub.is_empty() { user.path() } else { user.path().join(maildir_sub) };
+            if !maildir.join("cur").is_dir() {
+                layout.without_maildir.push(format!("{}@{}", user.file_name().to_string_lossy(), name));
+            }
+        }
+    }
+    Ok(layout)
+}
+
+impl Plugin for Vmail {
+    fn describe() -> ComponentInfo {
+        ComponentInfo {
+            name: "vmail".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            components: vec!["vmail".into()],
+            description: "Dovecot mail store: maildirs, sieve scripts, shared-mailbox ACLs".into(),
+            grants: grants(&[VOLUME], &[], &["MAILDIR_SUB"], &[DOVECOT]),
+        }
+    }
+
+    fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
+        let t = host.measure(VOLUME, "")?;
+        Ok(SizeEstimate { files: t.files, bytes: t.bytes })
+    }
+
+    fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {
+        let maildir_sub = host.conf_plain("MAILDIR_SUB")?.unwrap_or_default();
+        let root = volume_dir(VOLUME);
+        let layout = survey(std::path::Path::new(&root), &maildir_sub)
+            .map_err(|e| Error::failed(format!("cannot read the vmail volume: {e}")))?;
+        let mut warnings = Vec::new();
+        if !layout.without_maildir.is_empty() {
+            let shown: Vec<_> = layout.without_maildir.iter().take(5).cloned().collect();
+            warnings.push(format!(
+                "{} of {} mailboxes have no `{}` maildir (MAILDIR_SUB={:?}), e.g. {}",
+                layout.without_maildir.len(),
+                layout.mailboxes,
+                if maildir_sub.is_empty() { "cur" } else { &maildir_sub },
+                maildir_sub,
+                shown.join(", ")
+            ));
+        }
+        host.info(&format!("{} domains, {} mailboxes", layout.domains, layout.mailboxes));
+        let t = host.capture(VOLUME, "")?;
+        Ok(BackupReport {
+            facts: vec![
+                ("maildir-sub".into(), maildir_sub),
+                ("domains".into(), layout.domains.to_string()),
+                ("mailboxes".into(), layout.mailboxes.to_string()),
+                ("files".into(), t.files.to_string()),
+                ("bytes".into(), t.bytes.to_string()),
+            ],
+            warnings,
+        })
+    }
+
+    fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
+        let backed_up = req.facts.iter().find(|(k, _)| k == "maildir-sub").map(|(_, v)| v.clone());
+        let live = host.conf_plain("MAILDIR_SUB")?.unwrap_or_default();
+        if let Some(backed_up) = backed_up {
+            if backed_up != live {
+                return Err(Error::failed(format!(
+                    "MAILDIR_SUB differs: the snapshot has {backed_up:?}, mailcow.conf has {live:?}; \
+                     set MAILDIR_SUB={backed_up} in mailcow.conf or all mail would be invisible"
+                )));
+            }
+        }
+        if !req.drill {
+            host.service_stop(DOVECOT)?;
+        }
+        host.restore_tree(VOLUME, req.mode)?;
+        Ok(RestoreReport { warnings: Vec::new() })
+    }
+}
+
+export_plugin!(Vmail);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survey_counts_domains_mailboxes_and_flags_missing_maildirs() {
+        let dir = std::env::temp_dir().join(format!("vmail-survey-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("example.org/alice/Maildir/cur")).unwrap();
+        std::fs::create_dir_all(dir.join("example.org/bob/mail")).unwrap();
+        std::fs::create_dir_all(dir.join("example.net/carol/Maildir/cur")).unwrap();
+        std::fs::create_dir_all(dir.join("_garbage/x.org")).unwrap();
+        std::fs::create_dir_all(dir.join("sieve")).unwrap();
+        let layout = survey(&dir, "Maildir").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(layout.domains, 2);
+        assert_eq!(layout.mailboxes, 3);
+        assert_eq!(layout.without_maildir, vec!["bob@example.org".to_string()]);
+    }
+
+    #[test]
+    fn restore_refuses_a_maildir_sub_mismatch_before_stopping_anything() {
+        let host = testing::FakeHost::new().conf("MAILDIR_SUB", "");
+        let req = RestoreRequest {
+            component: "vmail".into(),
+            snapshot_id: "s".into(),
+            mode: RestoreMode::Replace,
+            facts: vec![("maildir-sub".into(), "Maildir".into())],
+            services: vec![],
+            arch: "x86_64".into(),
+            drill: false,
+        };
+        let err = Vmail::restore(&host, &req).unwrap_err();
+        assert!(err.message().contains("MAILDIR_SUB differs"), "{err:?}");
+        assert!(!host.calls().iter().any(|c| matches!(c, testing::Call::Stop(_))));
+    }
+}

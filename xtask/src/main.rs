@@ -1,1 +1,95 @@
-fn main() {}
+//! `cargo xtask <command>`: build the plugins and the host, run the tests, the
+//! demo and the benchmark. See README.md.
+
+mod bench;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const PLUGINS: [&str; 6] = ["vmail", "crypt", "redis", "rspamd", "postfix", "mysql"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let release = args.iter().any(|a| a == "--release");
+    match args.first().map(String::as_str) {
+        Some("plugins") => plugins().map(|_| ()),
+        Some("build") => build(release).map(|_| ()),
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo::run(),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n  plugins          build the plugins for wasm32-wasip2\n  build [--release]  plugins, then cshost with the plugins embedded\n  test             build everything and run every test\n  demo             back up generated sample mailcow data into a local repository\n  bench            time a backup of a ~1.5 GB generated mail store (release build)"
+            );
+            bail!("no command given")
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Build every plugin (and the sandbox test guest) in one cargo invocation.
+/// Returns the directory holding the `.wasm` files.
+pub fn plugins() -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "--release", "--target", "wasm32-wasip2"]);
+    for p in PLUGINS {
+        c.args(["-p", &format!("cshost-plugin-{p}")]);
+    }
+    c.args(["-p", "cshost-test-hostile"]);
+    run(&mut c)?;
+    Ok(target_dir().join("wasm32-wasip2").join("release"))
+}
+
+/// Build the plugins, then cshost with them embedded. Returns the binary path.
+pub fn build(release: bool) -> Result<PathBuf> {
+    let wasm = plugins()?;
+    let mut c = cargo();
+    c.args(["build", "-p", "cshost"])
+        .env("CSHOST_EMBED_DIR", &wasm);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    Ok(target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("cshost"))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let wasm = plugins()?;
+    let mut c = cargo();
+    c.args(["test", "--workspace"])
+        .args(extra)
+        .env("CSHOST_EMBED_DIR", &wasm)
+        .env("CSHOST_TEST_WASM_DIR", &wasm);
+    run(&mut c)
+}

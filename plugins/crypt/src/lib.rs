@@ -12,7 +12,11 @@ pub struct Crypt;
 pub fn missing_keys(root: &std::path::Path) -> Vec<&'static str> {
     KEYS.iter()
         .copied()
-        .filter(|k| std::fs::metadata(root.join(k)).map(|m| m.len() == 0).unwrap_or(true))
+        .filter(|k| {
+            std::fs::metadata(root.join(k))
+                .map(|m| m.len() == 0)
+                .unwrap_or(true)
+        })
         .collect()
 }
 
@@ -29,7 +33,10 @@ impl Plugin for Crypt {
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate { files: t.files, bytes: t.bytes })
+        Ok(SizeEstimate {
+            files: t.files,
+            bytes: t.bytes,
+        })
     }
 
     fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -52,14 +59,22 @@ impl Plugin for Crypt {
     }
 
     fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
-        if req.facts.iter().any(|(k, v)| k == "keys-present" && v == "false") {
-            host.warn("this snapshot's crypt volume had no key pair; dovecot will generate a new one");
+        if req
+            .facts
+            .iter()
+            .any(|(k, v)| k == "keys-present" && v == "false")
+        {
+            host.warn(
+                "this snapshot's crypt volume had no key pair; dovecot will generate a new one",
+            );
         }
         if !req.drill {
             host.service_stop("dovecot-mailcow")?;
         }
         host.restore_tree(VOLUME, req.mode)?;
-        Ok(RestoreReport { warnings: Vec::new() })
+        Ok(RestoreReport {
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -72,7 +87,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("crypt-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ecprivkey.pem"), "").unwrap();
-        assert_eq!(super::missing_keys(&dir), vec!["ecprivkey.pem", "ecpubkey.pem"]);
+        assert_eq!(
+            super::missing_keys(&dir),
+            vec!["ecprivkey.pem", "ecpubkey.pem"]
+        );
         std::fs::write(dir.join("ecprivkey.pem"), "k").unwrap();
         std::fs::write(dir.join("ecpubkey.pem"), "k").unwrap();
         assert!(super::missing_keys(&dir).is_empty());

@@ -13,7 +13,8 @@ pub struct Mysql;
 
 fn client(program: &str, args: &[&str]) -> ExecRequest {
     let mut req = exec_capture(SERVICE, program, &[&["--user=root"], args].concat());
-    req.env.push(("MYSQL_PWD".into(), EnvValue::ConfSecret("DBROOT".into())));
+    req.env
+        .push(("MYSQL_PWD".into(), EnvValue::ConfSecret("DBROOT".into())));
     req
 }
 
@@ -73,7 +74,10 @@ impl Plugin for Mysql {
             host,
             "SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables",
         )?;
-        Ok(SizeEstimate { files: 1, bytes: bytes.parse().unwrap_or(0) })
+        Ok(SizeEstimate {
+            files: 1,
+            bytes: bytes.parse().unwrap_or(0),
+        })
     }
 
     fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -98,7 +102,10 @@ impl Plugin for Mysql {
             )));
         }
         let dbname = host.conf_plain("DBNAME")?.unwrap_or_default();
-        host.info(&format!("dumped MariaDB {version}: {} bytes", artifact.raw_size));
+        host.info(&format!(
+            "dumped MariaDB {version}: {} bytes",
+            artifact.raw_size
+        ));
         Ok(BackupReport {
             facts: vec![
                 ("server-version".into(), version),
@@ -113,14 +120,17 @@ impl Plugin for Mysql {
     fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
         if req.drill {
             return Err(Error::Unsupported(
-                "a drill restores the dump file only; the host imports it into a scratch server".into(),
+                "a drill restores the dump file only; the host imports it into a scratch server"
+                    .into(),
             ));
         }
         let mut import = client("mariadb", &[]);
         import.stdin = StdinSource::Artifact(ARTIFACT.into());
         let out = host.exec(&import)?;
         check("importing the dump", &out)?;
-        Ok(RestoreReport { warnings: Vec::new() })
+        Ok(RestoreReport {
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -146,13 +156,21 @@ mod tests {
     }
 
     fn req() -> BackupRequest {
-        BackupRequest { component: "mysql".into(), services: vec![], arch: "x86_64".into() }
+        BackupRequest {
+            component: "mysql".into(),
+            services: vec![],
+            arch: "x86_64".into(),
+        }
     }
 
     #[test]
     fn a_dump_without_its_trailer_fails() {
         let host = testing::FakeHost::new().secret("DBROOT").on_exec(|r| {
-            Ok(if r.program == "mariadb-dump" { artifact("INSERT INTO") } else { testing::ok_output("10.11.6") })
+            Ok(if r.program == "mariadb-dump" {
+                artifact("INSERT INTO")
+            } else {
+                testing::ok_output("10.11.6")
+            })
         });
         let err = Mysql::backup(&host, &req()).unwrap_err();
         assert!(err.message().contains("incomplete"), "{err:?}");
@@ -170,8 +188,16 @@ mod tests {
             })
         });
         let report = Mysql::backup(&host, &req()).unwrap();
-        assert!(report.facts.contains(&("server-version".into(), "10.11.6-MariaDB".into())));
-        let dump = host.exec_lines().into_iter().find(|l| l.starts_with("mariadb-dump")).unwrap();
+        assert!(
+            report
+                .facts
+                .contains(&("server-version".into(), "10.11.6-MariaDB".into()))
+        );
+        let dump = host
+            .exec_lines()
+            .into_iter()
+            .find(|l| l.starts_with("mariadb-dump"))
+            .unwrap();
         assert!(dump.contains("--single-transaction") && dump.contains("--all-databases"));
         assert!(!dump.contains("--password"));
     }
@@ -180,12 +206,20 @@ mod tests {
     fn a_failing_dump_names_the_service_and_stderr() {
         let host = testing::FakeHost::new().on_exec(|r| {
             if r.program == "mariadb-dump" {
-                Ok(ExecResult { exit_code: 2, stdout: vec![], stderr: "Got error: 2002".into(), artifact: None })
+                Ok(ExecResult {
+                    exit_code: 2,
+                    stdout: vec![],
+                    stderr: "Got error: 2002".into(),
+                    artifact: None,
+                })
             } else {
                 Ok(testing::ok_output("10.11.6"))
             }
         });
         let err = Mysql::backup(&host, &req()).unwrap_err();
-        assert!(err.message().contains("mysql-mailcow") && err.message().contains("2002"), "{err:?}");
+        assert!(
+            err.message().contains("mysql-mailcow") && err.message().contains("2002"),
+            "{err:?}"
+        );
     }
 }

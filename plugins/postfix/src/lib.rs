@@ -5,14 +5,18 @@ use cshost_plugin_sdk::*;
 
 const VOLUME: &str = "postfix-vol-1";
 const SERVICE: &str = "postfix-mailcow";
-const QUEUES: [&str; 6] = ["maildrop", "incoming", "active", "deferred", "hold", "corrupt"];
+const QUEUES: [&str; 6] = [
+    "maildrop", "incoming", "active", "deferred", "hold", "corrupt",
+];
 
 pub struct Postfix;
 
 /// Count queue files per queue directory (queues nest hashed subdirectories).
 pub fn queue_counts(root: &std::path::Path) -> Vec<(String, u64)> {
     fn count(dir: &std::path::Path) -> u64 {
-        let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return 0;
+        };
         rd.flatten()
             .map(|e| match e.file_type() {
                 Ok(t) if t.is_dir() => count(&e.path()),
@@ -21,7 +25,10 @@ pub fn queue_counts(root: &std::path::Path) -> Vec<(String, u64)> {
             })
             .sum()
     }
-    QUEUES.iter().map(|q| (q.to_string(), count(&root.join(q)))).collect()
+    QUEUES
+        .iter()
+        .map(|q| (q.to_string(), count(&root.join(q))))
+        .collect()
 }
 
 impl Plugin for Postfix {
@@ -37,7 +44,10 @@ impl Plugin for Postfix {
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate { files: t.files, bytes: t.bytes })
+        Ok(SizeEstimate {
+            files: t.files,
+            bytes: t.bytes,
+        })
     }
 
     fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -47,10 +57,15 @@ impl Plugin for Postfix {
             host.info(&format!("{queued} messages in the postfix queues"));
         }
         let t = host.capture(VOLUME, "")?;
-        let mut facts: Vec<(String, String)> =
-            queues.into_iter().map(|(q, n)| (format!("queue-{q}"), n.to_string())).collect();
+        let mut facts: Vec<(String, String)> = queues
+            .into_iter()
+            .map(|(q, n)| (format!("queue-{q}"), n.to_string()))
+            .collect();
         facts.push(("files".into(), t.files.to_string()));
-        Ok(BackupReport { facts, warnings: Vec::new() })
+        Ok(BackupReport {
+            facts,
+            warnings: Vec::new(),
+        })
     }
 
     fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
@@ -58,7 +73,9 @@ impl Plugin for Postfix {
             host.service_stop(SERVICE)?;
         }
         host.restore_tree(VOLUME, req.mode)?;
-        Ok(RestoreReport { warnings: Vec::new() })
+        Ok(RestoreReport {
+            warnings: Vec::new(),
+        })
     }
 }
 

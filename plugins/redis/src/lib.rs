@@ -31,34 +31,55 @@ pub const VALKEY: Flavour = Flavour {
 
 /// valkey when its service exists, else redis, whichever keyword was asked for.
 pub fn flavour(services: &[String]) -> Flavour {
-    if services.iter().any(|s| s == VALKEY.service) { VALKEY } else { REDIS }
+    if services.iter().any(|s| s == VALKEY.service) {
+        VALKEY
+    } else {
+        REDIS
+    }
 }
 
 /// The RDB format version from a dump's header (`REDIS0012` → 12).
 pub fn rdb_version(header: &[u8]) -> Option<u32> {
     let magic = header.get(..9)?;
-    let digits = magic.strip_prefix(b"REDIS").or_else(|| magic.strip_prefix(b"VALKE"))?;
-    std::str::from_utf8(digits).ok()?.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+    let digits = magic
+        .strip_prefix(b"REDIS")
+        .or_else(|| magic.strip_prefix(b"VALKE"))?;
+    std::str::from_utf8(digits)
+        .ok()?
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
 }
 
 /// The `redis_version:`/`valkey_version:` line of `INFO server`.
 pub fn server_version(info: &str) -> Option<String> {
     info.lines()
-        .find_map(|l| l.strip_prefix("valkey_version:").or_else(|| l.strip_prefix("redis_version:")))
+        .find_map(|l| {
+            l.strip_prefix("valkey_version:")
+                .or_else(|| l.strip_prefix("redis_version:"))
+        })
         .map(|v| v.trim().to_string())
 }
 
 fn cli(host: &impl Host, f: Flavour, args: &[&str]) -> Result<String, Error> {
     let mut req = exec_capture(f.service, f.cli, args);
-    if matches!(host.conf_get(f.password_key)?, ConfValue::Secret | ConfValue::Plain(_)) {
+    if matches!(
+        host.conf_get(f.password_key)?,
+        ConfValue::Secret | ConfValue::Plain(_)
+    ) {
         // Both names: valkey-cli reads VALKEYCLI_AUTH, and also REDISCLI_AUTH for compatibility.
         for var in ["REDISCLI_AUTH", "VALKEYCLI_AUTH"] {
-            req.env.push((var.into(), EnvValue::ConfSecret(f.password_key.into())));
+            req.env
+                .push((var.into(), EnvValue::ConfSecret(f.password_key.into())));
         }
     }
     let out = host.exec(&req)?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.exit_code != 0 || stdout.starts_with("ERR") || stdout.starts_with("NOAUTH") || stdout.starts_with("WRONGPASS") {
+    if out.exit_code != 0
+        || stdout.starts_with("ERR")
+        || stdout.starts_with("NOAUTH")
+        || stdout.starts_with("WRONGPASS")
+    {
         return Err(Error::failed(format!(
             "`{} {}` in {} failed (exit {}): {} {}",
             f.cli,
@@ -78,10 +99,14 @@ impl Plugin for Redis {
             name: "redis".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             components: vec!["redis".into(), "valkey".into()],
-            description: "Redis/Valkey data: DKIM keys, Bayes statistics, rate limits, settings".into(),
+            description: "Redis/Valkey data: DKIM keys, Bayes statistics, rate limits, settings"
+                .into(),
             grants: grants(
                 &[REDIS.volume, VALKEY.volume],
-                &[(REDIS.service, &[REDIS.cli]), (VALKEY.service, &[VALKEY.cli])],
+                &[
+                    (REDIS.service, &[REDIS.cli]),
+                    (VALKEY.service, &[VALKEY.cli]),
+                ],
                 &[REDIS.password_key, VALKEY.password_key],
                 &[REDIS.service, VALKEY.service],
             ),
@@ -90,7 +115,10 @@ impl Plugin for Redis {
 
     fn estimate(host: &impl Host, req: &BackupRequest) -> Result<SizeEstimate, Error> {
         let t = host.measure(flavour(&req.services).volume, "")?;
-        Ok(SizeEstimate { files: 1, bytes: t.bytes })
+        Ok(SizeEstimate {
+            files: 1,
+            bytes: t.bytes,
+        })
     }
 
     fn backup(host: &impl Host, req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -98,7 +126,10 @@ impl Plugin for Redis {
         let version = server_version(&cli(host, f, &["INFO", "server"])?).unwrap_or_default();
         let saved = cli(host, f, &["SAVE"])?;
         if saved != "OK" {
-            return Err(Error::failed(format!("SAVE in {} answered {saved:?} instead of OK", f.service)));
+            return Err(Error::failed(format!(
+                "SAVE in {} answered {saved:?} instead of OK",
+                f.service
+            )));
         }
         let path = format!("{}/dump.rdb", volume_dir(f.volume));
         let mut header = [0u8; 9];
@@ -131,7 +162,9 @@ impl Plugin for Redis {
             host.service_stop(f.service)?;
         }
         host.restore_tree(f.volume, req.mode)?;
-        Ok(RestoreReport { warnings: Vec::new() })
+        Ok(RestoreReport {
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -150,14 +183,22 @@ mod tests {
             (b"GARBAGE!!", None),
             (b"REDIS", None),
         ] {
-            assert_eq!(rdb_version(header), want, "{}", String::from_utf8_lossy(header));
+            assert_eq!(
+                rdb_version(header),
+                want,
+                "{}",
+                String::from_utf8_lossy(header)
+            );
         }
     }
 
     #[test]
     fn valkey_wins_when_its_service_exists() {
         assert_eq!(flavour(&["valkey-mailcow".into()]), VALKEY);
-        assert_eq!(flavour(&["redis-mailcow".into(), "dovecot-mailcow".into()]), REDIS);
+        assert_eq!(
+            flavour(&["redis-mailcow".into(), "dovecot-mailcow".into()]),
+            REDIS
+        );
     }
 
     #[test]
@@ -166,11 +207,24 @@ mod tests {
             assert!(req.env.iter().any(|(k, v)| k == "REDISCLI_AUTH"
                 && matches!(v, EnvValue::ConfSecret(key) if key == "REDISPASS")));
             assert!(!req.args.iter().any(|a| a.contains("PASS")));
-            Ok(testing::ok_output(if req.args[0] == "SAVE" { "ERR disk full" } else { "redis_version:7.4.6" }))
+            Ok(testing::ok_output(if req.args[0] == "SAVE" {
+                "ERR disk full"
+            } else {
+                "redis_version:7.4.6"
+            }))
         });
-        let req = BackupRequest { component: "redis".into(), services: vec![], arch: "x86_64".into() };
+        let req = BackupRequest {
+            component: "redis".into(),
+            services: vec![],
+            arch: "x86_64".into(),
+        };
         let err = Redis::backup(&host, &req).unwrap_err();
         assert!(err.message().contains("ERR disk full"), "{err:?}");
-        assert!(!host.calls().iter().any(|c| matches!(c, testing::Call::Capture { .. })));
+        assert!(
+            !host
+                .calls()
+                .iter()
+                .any(|c| matches!(c, testing::Call::Capture { .. }))
+        );
     }
 }

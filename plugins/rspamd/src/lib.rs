@@ -22,13 +22,19 @@ impl Plugin for Rspamd {
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate { files: t.files, bytes: t.bytes })
+        Ok(SizeEstimate {
+            files: t.files,
+            bytes: t.bytes,
+        })
     }
 
     fn backup(host: &impl Host, req: &BackupRequest) -> Result<BackupReport, Error> {
         let t = host.capture(VOLUME, "")?;
         Ok(BackupReport {
-            facts: vec![("arch".into(), req.arch.clone()), ("files".into(), t.files.to_string())],
+            facts: vec![
+                ("arch".into(), req.arch.clone()),
+                ("files".into(), t.files.to_string()),
+            ],
             warnings: Vec::new(),
         })
     }
@@ -43,13 +49,17 @@ impl Plugin for Rspamd {
                 )));
             }
             Some(_) => {}
-            None => host.warn("the snapshot does not record rspamd's architecture; restoring anyway"),
+            None => {
+                host.warn("the snapshot does not record rspamd's architecture; restoring anyway")
+            }
         }
         if !req.drill {
             host.service_stop(SERVICE)?;
         }
         host.restore_tree(VOLUME, req.mode)?;
-        Ok(RestoreReport { warnings: Vec::new() })
+        Ok(RestoreReport {
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -71,7 +81,10 @@ mod tests {
             arch: "x86_64".into(),
             drill: false,
         };
-        assert!(matches!(Rspamd::restore(&host, &req), Err(Error::Unsupported(_))));
+        assert!(matches!(
+            Rspamd::restore(&host, &req),
+            Err(Error::Unsupported(_))
+        ));
         assert!(host.calls().is_empty());
     }
 }

@@ -30,8 +30,8 @@ pub use bindings::cshost::plugin::host::{
     TreeSummary,
 };
 pub use bindings::cshost::plugin::types::{
-    BackupReport, BackupRequest, ComponentInfo, Error, SizeEstimate, ExecGrant, Grants, Level,
-    RestoreMode, RestoreReport, RestoreRequest,
+    BackupReport, BackupRequest, ComponentInfo, Error, ExecGrant, Grants, Level, RestoreMode,
+    RestoreReport, RestoreRequest, SizeEstimate,
 };
 pub use host::{Host, WitHost};
 

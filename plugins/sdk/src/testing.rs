@@ -4,20 +4,34 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::{
-    ConfValue, Error, ExecRequest, ExecResult, Host, Level, RestoreMode, TreeSummary,
-};
+use crate::{ConfValue, Error, ExecRequest, ExecResult, Host, Level, RestoreMode, TreeSummary};
 
 type ExecFn = Box<dyn Fn(&ExecRequest) -> Result<ExecResult, Error>>;
 
 /// One recorded host call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Log { level: String, message: String },
-    Exec { service: String, program: String, args: Vec<String> },
-    Capture { volume: String, path: String },
-    Measure { volume: String, path: String },
-    RestoreTree { volume: String, replace: bool },
+    Log {
+        level: String,
+        message: String,
+    },
+    Exec {
+        service: String,
+        program: String,
+        args: Vec<String>,
+    },
+    Capture {
+        volume: String,
+        path: String,
+    },
+    Measure {
+        volume: String,
+        path: String,
+    },
+    RestoreTree {
+        volume: String,
+        replace: bool,
+    },
     Stop(String),
     Start(String),
 }
@@ -63,7 +77,10 @@ impl FakeHost {
             .into_iter()
             .filter_map(|c| match c {
                 Call::Exec { program, args, .. } => Some(
-                    std::iter::once(program).chain(args).collect::<Vec<_>>().join(" "),
+                    std::iter::once(program)
+                        .chain(args)
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 ),
                 _ => None,
             })
@@ -76,16 +93,31 @@ impl FakeHost {
 
 /// A successful exec result with the given stdout.
 pub fn ok_output(stdout: &str) -> ExecResult {
-    ExecResult { exit_code: 0, stdout: stdout.as_bytes().to_vec(), stderr: String::new(), artifact: None }
+    ExecResult {
+        exit_code: 0,
+        stdout: stdout.as_bytes().to_vec(),
+        stderr: String::new(),
+        artifact: None,
+    }
 }
 
 fn summary() -> TreeSummary {
-    TreeSummary { files: 1, dirs: 0, symlinks: 0, bytes: 1, new_blobs: 1, new_bytes: 1 }
+    TreeSummary {
+        files: 1,
+        dirs: 0,
+        symlinks: 0,
+        bytes: 1,
+        new_blobs: 1,
+        new_bytes: 1,
+    }
 }
 
 impl Host for FakeHost {
     fn log(&self, level: Level, message: &str) {
-        self.record(Call::Log { level: format!("{level:?}"), message: message.into() });
+        self.record(Call::Log {
+            level: format!("{level:?}"),
+            message: message.into(),
+        });
     }
     fn progress(&self, _label: &str, _done: u64, _total: u64) {}
     fn conf_get(&self, key: &str) -> Result<ConfValue, Error> {
@@ -103,16 +135,25 @@ impl Host for FakeHost {
         }
     }
     fn capture(&self, volume: &str, path: &str) -> Result<TreeSummary, Error> {
-        self.record(Call::Capture { volume: volume.into(), path: path.into() });
+        self.record(Call::Capture {
+            volume: volume.into(),
+            path: path.into(),
+        });
         Ok(summary())
     }
     fn measure(&self, volume: &str, path: &str) -> Result<TreeSummary, Error> {
-        self.record(Call::Measure { volume: volume.into(), path: path.into() });
+        self.record(Call::Measure {
+            volume: volume.into(),
+            path: path.into(),
+        });
         Ok(summary())
     }
     fn restore_tree(&self, volume: &str, mode: RestoreMode) -> Result<TreeSummary, Error> {
         let replace = matches!(mode, RestoreMode::Replace);
-        self.record(Call::RestoreTree { volume: volume.into(), replace });
+        self.record(Call::RestoreTree {
+            volume: volume.into(),
+            replace,
+        });
         Ok(summary())
     }
     fn service_stop(&self, service: &str) -> Result<(), Error> {

@@ -34,9 +34,17 @@ pub fn survey(root: &std::path::Path, maildir_sub: &str) -> std::io::Result<Layo
                 continue;
             }
             layout.mailboxes += 1;
-            let maildir = if maildir_sub.is_empty() { user.path() } else { user.path().join(maildir_sub) };
+            let maildir = if maildir_sub.is_empty() {
+                user.path()
+            } else {
+                user.path().join(maildir_sub)
+            };
             if !maildir.join("cur").is_dir() {
-                layout.without_maildir.push(format!("{}@{}", user.file_name().to_string_lossy(), name));
+                layout.without_maildir.push(format!(
+                    "{}@{}",
+                    user.file_name().to_string_lossy(),
+                    name
+                ));
             }
         }
     }
@@ -56,7 +64,10 @@ impl Plugin for Vmail {
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate { files: t.files, bytes: t.bytes })
+        Ok(SizeEstimate {
+            files: t.files,
+            bytes: t.bytes,
+        })
     }
 
     fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -71,12 +82,19 @@ impl Plugin for Vmail {
                 "{} of {} mailboxes have no `{}` maildir (MAILDIR_SUB={:?}), e.g. {}",
                 layout.without_maildir.len(),
                 layout.mailboxes,
-                if maildir_sub.is_empty() { "cur" } else { &maildir_sub },
+                if maildir_sub.is_empty() {
+                    "cur"
+                } else {
+                    &maildir_sub
+                },
                 maildir_sub,
                 shown.join(", ")
             ));
         }
-        host.info(&format!("{} domains, {} mailboxes", layout.domains, layout.mailboxes));
+        host.info(&format!(
+            "{} domains, {} mailboxes",
+            layout.domains, layout.mailboxes
+        ));
         let t = host.capture(VOLUME, "")?;
         Ok(BackupReport {
             facts: vec![
@@ -91,7 +109,11 @@ impl Plugin for Vmail {
     }
 
     fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
-        let backed_up = req.facts.iter().find(|(k, _)| k == "maildir-sub").map(|(_, v)| v.clone());
+        let backed_up = req
+            .facts
+            .iter()
+            .find(|(k, _)| k == "maildir-sub")
+            .map(|(_, v)| v.clone());
         let live = host.conf_plain("MAILDIR_SUB")?.unwrap_or_default();
         if let Some(backed_up) = backed_up {
             if backed_up != live {
@@ -105,7 +127,9 @@ impl Plugin for Vmail {
             host.service_stop(DOVECOT)?;
         }
         host.restore_tree(VOLUME, req.mode)?;
-        Ok(RestoreReport { warnings: Vec::new() })
+        Ok(RestoreReport {
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -145,6 +169,11 @@ mod tests {
         };
         let err = Vmail::restore(&host, &req).unwrap_err();
         assert!(err.message().contains("MAILDIR_SUB differs"), "{err:?}");
-        assert!(!host.calls().iter().any(|c| matches!(c, testing::Call::Stop(_))));
+        assert!(
+            !host
+                .calls()
+                .iter()
+                .any(|c| matches!(c, testing::Call::Stop(_)))
+        );
     }
 }

@@ -1,0 +1,57 @@
+//! The command line. clap types stop here; commands receive plain values.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cshost", version, about = "Back up and restore a mailcow-dockerized mail server", long_about = None)]
+pub struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        global = true,
+        env = "CSHOST_CONFIG",
+        default_value = "/etc/cshost/config.toml"
+    )]
+    pub config: PathBuf,
+    /// Print results as JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up mailcow components into the repository.
+    Backup(BackupArgs),
+    /// List the snapshots in the repository.
+    #[command(alias = "list")]
+    Snapshots,
+    /// Re-hash every blob of a snapshot and compare it with its name.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// `all`, or a comma-separated list of: vmail crypt redis valkey rspamd postfix mysql mariadb.
+    #[arg(long, value_delimiter = ',')]
+    pub components: Option<Vec<String>>,
+    /// Show what would be backed up, with size estimates, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Snapshot id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub snapshot: String,
+}

@@ -1,0 +1,275 @@
+//! The configuration file (`/etc/cshost/config.toml` by default). Strict:
+//! unknown keys are errors that name the key and line.
+//!
+//! ```toml
+//! [mailcow]
+//! dir = "/opt/mailcow-dockerized"   # where mailcow.conf is
+//! runtime = "native"                # native (docker: see the docker runtime)
+//!
+//! [native]                          # services reached directly on this host
+//! volumes-dir = "/var/lib/docker/volumes"   # <dir>/<project>_<volume>/_data
+//! [native.services.mysql-mailcow]
+//! args = ["--socket=/run/mysqld/mysqld.sock"]   # put before every program's own args
+//! env = {}
+//!
+//! [backup]
+//! components = ["all"]
+//! threads = 4
+//! scratch-dir = "/var/lib/cshost/scratch"
+//! cache-dir = "/var/cache/cshost"
+//!
+//! [repository.local]
+//! path = "/var/backups/cshost"
+//!
+//! [limits]                          # per plugin call
+//! memory-mib = 64
+//! cpu-seconds = 60
+//! log-kib = 256
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read the config `{path}`: {source}; pass --config PATH or create it (see `config.example.toml`)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config `{path}`: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config `{path}`: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub mailcow: MailcowSection,
+    #[serde(default)]
+    pub native: NativeSection,
+    #[serde(default)]
+    pub backup: BackupSection,
+    pub repository: RepositorySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    #[default]
+    Native,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MailcowSection {
+    #[serde(default = "default_mailcow_dir")]
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+}
+
+fn default_mailcow_dir() -> PathBuf {
+    PathBuf::from("/opt/mailcow-dockerized")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NativeSection {
+    #[serde(default = "default_volumes_dir")]
+    pub volumes_dir: PathBuf,
+    #[serde(default)]
+    pub services: BTreeMap<String, NativeService>,
+}
+
+impl Default for NativeSection {
+    fn default() -> Self {
+        Self {
+            volumes_dir: default_volumes_dir(),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_volumes_dir() -> PathBuf {
+    PathBuf::from("/var/lib/docker/volumes")
+}
+
+/// How to reach one mailcow service's programs on this host.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NativeService {
+    /// Arguments put before each program's own (e.g. a socket or port).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment for the service's programs.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Commands that stop, start and probe the service (argv form).
+    #[serde(default)]
+    pub stop: Option<Vec<String>>,
+    #[serde(default)]
+    pub start: Option<Vec<String>>,
+    #[serde(default)]
+    pub status: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BackupSection {
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    #[serde(default = "default_threads")]
+    pub threads: u32,
+    #[serde(default = "default_scratch")]
+    pub scratch_dir: PathBuf,
+    #[serde(default = "default_cache")]
+    pub cache_dir: PathBuf,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        Self {
+            components: default_components(),
+            threads: default_threads(),
+            scratch_dir: default_scratch(),
+            cache_dir: default_cache(),
+        }
+    }
+}
+
+fn default_components() -> Vec<String> {
+    vec!["all".into()]
+}
+fn default_threads() -> u32 {
+    4
+}
+fn default_scratch() -> PathBuf {
+    PathBuf::from("/var/lib/cshost/scratch")
+}
+fn default_cache() -> PathBuf {
+    PathBuf::from("/var/cache/cshost")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RepositorySection {
+    pub local: Option<LocalRepository>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LocalRepository {
+    pub path: PathBuf,
+}
+
+/// Per-call limits for plugins.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LimitsSection {
+    pub memory_mib: u64,
+    pub cpu_seconds: u64,
+    pub log_kib: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            cpu_seconds: 60,
+            log_kib: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, has unknown keys or invalid values.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse config text; `path` is only used in messages.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        };
+        if !(1..=99).contains(&config.backup.threads) {
+            return Err(invalid(format!(
+                "[backup] threads = {} must be between 1 and 99",
+                config.backup.threads
+            )));
+        }
+        if config.limits.memory_mib < 4 {
+            return Err(invalid("[limits] memory-mib must be at least 4".into()));
+        }
+        if config.repository.local.is_none() {
+            return Err(invalid(
+                "no repository is configured; add [repository.local] path = \"...\"".into(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../config.example.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.backup.components, vec!["all".to_string()]);
+        assert!(c.native.services.contains_key("mysql-mailcow"));
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_key_named() {
+        let minimal = "[mailcow]\n[repository.local]\npath = \"/r\"\n";
+        assert!(parse(minimal).is_ok());
+        for (text, needle) in [
+            (
+                "[mailcow]\ndri = \"/x\"\n[repository.local]\npath = \"/r\"\n",
+                "dri",
+            ),
+            (
+                "[mailcow]\n[repository.local]\npath = \"/r\"\n[backup]\nthreads = 0\n",
+                "threads",
+            ),
+            ("[mailcow]\n[repository]\n", "no repository"),
+            (
+                "[mailcow]\nruntime = \"kubernetes\"\n[repository.local]\npath = \"/r\"\n",
+                "kubernetes",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("test.toml"), "{err}");
+        }
+    }
+}

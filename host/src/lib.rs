@@ -1,0 +1,17 @@
+//! cshost: backs up and restores a mailcow-dockerized mail server. Each
+//! component's logic runs as a sandboxed WebAssembly plugin; this crate moves
+//! the bytes, keeps the repository and enforces the plugins' grants.
+//!
+//! The binary (`main.rs`) only parses the command line and calls [`app::run`].
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod components;
+pub mod config;
+pub mod error;
+pub mod mailcow;
+pub mod repo;
+pub mod runtime;
+pub mod services;

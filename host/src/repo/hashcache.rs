@@ -1,0 +1,164 @@
+//! A cache of file hashes keyed by (device, inode) and checked against size
+//! and mtime, so unchanged files are not read again. ctime is deliberately not
+//! compared: every maildir flag change (a message read, answered, flagged) is a
+//! rename, which updates ctime but never the content, and comparing it would
+//! make the nightly run re-read most of the mail store.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: i64,
+    mtime_ns: i64,
+}
+
+impl Stamp {
+    fn of(m: &Metadata) -> Self {
+        Self {
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+        }
+    }
+}
+
+pub struct HashCache {
+    path: Option<PathBuf>,
+    map: Mutex<HashMap<(u64, u64), (Stamp, [u8; 32])>>,
+}
+
+const HEADER: &str = "# cshost hash cache v1: dev ino size mtime mtime_ns sha256";
+
+impl HashCache {
+    /// A cache that is never saved (for one-off runs and tests).
+    pub fn in_memory() -> Self {
+        Self {
+            path: None,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Load the cache file; a missing or damaged file gives an empty cache
+    /// (it only costs re-reading files).
+    pub fn load(path: &Path) -> Self {
+        let mut map = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.starts_with(HEADER) {
+                for line in text.lines().skip(1) {
+                    if let Some((key, value)) = parse_line(line) {
+                        map.insert(key, value);
+                    }
+                }
+            } else {
+                tracing::warn!(
+                    "ignoring hash cache `{}` with an unknown format",
+                    path.display()
+                );
+            }
+        }
+        Self {
+            path: Some(path.to_path_buf()),
+            map: Mutex::new(map),
+        }
+    }
+
+    pub fn lookup(&self, m: &Metadata) -> Option<String> {
+        let map = self.map.lock().expect("hash cache lock");
+        match map.get(&(m.dev(), m.ino())) {
+            Some((stamp, hash)) if *stamp == Stamp::of(m) => Some(hex::encode(hash)),
+            _ => None,
+        }
+    }
+
+    pub fn insert(&self, m: &Metadata, hash: &str) {
+        let mut bytes = [0u8; 32];
+        if hex::decode_to_slice(hash, &mut bytes).is_ok() {
+            self.map
+                .lock()
+                .expect("hash cache lock")
+                .insert((m.dev(), m.ino()), (Stamp::of(m), bytes));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("hash cache lock").len()
+    }
+
+    /// Write the cache back atomically.
+    ///
+    /// # Errors
+    /// When the cache directory cannot be written.
+    pub fn save(&self) -> Result<(), crate::repo::RepoError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        use std::fmt::Write;
+        let map = self.map.lock().expect("hash cache lock");
+        let mut text = String::with_capacity(map.len() * 120 + HEADER.len() + 1);
+        text.push_str(HEADER);
+        text.push('\n');
+        for ((dev, ino), (s, hash)) in map.iter() {
+            let _ = writeln!(
+                text,
+                "{dev} {ino} {} {} {} {}",
+                s.size,
+                s.mtime,
+                s.mtime_ns,
+                hex::encode(hash)
+            );
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| crate::repo::RepoError::Io {
+                path: dir.into(),
+                source,
+            })?;
+        }
+        crate::repo::store::write_atomic(path, text.as_bytes(), 0o600)
+    }
+}
+
+fn parse_line(line: &str) -> Option<((u64, u64), (Stamp, [u8; 32]))> {
+    let mut it = line.split(' ');
+    let mut num = || it.next()?.parse::<i64>().ok();
+    let (dev, ino, size) = (num()? as u64, num()? as u64, num()? as u64);
+    let stamp = Stamp {
+        size,
+        mtime: num()?,
+        mtime_ns: num()?,
+    };
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(it.next()?, &mut hash).ok()?;
+    Some(((dev, ino), (stamp, hash)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_until_the_file_changes_and_survives_a_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "one").unwrap();
+        let cache = HashCache::load(&dir.path().join("cache"));
+        let m = std::fs::metadata(&file).unwrap();
+        assert_eq!(cache.lookup(&m), None);
+        cache.insert(&m, &"ab".repeat(32));
+        cache.save().unwrap();
+        let cache = HashCache::load(&dir.path().join("cache"));
+        assert_eq!(cache.lookup(&m), Some("ab".repeat(32)));
+        let renamed = dir.path().join("g");
+        std::fs::rename(&file, &renamed).unwrap();
+        assert_eq!(
+            cache.lookup(&std::fs::metadata(&renamed).unwrap()),
+            Some("ab".repeat(32))
+        );
+        std::fs::write(&renamed, "two!").unwrap();
+        assert_eq!(cache.lookup(&std::fs::metadata(&renamed).unwrap()), None);
+    }
+}

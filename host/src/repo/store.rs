@@ -1,0 +1,364 @@
+//! The local-directory repository: blob files, manifests and the repo marker.
+//! Writes go to a temporary name in the same directory tree and are renamed
+//! into place, so a crash never leaves a blob or manifest with a wrong name.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::{self, Manifest};
+
+const MARKER: &str = "cshost-repo.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("repository `{path}`: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "`{path}` is not a cshost repository (no {MARKER}); point [repository.local] path at one, or at an empty or missing directory to create one"
+    )]
+    NotARepo { path: PathBuf },
+    #[error("snapshot `{id}` not found in `{path}`; `cshost snapshots` lists what exists")]
+    NoSnapshot { id: String, path: PathBuf },
+    #[error("the repository `{path}` has no snapshots yet; run `cshost backup` first")]
+    Empty { path: PathBuf },
+    #[error("manifest `{path}` is unreadable: {message}")]
+    BadManifest { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct LocalRepo {
+    root: PathBuf,
+    tmp_seq: AtomicU64,
+}
+
+impl LocalRepo {
+    /// Open a repository, creating it (mode 700) when the directory is missing or empty.
+    ///
+    /// # Errors
+    /// When the directory holds something else, or cannot be written.
+    pub fn open_or_init(root: &Path) -> Result<Self, RepoError> {
+        let empty = match fs::read_dir(root) {
+            Ok(mut rd) => rd.next().is_none(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io_err(root)(e)),
+        };
+        if empty {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .map_err(io_err(root))?;
+            for sub in ["blobs", "snapshots", "tmp"] {
+                fs::create_dir_all(root.join(sub)).map_err(io_err(root))?;
+            }
+            let marker = format!(
+                "# cshost repository\nformat = {}\nhash = \"sha256\"\ncreated = \"{}\"\n",
+                manifest::FORMAT,
+                crate::clock::now_rfc3339()
+            );
+            write_atomic(&root.join(MARKER), marker.as_bytes(), 0o600)?;
+        }
+        Self::open(root)
+    }
+
+    /// Open an existing repository.
+    ///
+    /// # Errors
+    /// When `root` is not a cshost repository.
+    pub fn open(root: &Path) -> Result<Self, RepoError> {
+        if !root.join(MARKER).is_file() {
+            return Err(RepoError::NotARepo { path: root.into() });
+        }
+        fs::create_dir_all(root.join("tmp")).map_err(io_err(root))?;
+        Ok(Self {
+            root: root.into(),
+            tmp_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, hash: &str) -> PathBuf {
+        self.root.join("blobs").join(&hash[..2]).join(hash)
+    }
+
+    pub fn has_blob(&self, hash: &str) -> bool {
+        self.blob_path(hash).is_file()
+    }
+
+    /// A fresh temporary file inside the repository (same filesystem as the blobs).
+    fn temp(&self) -> Result<(PathBuf, File), RepoError> {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok((path, file))
+    }
+
+    /// Store bytes whose hash is known; returns whether the blob was new.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn put(&self, hash: &str, bytes: &[u8]) -> Result<bool, RepoError> {
+        if self.has_blob(hash) {
+            return Ok(false);
+        }
+        let (tmp, mut file) = self.temp()?;
+        file.write_all(bytes).map_err(io_err(&tmp))?;
+        drop(file);
+        self.settle(&tmp, hash)
+    }
+
+    /// Move a finished temporary file to its blob name, or drop it when the
+    /// blob already exists. Returns whether it was new.
+    fn settle(&self, tmp: &Path, hash: &str) -> Result<bool, RepoError> {
+        let dest = self.blob_path(hash);
+        if dest.is_file() {
+            fs::remove_file(tmp).map_err(io_err(tmp))?;
+            return Ok(false);
+        }
+        let dir = dest.parent().expect("blob paths have a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+        Ok(true)
+    }
+
+    /// A writer that hashes what it stores; `finish` names the blob.
+    ///
+    /// # Errors
+    /// When the temporary file cannot be created.
+    pub fn writer(&self) -> Result<BlobWriter<'_>, RepoError> {
+        let (path, file) = self.temp()?;
+        Ok(BlobWriter {
+            repo: self,
+            path,
+            file: io::BufWriter::with_capacity(256 << 10, file),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Make everything written so far durable, then publish the manifest under
+    /// its final name. Until this returns, the snapshot does not exist.
+    ///
+    /// # Errors
+    /// On I/O failure; nothing is published then.
+    pub fn publish(&self, manifest: &Manifest) -> Result<PathBuf, RepoError> {
+        sync_filesystem(&self.root)?;
+        let json = serde_json::to_vec(manifest).expect("manifests serialise");
+        let path = self
+            .root
+            .join("snapshots")
+            .join(format!("{}.json", manifest.id));
+        fs::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
+        write_atomic(&path, &json, 0o600)?;
+        Ok(path)
+    }
+
+    /// Snapshot ids, oldest first (ids sort by time).
+    ///
+    /// # Errors
+    /// When the snapshots directory cannot be read.
+    pub fn snapshot_ids(&self) -> Result<Vec<String>, RepoError> {
+        let dir = self.root.join("snapshots");
+        let mut ids: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(str::to_string)
+            })
+            .filter(|id| !id.starts_with('.'))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Load a manifest by id, or `latest`.
+    ///
+    /// # Errors
+    /// When it does not exist or does not parse.
+    pub fn load(&self, id: &str) -> Result<Manifest, RepoError> {
+        let id = if id == "latest" {
+            self.snapshot_ids()?.pop().ok_or_else(|| RepoError::Empty {
+                path: self.root.clone(),
+            })?
+        } else {
+            id.to_string()
+        };
+        if id.contains('/') || id.starts_with('.') {
+            return Err(RepoError::NoSnapshot {
+                id,
+                path: self.root.clone(),
+            });
+        }
+        let path = self.root.join("snapshots").join(format!("{id}.json"));
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::NoSnapshot {
+                    id,
+                    path: self.root.clone(),
+                });
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| RepoError::BadManifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if m.format != manifest::FORMAT {
+            return Err(RepoError::BadManifest {
+                path,
+                message: format!(
+                    "format {} is not supported by this cshost (it reads format {})",
+                    m.format,
+                    manifest::FORMAT
+                ),
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// Streams bytes into a temporary blob while hashing them.
+pub struct BlobWriter<'a> {
+    repo: &'a LocalRepo,
+    path: PathBuf,
+    file: io::BufWriter<File>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// A stored blob: its name and whether this write added it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub hash: String,
+    pub size: u64,
+    pub new: bool,
+}
+
+impl BlobWriter<'_> {
+    /// Name the blob by the hash of what was written.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn finish(mut self) -> Result<Stored, RepoError> {
+        self.file.flush().map_err(io_err(&self.path))?;
+        let hash = hex::encode(self.hasher.finalize_reset());
+        let new = self.repo.settle(&self.path, &hash)?;
+        Ok(Stored {
+            hash,
+            size: self.size,
+            new,
+        })
+    }
+}
+
+/// Write a small file atomically: temp name, fsync, rename, fsync the directory.
+///
+/// # Errors
+/// On I/O failure.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RepoError> {
+    let dir = path
+        .parent()
+        .expect("atomic writes target a file in a directory");
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    Ok(())
+}
+
+/// One `syncfs` for the whole repository instead of an fsync per blob.
+fn sync_filesystem(root: &Path) -> Result<(), RepoError> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(root).map_err(io_err(root))?;
+    // SAFETY: syncfs takes a valid open descriptor, which `dir` owns for the call.
+    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if rc != 0 {
+        return Err(io_err(root)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_named_by_their_hash_and_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = LocalRepo::open_or_init(&dir.path().join("r")).unwrap();
+        let mut w = repo.writer().unwrap();
+        w.write_all(b"hello").unwrap();
+        let s = w.finish().unwrap();
+        assert_eq!(s.hash, crate::repo::sha256_hex(b"hello"));
+        assert!(s.new);
+        assert_eq!(fs::read(repo.blob_path(&s.hash)).unwrap(), b"hello");
+        assert!(!repo.put(&s.hash, b"hello").unwrap());
+        let mut w = repo.writer().unwrap();
+        w.write_all(b"hello").unwrap();
+        assert!(!w.finish().unwrap().new);
+        assert_eq!(fs::read_dir(repo.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_directory_with_other_content_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("precious.txt"), "x").unwrap();
+        assert!(matches!(
+            LocalRepo::open_or_init(dir.path()),
+            Err(RepoError::NotARepo { .. })
+        ));
+    }
+}

@@ -1,0 +1,130 @@
+//! Verification of a snapshot in a local repository: every referenced blob is
+//! re-read and re-hashed, and compared with its name.
+
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::Manifest;
+use super::store::LocalRepo;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Missing {
+        blob: String,
+        used_by: String,
+    },
+    Mismatch {
+        blob: String,
+        used_by: String,
+        actual: String,
+    },
+    Unreadable {
+        blob: String,
+        used_by: String,
+        error: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing { blob, used_by } => {
+                write!(f, "blob {blob} is missing (used by {used_by})")
+            }
+            Problem::Mismatch {
+                blob,
+                used_by,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "blob {blob} is damaged: its content hashes to {actual} (used by {used_by})"
+                )
+            }
+            Problem::Unreadable {
+                blob,
+                used_by,
+                error,
+            } => {
+                write!(f, "blob {blob} cannot be read: {error} (used by {used_by})")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub blobs: usize,
+    pub bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Re-hash every blob the manifest references, `threads` at a time.
+pub fn verify(repo: &LocalRepo, manifest: &Manifest, threads: usize) -> VerifyReport {
+    let blobs: Vec<(&str, String)> = manifest.blobs().into_iter().collect();
+    let next = AtomicUsize::new(0);
+    let bytes = AtomicU64::new(0);
+    let problems = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((blob, used_by)) = blobs.get(i) else {
+                        break;
+                    };
+                    let problem = match hash_file(&repo.blob_path(blob), &mut buf) {
+                        Ok((actual, n)) => {
+                            bytes.fetch_add(n, Ordering::Relaxed);
+                            (actual != *blob).then(|| Problem::Mismatch {
+                                blob: blob.to_string(),
+                                used_by: used_by.clone(),
+                                actual,
+                            })
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            Some(Problem::Missing {
+                                blob: blob.to_string(),
+                                used_by: used_by.clone(),
+                            })
+                        }
+                        Err(e) => Some(Problem::Unreadable {
+                            blob: blob.to_string(),
+                            used_by: used_by.clone(),
+                            error: e.to_string(),
+                        }),
+                    };
+                    if let Some(p) = problem {
+                        problems.lock().expect("verify lock").push(p);
+                    }
+                }
+            });
+        }
+    });
+    let mut problems = problems.into_inner().expect("verify lock");
+    problems.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+    VerifyReport {
+        blobs: blobs.len(),
+        bytes: bytes.into_inner(),
+        problems,
+    }
+}
+
+fn hash_file(path: &std::path::Path, buf: &mut [u8]) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    loop {
+        let r = f.read(buf)?;
+        if r == 0 {
+            break;
+        }
+        h.update(&buf[..r]);
+        n += r as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}

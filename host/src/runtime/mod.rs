@@ -1,0 +1,470 @@
+//! The WebAssembly plugin host: one engine (epoch interruption, compiled-code
+//! cache), one pre-linked instance per plugin, and a fresh store per call with
+//! memory, CPU-time and log limits. A trap or a limit stops that plugin's call
+//! only; the instance is thrown away and the host carries on.
+
+mod bindings;
+pub mod builtin;
+pub mod grants;
+mod state;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Cache, CacheConfig, Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+pub use bindings::types::{BackupReport, BackupRequest, ComponentInfo, SizeEstimate};
+use bindings::{Component as World, ComponentPre as WorldPre};
+pub use grants::{Grants, Mode};
+pub use state::{CaptureRecord, RunEnv};
+use state::{HostState, LimitHit};
+
+/// The WIT package version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+const WIT_EXPORT: &str = "cshost:plugin/plugin@";
+const TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("plugin `{plugin}` is not a valid component: {detail}")]
+    Compile { plugin: String, detail: String },
+    #[error(
+        "plugin `{plugin}` was built for cshost:plugin@{found}, and this cshost implements @{WIT_VERSION}; rebuild the plugin against WIT {WIT_VERSION}"
+    )]
+    WitVersion { plugin: String, found: String },
+    #[error("plugin `{plugin}` does not export cshost:plugin/plugin; is it a cshost plugin?")]
+    NotAPlugin { plugin: String },
+    #[error(transparent)]
+    Call(#[from] PluginFailure),
+}
+
+/// Why a plugin call did not return a result.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginFailure {
+    #[error("plugin `{plugin}` reported: {message}")]
+    Returned { plugin: String, message: String },
+    #[error(
+        "plugin `{plugin}` was stopped after using more than its CPU-time limit of {secs} s (raise [limits] cpu-seconds if this is expected)"
+    )]
+    Cpu { plugin: String, secs: u64 },
+    #[error(
+        "plugin `{plugin}` was stopped for using more than its memory limit of {mib} MiB (raise [limits] memory-mib if this is expected)"
+    )]
+    Memory { plugin: String, mib: u64 },
+    #[error(
+        "plugin `{plugin}` was stopped for logging more than {kib} KiB in one call (raise [limits] log-kib if this is expected)"
+    )]
+    Logs { plugin: String, kib: u64 },
+    #[error("plugin `{plugin}` crashed: {detail}{stderr}")]
+    Trap {
+        plugin: String,
+        detail: String,
+        stderr: String,
+    },
+    #[error("plugin `{plugin}` could not start: {detail}")]
+    Instantiate { plugin: String, detail: String },
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_mib: u64,
+    pub cpu_seconds: u64,
+    pub log_kib: u64,
+}
+
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// A compiled, pre-linked plugin and what it said about itself.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub name: String,
+    pub sha256: String,
+    pub info: ComponentInfo,
+    pub grants: Arc<Grants>,
+    pre: WorldPre<HostState>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    /// # Errors
+    /// When the engine or its cache cannot be set up.
+    pub fn new(cache_dir: Option<&Path>, limits: Limits) -> Result<Self, RuntimeError> {
+        let err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        if let Some(dir) = cache_dir {
+            let mut cc = CacheConfig::new();
+            cc.with_directory(dir.join("wasmtime"));
+            config.cache(Some(Cache::new(cc).map_err(err)?));
+        }
+        let engine = Engine::new(&config).map_err(err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        World::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(err)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (e, stop) = (engine.clone(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("cshost-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    e.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            ticker_stop,
+        })
+    }
+
+    /// Compile (or fetch from the cache), check the WIT version, link, and ask
+    /// the plugin to describe itself.
+    ///
+    /// # Errors
+    /// When the bytes are not a compatible cshost component.
+    pub async fn load(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        env: Arc<RunEnv>,
+    ) -> Result<LoadedPlugin, RuntimeError> {
+        let sha256 = crate::repo::sha256_hex(wasm);
+        let component = Component::new(&self.engine, wasm).map_err(|e| RuntimeError::Compile {
+            plugin: name.into(),
+            detail: format!("{e:#}"),
+        })?;
+        let ty = component.component_type();
+        let export = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .find(|n| n.starts_with(WIT_EXPORT))
+            .ok_or_else(|| RuntimeError::NotAPlugin {
+                plugin: name.into(),
+            })?;
+        let found = &export[WIT_EXPORT.len()..];
+        if !compatible(found, WIT_VERSION) {
+            return Err(RuntimeError::WitVersion {
+                plugin: name.into(),
+                found: found.into(),
+            });
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(WorldPre::new)
+            .map_err(|e| RuntimeError::Compile {
+                plugin: name.into(),
+                detail: format!("{e:#}"),
+            })?;
+        let mut plugin = LoadedPlugin {
+            name: name.into(),
+            sha256,
+            info: placeholder_info(name),
+            grants: Arc::new(Grants::default()),
+            pre,
+        };
+        let info = self.describe(&plugin, env).await?;
+        plugin.grants = Arc::new(Grants::from(&info.grants));
+        plugin.info = info;
+        Ok(plugin)
+    }
+
+    async fn describe(
+        &self,
+        plugin: &LoadedPlugin,
+        env: Arc<RunEnv>,
+    ) -> Result<ComponentInfo, PluginFailure> {
+        let mut call = self.start(plugin, Mode::Describe, env, None, None).await?;
+        let r = call
+            .world
+            .cshost_plugin_plugin()
+            .call_describe(&mut call.store)
+            .await;
+        call.finish(r, &self.limits)
+    }
+
+    /// Ask a plugin how big its backup will be.
+    ///
+    /// # Errors
+    /// When the plugin fails or hits a limit.
+    pub async fn estimate(
+        &self,
+        plugin: &LoadedPlugin,
+        env: Arc<RunEnv>,
+        req: &BackupRequest,
+    ) -> Result<SizeEstimate, PluginFailure> {
+        let mut call = self.start(plugin, Mode::Estimate, env, None, None).await?;
+        let r = call
+            .world
+            .cshost_plugin_plugin()
+            .call_estimate(&mut call.store, req)
+            .await;
+        call.finish_result(r, &self.limits)
+    }
+
+    /// Run a plugin's backup; captures and artifacts land in `record`.
+    ///
+    /// # Errors
+    /// When the plugin fails or hits a limit.
+    pub async fn backup(
+        &self,
+        plugin: &LoadedPlugin,
+        env: Arc<RunEnv>,
+        req: &BackupRequest,
+        record: Arc<Mutex<CaptureRecord>>,
+        scratch: &Path,
+    ) -> Result<BackupReport, PluginFailure> {
+        let mut call = self
+            .start(plugin, Mode::Backup, env, Some(record), Some(scratch))
+            .await?;
+        let r = call
+            .world
+            .cshost_plugin_plugin()
+            .call_backup(&mut call.store, req)
+            .await;
+        call.finish_result(r, &self.limits)
+    }
+
+    /// A fresh store and instance: preopens for the granted volumes (read-only
+    /// outside a restore) and the scratch dir, no network, no environment.
+    async fn start(
+        &self,
+        plugin: &LoadedPlugin,
+        mode: Mode,
+        env: Arc<RunEnv>,
+        record: Option<Arc<Mutex<CaptureRecord>>>,
+        scratch: Option<&Path>,
+    ) -> Result<Call, PluginFailure> {
+        let instantiate = |detail: String| PluginFailure::Instantiate {
+            plugin: plugin.name.clone(),
+            detail,
+        };
+        let stderr = MemoryOutputPipe::new(16 << 10);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        if matches!(mode, Mode::Estimate | Mode::Backup) {
+            for volume in &plugin.grants.volumes {
+                // A volume that does not exist is simply not visible; a capture
+                // of it fails with the path named.
+                if let Ok(path) = env
+                    .services
+                    .volume_path(&format!("{}_{volume}", env.project))
+                {
+                    wasi.preopened_dir(&path, &sdk_volume_dir(volume), FsPerms::ReadOnly)
+                        .map_err(|e| {
+                            instantiate(format!("cannot open volume `{volume}`: {e:#}"))
+                        })?;
+                }
+            }
+        }
+        if let Some(dir) = scratch {
+            wasi.preopened_dir(dir, "/scratch", FsPerms::ReadWrite)
+                .map_err(|e| {
+                    instantiate(format!(
+                        "cannot open scratch dir `{}`: {e:#}",
+                        dir.display()
+                    ))
+                })?;
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size((self.limits.memory_mib << 20) as usize)
+            .trap_on_grow_failure(true)
+            .instances(64)
+            .tables(64)
+            .memories(8)
+            .build();
+        let state = HostState {
+            wasi: wasi.build(),
+            table: Default::default(),
+            limits,
+            plugin: plugin.name.clone(),
+            mode,
+            grants: plugin.grants.clone(),
+            env,
+            record: record.unwrap_or_default(),
+            started: Instant::now(),
+            host_time: Duration::ZERO,
+            cpu_limit: Duration::from_secs(self.limits.cpu_seconds),
+            log_budget: self.limits.log_kib << 10,
+            log_used: 0,
+            limit_hit: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            if s.guest_time() > s.cpu_limit {
+                s.limit_hit = Some(LimitHit::Cpu);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let world = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| {
+                if format!("{e:#}").contains("memory") {
+                    PluginFailure::Memory {
+                        plugin: plugin.name.clone(),
+                        mib: self.limits.memory_mib,
+                    }
+                } else {
+                    instantiate(format!("{e:#}"))
+                }
+            })?;
+        Ok(Call {
+            store,
+            world,
+            stderr,
+            plugin: plugin.name.clone(),
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+/// Guest path of a granted volume (mirrors the SDK's `volume_dir`).
+fn sdk_volume_dir(volume: &str) -> String {
+    format!("/volumes/{volume}")
+}
+
+/// While on 0.x, the minor version must match; from 1.0, the major.
+pub fn compatible(found: &str, ours: &str) -> bool {
+    let parts = |v: &str| {
+        v.split('.')
+            .map(|p| p.parse::<u64>().ok())
+            .collect::<Vec<_>>()
+    };
+    let (f, o) = (parts(found), parts(ours));
+    match (f.as_slice(), o.as_slice()) {
+        ([Some(0), Some(fm), ..], [Some(0), Some(om), ..]) => fm == om,
+        ([Some(fmaj), ..], [Some(omaj), ..]) => *fmaj != 0 && fmaj == omaj,
+        _ => false,
+    }
+}
+
+fn placeholder_info(name: &str) -> ComponentInfo {
+    ComponentInfo {
+        name: name.into(),
+        version: String::new(),
+        components: Vec::new(),
+        description: String::new(),
+        grants: bindings::types::Grants {
+            volumes: vec![],
+            exec: vec![],
+            conf_keys: vec![],
+            services: vec![],
+        },
+    }
+}
+
+struct Call {
+    store: Store<HostState>,
+    world: World,
+    stderr: MemoryOutputPipe,
+    plugin: String,
+}
+
+impl Call {
+    fn finish<T>(self, r: wasmtime::Result<T>, limits: &Limits) -> Result<T, PluginFailure> {
+        let plugin = self.plugin.clone();
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => Err(match self.store.data().limit_hit {
+                Some(LimitHit::Cpu) => PluginFailure::Cpu {
+                    plugin,
+                    secs: limits.cpu_seconds,
+                },
+                Some(LimitHit::Logs) => PluginFailure::Logs {
+                    plugin,
+                    kib: limits.log_kib,
+                },
+                None if format!("{e:#}").contains("forcing trap when growing memory") => {
+                    PluginFailure::Memory {
+                        plugin,
+                        mib: limits.memory_mib,
+                    }
+                }
+                None => {
+                    let detail = match e.downcast_ref::<wasmtime::Trap>() {
+                        Some(t) => format!("wasm trap: {t}"),
+                        None => format!("{e:#}"),
+                    };
+                    let out = String::from_utf8_lossy(&self.stderr.contents())
+                        .trim()
+                        .to_string();
+                    let stderr = if out.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; it printed: {out}")
+                    };
+                    PluginFailure::Trap {
+                        plugin,
+                        detail,
+                        stderr,
+                    }
+                }
+            }),
+        }
+    }
+
+    fn finish_result<T>(
+        self,
+        r: wasmtime::Result<Result<T, bindings::types::Error>>,
+        limits: &Limits,
+    ) -> Result<T, PluginFailure> {
+        let plugin = self.plugin.clone();
+        self.finish(r, limits)?.map_err(|e| {
+            use bindings::types::Error;
+            let message = match e {
+                Error::Denied(m) => format!("denied: {m}"),
+                Error::Failed(m) => m,
+                Error::Unsupported(m) => format!("unsupported: {m}"),
+            };
+            PluginFailure::Returned { plugin, message }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wit_compatibility_rule() {
+        for (found, ours, ok) in [
+            ("0.1.0", "0.1.0", true),
+            ("0.1.3", "0.1.0", true),
+            ("0.2.0", "0.1.0", false),
+            ("1.0.0", "0.1.0", false),
+            ("1.4.0", "1.0.0", true),
+            ("2.0.0", "1.0.0", false),
+            ("x", "0.1.0", false),
+        ] {
+            assert_eq!(super::compatible(found, ours), ok, "{found} vs {ours}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The services layer: how a plugin's service names reach real programs and
+//! volumes. Plugins only ever see mailcow service and volume names; the
+//! runtime decides whether that means a process on this host or (later) a
+//! container of the compose project.
+
+pub mod native;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use native::NativeRuntime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("service `{service}` is not configured; add [native.services.{service}] to the config")]
+    UnknownService { service: String },
+    #[error("program `{program}` not found in service `{service}`: {detail}")]
+    ProgramNotFound {
+        service: String,
+        program: String,
+        detail: String,
+    },
+    #[error("cannot run `{program}` in service `{service}`: {source}")]
+    Spawn {
+        service: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "volume `{name}` not found at `{path}`; check [native] volumes-dir and the compose project name"
+    )]
+    NoVolume { name: String, path: PathBuf },
+    #[error(
+        "service `{service}` has no `{action}` command; set [native.services.{service}] {action} = [\"...\"]"
+    )]
+    NoControl {
+        service: String,
+        action: &'static str,
+    },
+    #[error("`{action}` of service `{service}` failed: {detail}")]
+    Control {
+        service: String,
+        action: &'static str,
+        detail: String,
+    },
+}
+
+/// A program to run inside a service. `env` may hold secrets: never log it.
+pub struct ExecSpec {
+    pub service: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: bool,
+}
+
+type Stream<T> = Box<T>;
+
+/// A running program's pipes and a future for its exit code.
+pub struct Running {
+    pub stdin: Option<Stream<dyn AsyncWrite + Send + Unpin>>,
+    pub stdout: Stream<dyn AsyncRead + Send + Unpin>,
+    pub stderr: Stream<dyn AsyncRead + Send + Unpin>,
+    pub exit: Pin<Box<dyn Future<Output = std::io::Result<i32>> + Send>>,
+}
+
+/// The configured runtime. An enum, not a trait object, so that async methods
+/// stay simple; the Docker runtime becomes a second variant.
+pub enum ServiceRuntime {
+    Native(NativeRuntime),
+}
+
+impl ServiceRuntime {
+    /// The mailcow services that exist (e.g. to tell valkey from redis).
+    pub fn services(&self) -> Vec<String> {
+        match self {
+            ServiceRuntime::Native(n) => n.services(),
+        }
+    }
+
+    /// Where a volume (full name, `<project>_<volume>`) lives on this host.
+    ///
+    /// # Errors
+    /// When the volume does not exist.
+    pub fn volume_path(&self, name: &str) -> Result<PathBuf, ServiceError> {
+        match self {
+            ServiceRuntime::Native(n) => n.volume_path(name),
+        }
+    }
+
+    /// Start a program in a service with piped stdout and stderr.
+    ///
+    /// # Errors
+    /// When the service is unknown or the program cannot be started.
+    pub fn spawn(&self, spec: &ExecSpec) -> Result<Running, ServiceError> {
+        match self {
+            ServiceRuntime::Native(n) => n.spawn(spec),
+        }
+    }
+
+    /// # Errors
+    /// When the service cannot be controlled.
+    pub async fn stop(&self, service: &str) -> Result<(), ServiceError> {
+        match self {
+            ServiceRuntime::Native(n) => n.control(service, "stop").await.map(|_| ()),
+        }
+    }
+
+    /// # Errors
+    /// When the service cannot be controlled.
+    pub async fn start(&self, service: &str) -> Result<(), ServiceError> {
+        match self {
+            ServiceRuntime::Native(n) => n.control(service, "start").await.map(|_| ()),
+        }
+    }
+
+    /// # Errors
+    /// When the service has no status command.
+    pub async fn running(&self, service: &str) -> Result<bool, ServiceError> {
+        match self {
+            ServiceRuntime::Native(n) => n.control(service, "status").await,
+        }
+    }
+}

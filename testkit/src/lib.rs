@@ -1,0 +1,6 @@
+//! Test support shared by the integration tests, `cargo xtask demo` and the
+//! benchmark: a generator of realistic mailcow volumes, and real MariaDB and
+//! Redis servers started from the Debian packages on loopback.
+
+pub mod mailcow;
+pub mod servers;

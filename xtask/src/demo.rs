@@ -1,0 +1,69 @@
+//! `cargo xtask demo`: generate a sample mailcow (maildirs, keys, a real
+//! MariaDB and Redis when installed), back it up into a local repository,
+//! verify it, change some mail, back up again and list the snapshots.
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use cshost_testkit::mailcow::{self, Size};
+use cshost_testkit::servers::{Mariadb, Redis};
+
+pub(crate) fn run() -> Result<()> {
+    let bin = crate::build(false)?;
+    let dir = crate::root().join("target").join("demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let sample = mailcow::generate(&dir, Size::SMALL, 1);
+    let mut components = vec!["vmail", "crypt", "rspamd", "postfix"];
+    let db = match Mariadb::start(
+        &sample.volume("mysql-vol-1"),
+        &dir.join("run"),
+        "root-not-a-real-secret",
+    ) {
+        Ok(db) => {
+            db.populate(50).map_err(anyhow::Error::msg)?;
+            components.push("mysql");
+            Some(db)
+        }
+        Err(e) => {
+            eprintln!("\n*** MariaDB is not available, the demo skips the mysql component: {e}\n");
+            None
+        }
+    };
+    let redis = match Redis::start(&sample.volume("redis-vol-1"), "redis-not-a-real-secret") {
+        Ok(r) => {
+            r.populate(20).map_err(anyhow::Error::msg)?;
+            components.push("redis");
+            Some(r)
+        }
+        Err(e) => {
+            eprintln!("\n*** Redis is not available, the demo skips the redis component: {e}\n");
+            None
+        }
+    };
+    let repo = dir.join("repository");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        mailcow::config_toml(&sample, &repo, db.as_ref(), redis.as_ref()),
+    )?;
+    let cshost = |args: &[&str]| -> Result<()> {
+        println!("\n$ cshost {}", args.join(" "));
+        crate::run(Command::new(&bin).arg("--config").arg(&config).args(args))
+            .context("the demo step failed")
+    };
+    let comps = components.join(",");
+    cshost(&["backup", "--components", &comps])?;
+    cshost(&["verify", "--snapshot", "latest"])?;
+    let new_bytes = mailcow::daily_changes(&sample, 5, 2);
+    println!(
+        "\n(changed the mail store: one flag rename, one move, 5 new messages of {new_bytes} bytes)"
+    );
+    cshost(&["backup", "--components", &comps])?;
+    cshost(&["snapshots"])?;
+    println!(
+        "\nDemo data, config and repository are in `{}`.",
+        dir.display()
+    );
+    Ok(())
+}

@@ -9,6 +9,9 @@ use cshost_testkit::mailcow::{self, Size};
 use cshost_testkit::servers::{Mariadb, Redis};
 
 pub(crate) fn run() -> Result<()> {
+    if let Err(e) = crate::ensure_packages() {
+        eprintln!("\n*** {e:#}\n*** the demo goes on without the servers it cannot start\n");
+    }
     let bin = crate::build(false)?;
     let dir = crate::root().join("target").join("demo");
     let _ = std::fs::remove_dir_all(&dir);

@@ -85,6 +85,7 @@ pub fn build(release: bool) -> Result<PathBuf> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    ensure_packages()?;
     let wasm = plugins()?;
     let mut c = cargo();
     c.args(["test", "--workspace"])
@@ -92,4 +93,42 @@ fn test(extra: &[String]) -> Result<()> {
         .env("CSHOST_EMBED_DIR", &wasm)
         .env("CSHOST_TEST_WASM_DIR", &wasm);
     run(&mut c)
+}
+
+/// Debian packages the tests and the demo use: real MariaDB and Redis servers
+/// and their clients. Installed when missing and running as root; otherwise
+/// the exact command is printed.
+const PACKAGES: [(&str, &str); 5] = [
+    ("mariadbd", "mariadb-server"),
+    ("mariadb", "mariadb-client"),
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("zstd", "zstd"),
+];
+
+pub fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(p, pkg)| cshost_testkit::servers::require(p, pkg).is_err())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let cmd = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing Debian packages; run as root: {cmd}");
+    }
+    eprintln!("installing missing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }

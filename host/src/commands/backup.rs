@@ -47,12 +47,13 @@ fn request(sel: &Selected, env: &RunEnv) -> BackupRequest {
 pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
     let started = time::OffsetDateTime::now_utc();
     let t0 = Instant::now();
-    let repo = Arc::new(if args.dry_run {
-        ctx.open_repo().or_else(|_| ctx.open_or_init_repo())?
+    // A dry run writes nothing, not even a new repository.
+    let repo = if args.dry_run {
+        ctx.open_repo().ok().map(Arc::new)
     } else {
-        ctx.open_or_init_repo()?
-    });
-    let env = ctx.run_env(Some(repo.clone()))?;
+        Some(Arc::new(ctx.open_or_init_repo()?))
+    };
+    let env = ctx.run_env(repo.clone())?;
     let host = ctx.plugin_host()?;
     let plugins = load_builtins(&host, &env).await?;
     let by_name: BTreeMap<&str, &LoadedPlugin> =
@@ -72,6 +73,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
         return dry_run(ctx, &host, &env, &by_name, &selected).await;
     }
 
+    let repo = repo.expect("a real run opened the repository");
     let id = crate::clock::snapshot_id(started);
     let scratch = ctx.config.backup.scratch_dir.join(&id);
     std::fs::create_dir_all(&scratch)

@@ -49,6 +49,8 @@ pub fn dump_args() -> Vec<&'static str> {
         "--events",
         "--triggers",
         "--hex-blob",
+        // the dump restores the mysql schema too; make its users effective at once
+        "--flush-privileges",
         "--default-character-set=utf8mb4",
     ]
 }

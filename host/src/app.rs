@@ -92,6 +92,11 @@ impl Context {
         }))
     }
 
+    /// The run lock shared by backup and restore.
+    pub fn lock(&self, command: &str) -> Result<crate::lock::RunLock, CommandError> {
+        crate::lock::acquire(&self.config.backup.lock_file, command).class(Failure::Locked)
+    }
+
     pub fn plugin_host(&self) -> Result<PluginHost, CommandError> {
         let l = self.config.limits;
         let limits = Limits {
@@ -113,5 +118,6 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Backup(args) => crate::commands::backup::run(&ctx, args).await,
         Command::Snapshots => crate::commands::snapshots::run(&ctx),
         Command::Verify(args) => crate::commands::verify::run(&ctx, args),
+        Command::Restore(args) => crate::commands::restore::run(&ctx, args).await,
     }
 }

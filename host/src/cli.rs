@@ -37,6 +37,33 @@ pub enum Command {
     Snapshots,
     /// Re-hash every blob of a snapshot and compare it with its name.
     Verify(VerifyArgs),
+    /// Restore components from a snapshot (asks what and confirms when run on a terminal).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, or `latest`. Asked for on a terminal when missing.
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Components to restore (default: all in the snapshot).
+    #[arg(long, value_delimiter = ',')]
+    pub components: Option<Vec<String>>,
+    /// Write the snapshot into this directory instead (a drill): no service is touched.
+    #[arg(long)]
+    pub target_dir: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Keep the moved-aside previous contents of replaced volumes.
+    #[arg(long)]
+    pub keep_previous: bool,
+    /// Lay the snapshot over the live data, keeping newer files, instead of replacing it.
+    #[arg(long)]
+    pub merge: bool,
+    /// Restore vmail even without matching crypt keys.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

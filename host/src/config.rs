@@ -17,6 +17,7 @@
 //! threads = 4
 //! scratch-dir = "/var/lib/cshost/scratch"
 //! cache-dir = "/var/cache/cshost"
+//! lock-file = "/run/lock/cshost.lock"
 //!
 //! [repository.local]
 //! path = "/var/backups/cshost"
@@ -132,6 +133,8 @@ pub struct BackupSection {
     pub scratch_dir: PathBuf,
     #[serde(default = "default_cache")]
     pub cache_dir: PathBuf,
+    #[serde(default = "default_lock")]
+    pub lock_file: PathBuf,
 }
 
 impl Default for BackupSection {
@@ -141,6 +144,7 @@ impl Default for BackupSection {
             threads: default_threads(),
             scratch_dir: default_scratch(),
             cache_dir: default_cache(),
+            lock_file: default_lock(),
         }
     }
 }
@@ -153,6 +157,9 @@ fn default_threads() -> u32 {
 }
 fn default_scratch() -> PathBuf {
     PathBuf::from("/var/lib/cshost/scratch")
+}
+fn default_lock() -> PathBuf {
+    PathBuf::from("/run/lock/cshost.lock")
 }
 fn default_cache() -> PathBuf {
     PathBuf::from("/var/cache/cshost")

@@ -18,6 +18,10 @@ pub enum Failure {
     Repository,
     /// A blob or manifest did not match its hash.
     Verify,
+    /// A restore failed; the message says what state it left.
+    Restore,
+    /// Another run holds the lock (temporary: retry later).
+    Locked,
 }
 
 impl Failure {
@@ -29,6 +33,8 @@ impl Failure {
             Failure::Component => 4,
             Failure::Repository => 5,
             Failure::Verify => 6,
+            Failure::Restore => 7,
+            Failure::Locked => 75,
         }
     }
 }

@@ -331,18 +331,41 @@ pub fn config_toml(
     }
     if let Some(r) = redis {
         c.push_str(&format!(
-            "[native.services.redis-mailcow]\nargs = [\"-h\", \"127.0.0.1\", \"-p\", \"{}\"]\n\n",
-            r.port
+            "[native.services.redis-mailcow]\nargs = [\"-h\", \"127.0.0.1\", \"-p\", \"{}\"]\nenv = {{ REDISCLI_AUTH = {:?} }}\nstop = {:?}\nstart = {:?}\n\n",
+            r.port,
+            r.password,
+            r.stop_argv(),
+            r.start_argv()
         ));
     }
-    // Services cshost only stops and starts during a restore.
-    for svc in ["dovecot-mailcow", "postfix-mailcow", "rspamd-mailcow"] {
-        c.push_str(&format!("[native.services.{svc}]\n\n"));
+    // Stand-ins for the daemons that do not run natively here (dovecot,
+    // postfix, rspamd, watchdog): their stop and start commands only append
+    // to `service-events.log`, so tests can check the order a restore used.
+    let events = sample.root.join("service-events.log");
+    for svc in [
+        "dovecot-mailcow",
+        "postfix-mailcow",
+        "rspamd-mailcow",
+        "watchdog-mailcow",
+    ] {
+        let cmd = |action: &str| {
+            vec![
+                "sh".to_string(),
+                "-c".into(),
+                format!("echo {action} {svc} >> '{}'", events.display()),
+            ]
+        };
+        c.push_str(&format!(
+            "[native.services.{svc}]\nstop = {:?}\nstart = {:?}\n\n",
+            cmd("stop"),
+            cmd("start")
+        ));
     }
     c.push_str(&format!(
-        "[backup]\nthreads = 2\nscratch-dir = {:?}\ncache-dir = {:?}\n\n[repository.local]\npath = {:?}\n",
+        "[backup]\nthreads = 2\nscratch-dir = {:?}\ncache-dir = {:?}\nlock-file = {:?}\n\n[repository.local]\npath = {:?}\n",
         sample.root.join("scratch"),
         sample.root.join("cache"),
+        sample.root.join("cshost.lock"),
         repo
     ));
     c

@@ -199,46 +199,90 @@ impl Drop for Mariadb {
 }
 
 pub struct Redis {
-    child: Child,
     pub port: u16,
     pub dir: PathBuf,
     pub password: String,
+    pidfile: PathBuf,
 }
 
 impl Redis {
-    /// Start redis-server with its data directory at `dir` and `requirepass`.
+    /// Start redis-server (daemonised, so a restore can stop and start it like
+    /// a service) with its data directory at `dir` and `requirepass`.
     pub fn start(dir: &Path, password: &str) -> Result<Self, String> {
         require("redis-server", "redis-server")?;
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--dbfilename", "dump.rdb", "--requirepass", password])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server: {e}"))?;
+        let pidfile = dir
+            .parent()
+            .unwrap_or(dir)
+            .join(format!("redis-{port}.pid"));
         let r = Self {
-            child,
             port,
             dir: dir.into(),
             password: password.into(),
+            pidfile,
         };
+        let argv = r.start_argv();
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .map_err(|e| format!("redis-server: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-server failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         wait_until("redis-server", Duration::from_secs(20), || {
             r.cli(&["PING"]).is_ok_and(|o| o == "PONG")
         });
         Ok(r)
+    }
+
+    /// The command that starts this server (it daemonises and returns).
+    pub fn start_argv(&self) -> Vec<String> {
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dbfilename",
+            "dump.rdb",
+            "--requirepass",
+            &self.password,
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            &self.pidfile.display().to_string(),
+            "--logfile",
+            "/dev/null",
+            "--dir",
+            &self.dir.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// The command that stops it without saving (REDISCLI_AUTH must be set).
+    pub fn stop_argv(&self) -> Vec<String> {
+        [
+            "redis-cli",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "shutdown",
+            "nosave",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
@@ -273,7 +317,12 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Whoever started it last (this kit or a restore), the pidfile names it.
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: kill with a pid from our own server's pidfile.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }

@@ -74,6 +74,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
     }
 
     let repo = repo.expect("a real run opened the repository");
+    let _lock = ctx.lock("backup")?;
     let id = crate::clock::snapshot_id(started);
     let scratch = ctx.config.backup.scratch_dir.join(&id);
     std::fs::create_dir_all(&scratch)

@@ -11,6 +11,7 @@ pub mod artifact;
 pub mod capture;
 pub mod hashcache;
 pub mod manifest;
+pub mod materialize;
 pub mod store;
 pub mod verify;
 

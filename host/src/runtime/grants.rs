@@ -121,7 +121,8 @@ pub fn check(g: &Grants, mode: Mode, call: &HostCall<'_>) -> Result<(), Denied> 
                 return Err(Denied(format!("no grant for mailcow.conf key `{key}`")));
             }
             if *stdout_artifact {
-                in_mode(mode, &[Backup], "writing an artifact")?;
+                // In a restore, an artifact is a safety copy taken before the live data changes.
+                in_mode(mode, &[Backup, Restore], "writing an artifact")?;
             }
             if *stdin_artifact {
                 in_mode(mode, &[Restore], "reading an artifact")?;
@@ -235,6 +236,11 @@ mod tests {
             ),
             (
                 Restore,
+                exec("mysql-mailcow", "mariadb-dump", vec![], true, false),
+                None,
+            ),
+            (
+                Estimate,
                 exec("mysql-mailcow", "mariadb-dump", vec![], true, false),
                 Some("writing an artifact"),
             ),

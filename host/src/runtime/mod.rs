@@ -18,10 +18,13 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, Store, StoreLimitsBuilder, Up
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-pub use bindings::types::{BackupReport, BackupRequest, ComponentInfo, SizeEstimate};
+pub use bindings::types::{
+    BackupReport, BackupRequest, ComponentInfo, RestoreMode, RestoreReport, RestoreRequest,
+    SizeEstimate,
+};
 use bindings::{Component as World, ComponentPre as WorldPre};
 pub use grants::{Grants, Mode};
-pub use state::{CaptureRecord, RunEnv};
+pub use state::{CaptureRecord, RestoreJournal, RestoreSource, RunEnv};
 use state::{HostState, LimitHit};
 
 /// The WIT package version this host implements.
@@ -195,7 +198,9 @@ impl PluginHost {
         plugin: &LoadedPlugin,
         env: Arc<RunEnv>,
     ) -> Result<ComponentInfo, PluginFailure> {
-        let mut call = self.start(plugin, Mode::Describe, env, None, None).await?;
+        let mut call = self
+            .start(plugin, Mode::Describe, env, None, None, None)
+            .await?;
         let r = call
             .world
             .cshost_plugin_plugin()
@@ -214,7 +219,9 @@ impl PluginHost {
         env: Arc<RunEnv>,
         req: &BackupRequest,
     ) -> Result<SizeEstimate, PluginFailure> {
-        let mut call = self.start(plugin, Mode::Estimate, env, None, None).await?;
+        let mut call = self
+            .start(plugin, Mode::Estimate, env, None, None, None)
+            .await?;
         let r = call
             .world
             .cshost_plugin_plugin()
@@ -236,12 +243,42 @@ impl PluginHost {
         scratch: &Path,
     ) -> Result<BackupReport, PluginFailure> {
         let mut call = self
-            .start(plugin, Mode::Backup, env, Some(record), Some(scratch))
+            .start(plugin, Mode::Backup, env, Some(record), Some(scratch), None)
             .await?;
         let r = call
             .world
             .cshost_plugin_plugin()
             .call_backup(&mut call.store, req)
+            .await;
+        call.finish_result(r, &self.limits)
+    }
+
+    /// Run a plugin's restore of one component from `source`.
+    ///
+    /// # Errors
+    /// When the plugin fails or hits a limit.
+    pub async fn restore(
+        &self,
+        plugin: &LoadedPlugin,
+        env: Arc<RunEnv>,
+        req: &RestoreRequest,
+        source: Arc<RestoreSource>,
+        scratch: &Path,
+    ) -> Result<RestoreReport, PluginFailure> {
+        let mut call = self
+            .start(
+                plugin,
+                Mode::Restore,
+                env,
+                None,
+                Some(scratch),
+                Some(source),
+            )
+            .await?;
+        let r = call
+            .world
+            .cshost_plugin_plugin()
+            .call_restore(&mut call.store, req)
             .await;
         call.finish_result(r, &self.limits)
     }
@@ -255,6 +292,7 @@ impl PluginHost {
         env: Arc<RunEnv>,
         record: Option<Arc<Mutex<CaptureRecord>>>,
         scratch: Option<&Path>,
+        source: Option<Arc<RestoreSource>>,
     ) -> Result<Call, PluginFailure> {
         let instantiate = |detail: String| PluginFailure::Instantiate {
             plugin: plugin.name.clone(),
@@ -303,6 +341,7 @@ impl PluginHost {
             grants: plugin.grants.clone(),
             env,
             record: record.unwrap_or_default(),
+            source,
             started: Instant::now(),
             host_time: Duration::ZERO,
             cpu_limit: Duration::from_secs(self.limits.cpu_seconds),

@@ -21,7 +21,8 @@ use super::grants::{self, Grants, HostCall, Mode};
 use crate::mailcow::{MailcowConf, is_secret};
 use crate::repo::capture::{self, Counts};
 use crate::repo::hashcache::HashCache;
-use crate::repo::manifest::{Artifact, Entry};
+use crate::repo::manifest::{Artifact, ComponentRecord, Entry};
+use crate::repo::materialize::{self, Overwrite};
 use crate::repo::{LocalRepo, artifact::ArtifactSink};
 use crate::services::{ExecSpec, ServiceRuntime};
 
@@ -49,6 +50,25 @@ pub struct CaptureRecord {
     pub counts: Counts,
 }
 
+/// What a restore has changed so far, so that it can be undone (R14) and the
+/// services it stopped started again (R12).
+#[derive(Debug, Default)]
+pub struct RestoreJournal {
+    /// Names this restore's moved-aside copies with.
+    pub restore_id: String,
+    /// (live path, moved-aside path) of every volume replaced so far.
+    pub moved: Vec<(PathBuf, PathBuf)>,
+    /// Services stopped so far, in order.
+    pub stopped: Vec<String>,
+    pub counts: Counts,
+}
+
+/// The snapshot side of a restore call.
+pub struct RestoreSource {
+    pub component: ComponentRecord,
+    pub journal: Arc<Mutex<RestoreJournal>>,
+}
+
 /// Which limit stopped a plugin, if one did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LimitHit {
@@ -65,6 +85,7 @@ pub(crate) struct HostState {
     pub(crate) grants: Arc<Grants>,
     pub(crate) env: Arc<RunEnv>,
     pub(crate) record: Arc<Mutex<CaptureRecord>>,
+    pub(crate) source: Option<Arc<RestoreSource>>,
     pub(crate) started: Instant,
     pub(crate) host_time: Duration,
     pub(crate) cpu_limit: Duration,
@@ -129,11 +150,10 @@ impl HostState {
             stdin_artifact: matches!(req.stdin, StdinSource::Artifact(_)),
             stdout_artifact: matches!(req.stdout, StdoutSink::Artifact(_)),
         })?;
-        if let StdinSource::Artifact(name) = &req.stdin {
-            return Err(Error::Unsupported(format!(
-                "feeding artifact `{name}` to stdin needs a restore run"
-            )));
-        }
+        let stdin_blob = match &req.stdin {
+            StdinSource::None => None,
+            StdinSource::Artifact(name) => Some(self.find_artifact(name)?),
+        };
         let mut env = Vec::with_capacity(req.env.len());
         for (name, value) in &req.env {
             let value = match value {
@@ -157,9 +177,13 @@ impl HostState {
             program: req.program.clone(),
             args: req.args.clone(),
             env,
-            stdin: false,
+            stdin: stdin_blob.is_some(),
         };
         let mut running = self.env.services.spawn(&spec).map_err(failed)?;
+        let stdin_task = match (stdin_blob, running.stdin.take()) {
+            (Some(blob), Some(stdin)) => Some(tokio::spawn(feed_stdin(blob, stdin))),
+            _ => None,
+        };
         let mut stderr = running.stderr;
         let stderr_task = tokio::spawn(async move {
             let mut tail = Vec::new();
@@ -231,12 +255,138 @@ impl HostState {
         }
         let exit_code = running.exit.await.map_err(io)?;
         let stderr = stderr_task.await.unwrap_or_default();
+        if let Some(task) = stdin_task {
+            // A program that exits early closes its stdin; its exit code says why.
+            if let Ok(Err(e)) = task.await {
+                if exit_code == 0 {
+                    return Err(failed(format!("feeding `{}` its input: {e}", req.program)));
+                }
+            }
+        }
         Ok(ExecResult {
             exit_code,
             stdout,
             stderr,
             artifact,
         })
+    }
+
+    /// The blob of an artifact: one of the snapshot's, or one written earlier in this call.
+    fn find_artifact(&self, name: &str) -> Result<PathBuf, Error> {
+        let repo = self.repo()?;
+        let own = self
+            .record
+            .lock()
+            .expect("record lock")
+            .artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.blob.clone());
+        let from_snapshot = self.source.as_ref().and_then(|s| {
+            s.component
+                .artifacts
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.blob.clone())
+        });
+        own.or(from_snapshot)
+            .map(|blob| repo.blob_path(&blob))
+            .ok_or_else(|| failed(format!("no artifact `{name}` in this snapshot")))
+    }
+
+    async fn run_restore_tree(
+        &mut self,
+        volume: String,
+        mode: RestoreMode,
+    ) -> Result<TreeSummary, Error> {
+        self.check(&HostCall::RestoreTree { volume: &volume })?;
+        let source = self
+            .source
+            .clone()
+            .ok_or_else(|| failed("restore-tree needs a restore run"))?;
+        let entries: Vec<Entry> =
+            source
+                .component
+                .volumes
+                .get(&volume)
+                .cloned()
+                .ok_or_else(|| {
+                    failed(format!(
+                        "the snapshot has no copy of volume `{volume}` for this component"
+                    ))
+                })?;
+        let live = self.volume_root(&volume)?;
+        let overwrite = match mode {
+            RestoreMode::Replace => {
+                let id = source
+                    .journal
+                    .lock()
+                    .expect("journal lock")
+                    .restore_id
+                    .clone();
+                let aside = live.with_file_name(format!("_data.cshost-previous-{id}"));
+                std::fs::rename(&live, &aside).map_err(|e| {
+                    failed(format!(
+                        "moving `{}` aside to `{}`: {e}",
+                        live.display(),
+                        aside.display()
+                    ))
+                })?;
+                source
+                    .journal
+                    .lock()
+                    .expect("journal lock")
+                    .moved
+                    .push((live.clone(), aside));
+                Overwrite::Replace
+            }
+            RestoreMode::Merge => Overwrite::KeepNewer,
+        };
+        let repo = self.repo()?;
+        let threads = self.env.threads;
+        let what = format!("{}_{volume}", self.env.project);
+        let counts = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&Entry> = entries.iter().collect();
+            materialize::materialize(&repo, &refs, &live, overwrite, threads)
+        })
+        .await
+        .map_err(failed)?
+        .map_err(|e| failed(format!("restoring {what}: {e}")))?;
+        let mut j = source.journal.lock().expect("journal lock");
+        j.counts.files += counts.files;
+        j.counts.bytes += counts.bytes;
+        Ok(summary(counts))
+    }
+
+    async fn run_service(&mut self, service: String, stop: bool) -> Result<(), Error> {
+        let call = if stop {
+            HostCall::ServiceStop { service: &service }
+        } else {
+            HostCall::ServiceStart { service: &service }
+        };
+        self.check(&call)?;
+        let journal = self.source.as_ref().map(|s| s.journal.clone());
+        if stop {
+            if journal
+                .as_ref()
+                .is_some_and(|j| j.lock().expect("journal lock").stopped.contains(&service))
+            {
+                return Ok(());
+            }
+            self.env.services.stop(&service).await.map_err(failed)?;
+            if let Some(j) = journal {
+                j.lock().expect("journal lock").stopped.push(service);
+            }
+        } else {
+            self.env.services.start(&service).await.map_err(failed)?;
+            if let Some(j) = journal {
+                j.lock()
+                    .expect("journal lock")
+                    .stopped
+                    .retain(|s| *s != service);
+            }
+        }
+        Ok(())
     }
 
     async fn run_capture(
@@ -283,6 +433,25 @@ impl HostState {
             .extend(captured.entries);
         Ok(summary(c))
     }
+}
+
+/// Stream a stored zstd artifact, decompressed, into a program's stdin.
+async fn feed_stdin(
+    blob: PathBuf,
+    mut stdin: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    use tokio::io::AsyncWriteExt;
+    let mut decoder = zstd::stream::read::Decoder::new(std::fs::File::open(&blob)?)?;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = tokio::task::block_in_place(|| decoder.read(&mut buf))?;
+        if n == 0 {
+            break;
+        }
+        stdin.write_all(&buf[..n]).await?;
+    }
+    stdin.shutdown().await
 }
 
 fn summary(c: Counts) -> TreeSummary {
@@ -380,32 +549,24 @@ impl wit_host::Host for HostState {
     async fn restore_tree(
         &mut self,
         volume: String,
-        _mode: RestoreMode,
+        mode: RestoreMode,
     ) -> wasmtime::Result<Result<TreeSummary, Error>> {
-        if let Err(e) = self.check(&HostCall::RestoreTree { volume: &volume }) {
-            return Ok(Err(e));
-        }
-        Ok(Err(Error::Unsupported(format!(
-            "restoring volume `{volume}` needs a restore run"
-        ))))
+        let t = Instant::now();
+        let r = self.run_restore_tree(volume, mode).await;
+        self.host_time += t.elapsed();
+        Ok(r)
     }
 
     async fn service_stop(&mut self, service: String) -> wasmtime::Result<Result<(), Error>> {
-        if let Err(e) = self.check(&HostCall::ServiceStop { service: &service }) {
-            return Ok(Err(e));
-        }
         let t = Instant::now();
-        let r = self.env.services.stop(&service).await.map_err(failed);
+        let r = self.run_service(service, true).await;
         self.host_time += t.elapsed();
         Ok(r)
     }
 
     async fn service_start(&mut self, service: String) -> wasmtime::Result<Result<(), Error>> {
-        if let Err(e) = self.check(&HostCall::ServiceStart { service: &service }) {
-            return Ok(Err(e));
-        }
         let t = Instant::now();
-        let r = self.env.services.start(&service).await.map_err(failed);
+        let r = self.run_service(service, false).await;
         self.host_time += t.elapsed();
         Ok(r)
     }

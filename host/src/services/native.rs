@@ -115,6 +115,7 @@ impl NativeRuntime {
         };
         let out = tokio::process::Command::new(program)
             .args(args)
+            .envs(&svc.env)
             .stdin(Stdio::null())
             .output()
             .await

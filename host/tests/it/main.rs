@@ -5,5 +5,6 @@
 
 mod backup;
 mod cli;
+mod restore;
 mod sandbox;
 mod support;

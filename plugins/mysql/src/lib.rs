@@ -8,6 +8,7 @@ use cshost_plugin_sdk::*;
 const SERVICE: &str = "mysql-mailcow";
 const ARTIFACT: &str = "mysql/all-databases.sql.zst";
 const DUMP_TRAILER: &str = "-- Dump completed";
+const SAFETY: &str = "pre-restore/all-databases.sql.zst";
 
 pub struct Mysql;
 
@@ -122,18 +123,70 @@ impl Plugin for Mysql {
     fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
         if req.drill {
             return Err(Error::Unsupported(
-                "a drill restores the dump file only; the host imports it into a scratch server"
-                    .into(),
+                "the host restores dumps into scratch servers itself".into(),
             ));
         }
+        let live = query(host, "SELECT VERSION()")?;
+        let backed_up = req
+            .facts
+            .iter()
+            .find(|(k, _)| k == "server-version")
+            .map(|(_, v)| v.as_str());
+        if let Some(backed_up) = backed_up {
+            if older(&live, backed_up) {
+                return Err(Error::failed(format!(
+                    "the dump comes from MariaDB {backed_up} and this server is {live}; \
+                     restore onto the same or a newer MariaDB"
+                )));
+            }
+        }
+        // A safety copy of the live databases, so a failed import can be undone.
+        let mut safety = client("mariadb-dump", &dump_args());
+        safety.stdout = StdoutSink::Artifact(SAFETY.into());
+        let out = host.exec(&safety)?;
+        check("the safety dump before the restore", &out)?;
         let mut import = client("mariadb", &[]);
         import.stdin = StdinSource::Artifact(ARTIFACT.into());
         let out = host.exec(&import)?;
-        check("importing the dump", &out)?;
-        Ok(RestoreReport {
-            warnings: Vec::new(),
-        })
+        if out.exit_code == 0 {
+            return Ok(RestoreReport {
+                warnings: Vec::new(),
+            });
+        }
+        let first = format!(
+            "importing the dump failed (exit {}): {}",
+            out.exit_code,
+            out.stderr.trim()
+        );
+        let mut back = client("mariadb", &[]);
+        back.stdin = StdinSource::Artifact(SAFETY.into());
+        match host.exec(&back) {
+            Ok(o) if o.exit_code == 0 => Err(Error::failed(format!(
+                "{first}; the databases were put back as they were before the restore"
+            ))),
+            Ok(o) => Err(Error::failed(format!(
+                "{first}; putting the previous databases back ALSO failed (exit {}): {}; \
+                 the safety dump is kept in the repository as artifact `{SAFETY}`",
+                o.exit_code,
+                o.stderr.trim()
+            ))),
+            Err(e) => Err(Error::failed(format!(
+                "{first}; putting the previous databases back failed: {e}"
+            ))),
+        }
     }
+}
+
+/// Whether server version `live` is older (major.minor) than `backed_up`.
+pub fn older(live: &str, backed_up: &str) -> bool {
+    let mm = |v: &str| -> (u32, u32) {
+        let mut it = v
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    };
+    mm(live) < mm(backed_up)
 }
 
 export_plugin!(Mysql);
@@ -163,6 +216,51 @@ mod tests {
             services: vec![],
             arch: "x86_64".into(),
         }
+    }
+
+    #[test]
+    fn versions() {
+        assert!(older("10.6.18-MariaDB", "10.11.6-MariaDB"));
+        assert!(!older("10.11.6-MariaDB", "10.11.2-MariaDB"));
+        assert!(!older("11.4.2-MariaDB", "10.11.6-MariaDB"));
+    }
+
+    #[test]
+    fn a_failed_import_puts_the_safety_copy_back() {
+        let host = testing::FakeHost::new().secret("DBROOT").on_exec(|r| {
+            Ok(match (r.program.as_str(), &r.stdin) {
+                ("mariadb", StdinSource::Artifact(a)) if a == ARTIFACT => ExecResult {
+                    exit_code: 1,
+                    stdout: vec![],
+                    stderr: "ERROR 1064 at line 9".into(),
+                    artifact: None,
+                },
+                ("mariadb-dump", _) => artifact("-- Dump completed"),
+                _ => testing::ok_output("10.11.6-MariaDB"),
+            })
+        });
+        let req = RestoreRequest {
+            component: "mysql".into(),
+            snapshot_id: "s".into(),
+            mode: RestoreMode::Replace,
+            facts: vec![("server-version".into(), "10.11.6-MariaDB".into())],
+            services: vec![],
+            arch: "x86_64".into(),
+            drill: false,
+        };
+        let err = Mysql::restore(&host, &req).unwrap_err();
+        assert!(
+            err.message().contains("ERROR 1064") && err.message().contains("put back"),
+            "{err:?}"
+        );
+        let execs = host.exec_lines();
+        assert_eq!(
+            execs
+                .iter()
+                .filter(|l| l.starts_with("mariadb --user=root") && !l.contains("--execute"))
+                .count(),
+            2
+        );
     }
 
     #[test]

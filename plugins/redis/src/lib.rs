@@ -158,13 +158,50 @@ impl Plugin for Redis {
 
     fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
         let f = flavour(&req.services);
+        let fact = |k: &str| {
+            req.facts
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(rdb) = fact("rdb-version").and_then(|v| v.parse::<u32>().ok()) {
+            let info = cli(host, f, &["INFO", "server"])?;
+            let live = server_version(&info).unwrap_or_default();
+            let readable = max_rdb(f, &live);
+            if rdb > readable {
+                return Err(Error::failed(format!(
+                    "the snapshot's dump.rdb is RDB format {rdb} (from {} {}), and {} {live} reads at most {readable}; \
+                     migrate the keys logically instead of restoring the file",
+                    fact("service").unwrap_or_default(),
+                    fact("server-version").unwrap_or_default(),
+                    f.service
+                )));
+            }
+        }
         if !req.drill {
+            // The dump is written while the server is down, so it cannot save over it.
             host.service_stop(f.service)?;
         }
         host.restore_tree(f.volume, req.mode)?;
         Ok(RestoreReport {
             warnings: Vec::new(),
         })
+    }
+}
+
+/// The newest RDB format a server version can load.
+pub fn max_rdb(f: Flavour, version: &str) -> u32 {
+    let mut it = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    if f == VALKEY {
+        return if major >= 9 { 80 } else { 11 };
+    }
+    match (major, minor) {
+        (m, _) if m >= 8 => 12,
+        (7, n) if n >= 4 => 12,
+        (7, n) if n >= 2 => 11,
+        (7, _) => 10,
+        _ => 9,
     }
 }
 
@@ -190,6 +227,45 @@ mod tests {
                 String::from_utf8_lossy(header)
             );
         }
+    }
+
+    #[test]
+    fn rdb_support_table() {
+        assert_eq!(max_rdb(REDIS, "7.4.6"), 12);
+        assert_eq!(max_rdb(REDIS, "7.2.4"), 11);
+        assert_eq!(max_rdb(REDIS, "7.0.15"), 10);
+        assert_eq!(max_rdb(VALKEY, "8.0.1"), 11);
+        assert_eq!(max_rdb(REDIS, "8.0.0"), 12);
+    }
+
+    #[test]
+    fn a_redis_74_dump_is_refused_by_valkey_before_anything_stops() {
+        let host = testing::FakeHost::new()
+            .secret("VALKEYPASS")
+            .on_exec(|_| Ok(testing::ok_output("# Server\nvalkey_version:8.0.1\n")));
+        let req = RestoreRequest {
+            component: "redis".into(),
+            snapshot_id: "s".into(),
+            mode: RestoreMode::Replace,
+            facts: vec![
+                ("rdb-version".into(), "12".into()),
+                ("server-version".into(), "7.4.6".into()),
+            ],
+            services: vec!["valkey-mailcow".into()],
+            arch: "x86_64".into(),
+            drill: false,
+        };
+        let err = Redis::restore(&host, &req).unwrap_err();
+        assert!(
+            err.message().contains("RDB format 12") && err.message().contains("at most 11"),
+            "{err:?}"
+        );
+        assert!(
+            !host
+                .calls()
+                .iter()
+                .any(|c| matches!(c, testing::Call::Stop(_)))
+        );
     }
 
     #[test]

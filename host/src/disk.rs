@@ -1,0 +1,63 @@
+//! Free space on the filesystems a run will write, checked before anything
+//! changes, with the numbers in the error.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(
+        "not enough space on the filesystem of `{path}`: {needed} bytes needed, {free} bytes free; free some space or restore fewer components"
+    )]
+    Short {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
+    #[error("cannot read free space of `{path}`: {source}")]
+    Stat {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// (device id, bytes available to unprivileged writers… and root) of the filesystem holding `path`.
+pub fn free(path: &Path) -> Result<(u64, u64), DiskError> {
+    let stat_err = |source| DiskError::Stat {
+        path: path.into(),
+        source,
+    };
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| stat_err(std::io::Error::other(e)))?;
+    // SAFETY: statvfs writes into the zeroed struct we pass; `c` is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(stat_err(std::io::Error::last_os_error()));
+    }
+    Ok((s.f_fsid as u64, s.f_bavail as u64 * s.f_frsize as u64))
+}
+
+/// Check that each filesystem has room for what will be written to it.
+/// `needs` is (a path on the filesystem, bytes to write there).
+///
+/// # Errors
+/// [`DiskError::Short`] for the first filesystem that is too small.
+pub fn check(needs: &[(PathBuf, u64)]) -> Result<(), DiskError> {
+    let mut by_fs: std::collections::BTreeMap<u64, (PathBuf, u64, u64)> = Default::default();
+    for (path, bytes) in needs {
+        let (fs, avail) = free(path)?;
+        by_fs
+            .entry(fs)
+            .or_insert_with(|| (path.clone(), 0, avail))
+            .1 += bytes;
+    }
+    for (_, (path, needed, free)) in by_fs {
+        // Keep a margin for metadata and for the services writing while we restore.
+        let needed = needed + needed / 20 + (16 << 20);
+        if needed > free {
+            return Err(DiskError::Short { path, needed, free });
+        }
+    }
+    Ok(())
+}

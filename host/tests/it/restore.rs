@@ -1,0 +1,301 @@
+//! `cshost restore` round trips against real MariaDB and Redis, with injected failures.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use sha2::Digest;
+
+use crate::support::*;
+
+/// Everything that must come back: path → (kind, content hash, uid, gid, mode, mtime).
+fn state(root: &Path) -> BTreeMap<String, (String, String, u32, u32, u32, i64)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let (kind, hash) = if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            ("dir", String::new())
+        } else if m.file_type().is_symlink() {
+            (
+                "symlink",
+                std::fs::read_link(&p).unwrap().display().to_string(),
+            )
+        } else {
+            (
+                "file",
+                hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
+            )
+        };
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        out.insert(
+            rel,
+            (
+                kind.to_string(),
+                hash,
+                m.uid(),
+                m.gid(),
+                m.mode(),
+                m.mtime(),
+            ),
+        );
+    }
+    out
+}
+
+fn events(w: &World) -> Vec<String> {
+    std::fs::read_to_string(w.dir.path().join("service-events.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Delete a mailbox, change a message, drop a table, flush redis, lose a key file.
+fn damage(w: &World) {
+    let vmail = w.sample.volume("vmail-vol-1");
+    std::fs::remove_dir_all(vmail.join("example1.org/user2")).unwrap();
+    std::fs::write(vmail.join("shared-mailboxes.db"), "overwritten").unwrap();
+    std::fs::remove_file(w.sample.volume("crypt-vol-1").join("ecpubkey.pem")).unwrap();
+    w.db.as_ref()
+        .unwrap()
+        .sql("DROP TABLE mailcow.alias")
+        .unwrap();
+    w.redis.as_ref().unwrap().cli(&["FLUSHALL"]).unwrap();
+}
+
+#[test]
+fn restore_all_brings_back_files_owners_modes_mtimes_rows_and_keys() {
+    let w = World::new(Size::SMALL, true);
+    let out = w.cshost(&["backup", "--components", "all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vols = [
+        "vmail-vol-1",
+        "crypt-vol-1",
+        "postfix-vol-1",
+        "rspamd-vol-1",
+    ];
+    let before: Vec<_> = vols.iter().map(|v| state(&w.sample.volume(v))).collect();
+    let (db, redis) = (w.db.as_ref().unwrap(), w.redis.as_ref().unwrap());
+    let counts = db.counts().unwrap();
+    let keys = redis.cli(&["DBSIZE"]).unwrap();
+    // The live mailcow.conf has moved on (a new DBPASS, another line): only the DB keys come back.
+    let conf_path = w.sample.mailcow_dir.join("mailcow.conf");
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    std::fs::write(
+        &conf_path,
+        conf.replace("DBPASS=dbpass-not-a-real-secret", "DBPASS=changed") + "ADDITIONAL_SAN=x\n",
+    )
+    .unwrap();
+
+    damage(&w);
+    let out = w.cshost(&["restore", "--snapshot", "latest", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    for (v, b) in vols.iter().zip(&before) {
+        assert_eq!(
+            &state(&w.sample.volume(v)),
+            b,
+            "volume {v} differs after restore"
+        );
+    }
+    assert_eq!(db.counts().unwrap(), counts);
+    assert_eq!(redis.cli(&["DBSIZE"]).unwrap(), keys);
+    assert_eq!(
+        redis
+            .cli(&["HGET", "DKIM_PRIV_KEYS", "dkim.example4.org"])
+            .unwrap(),
+        "-----BEGIN PRIVATE KEY-----4"
+    );
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    assert!(
+        conf.contains("DBPASS=dbpass-not-a-real-secret") && conf.contains("ADDITIONAL_SAN=x"),
+        "{conf}"
+    );
+    // watchdog first and last; nothing started before everything was restored
+    let ev = events(&w);
+    assert_eq!(
+        ev.first().map(String::as_str),
+        Some("stop watchdog-mailcow"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.last().map(String::as_str),
+        Some("start watchdog-mailcow"),
+        "{ev:?}"
+    );
+    let first_start = ev.iter().position(|e| e.starts_with("start")).unwrap();
+    assert!(
+        ev[..first_start].iter().all(|e| e.starts_with("stop")),
+        "{ev:?}"
+    );
+    assert!(ev.contains(&"start dovecot-mailcow".to_string()), "{ev:?}");
+    // no moved-aside copies are left behind
+    let leftovers: Vec<_> =
+        std::fs::read_dir(w.sample.volumes_dir.join("mailcowdockerized_vmail-vol-1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains("previous"))
+            .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_damaged_blob_stops_the_restore_before_any_service_is_touched() {
+    let w = World::new(Size::SMALL, false);
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let m = w.manifest(&w.snapshots()[0]);
+    let blob = m["components"]["vmail"]["volumes"]["vmail-vol-1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e["blob"].as_str())
+        .unwrap();
+    std::fs::write(w.repo.join("blobs").join(&blob[..2]).join(blob), "rot").unwrap();
+    std::fs::write(
+        w.sample.volume("vmail-vol-1").join("new-since-backup"),
+        "keep me",
+    )
+    .unwrap();
+    let before = state(&w.sample.volume("vmail-vol-1"));
+    let out = w.cshost(&["restore", "--snapshot", "latest", "--yes"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(blob) && err.contains("nothing was stopped or changed"),
+        "{err}"
+    );
+    assert!(events(&w).is_empty(), "{:?}", events(&w));
+    assert_eq!(state(&w.sample.volume("vmail-vol-1")), before);
+}
+
+#[test]
+fn a_failure_midway_puts_every_replaced_volume_back_and_restarts_services() {
+    let w = World::new(Size::SMALL, true);
+    let out = w.cshost(&["backup", "--components", "all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The snapshot claims rspamd came from another architecture, so the rspamd
+    // step fails after crypt and redis have already been restored.
+    let id = &w.snapshots()[0];
+    let path = w.repo.join("snapshots").join(format!("{id}.json"));
+    let mut m = w.manifest(id);
+    m["components"]["rspamd"]["facts"]["arch"] = "aarch64".into();
+    std::fs::write(&path, m.to_string()).unwrap();
+
+    damage(&w);
+    let crypt_before = state(&w.sample.volume("crypt-vol-1"));
+    let vmail_before = state(&w.sample.volume("vmail-vol-1"));
+    let out = w.cshost(&["restore", "--snapshot", id, "--yes"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rspamd") && err.contains("previous data is back in place"),
+        "{err}"
+    );
+    assert_eq!(
+        state(&w.sample.volume("crypt-vol-1")),
+        crypt_before,
+        "crypt was not put back"
+    );
+    assert_eq!(state(&w.sample.volume("vmail-vol-1")), vmail_before);
+    // the database was not touched (it is restored last)
+    assert!(
+        w.db.as_ref()
+            .unwrap()
+            .sql("SELECT COUNT(*) FROM mailcow.alias")
+            .is_err()
+    );
+    // every stopped service was started again, watchdog last
+    let ev = events(&w);
+    assert_eq!(
+        ev.last().map(String::as_str),
+        Some("start watchdog-mailcow"),
+        "{ev:?}"
+    );
+    for e in ev.iter().filter(|e| e.starts_with("stop ")) {
+        assert!(
+            ev.contains(&e.replacen("stop", "start", 1)),
+            "{e} was not started again: {ev:?}"
+        );
+    }
+    assert_eq!(
+        w.redis.as_ref().unwrap().cli(&["PING"]).unwrap(),
+        "PONG",
+        "redis must run again"
+    );
+}
+
+#[test]
+fn vmail_alone_is_refused_when_the_live_keys_differ() {
+    let w = World::new(Size::SMALL, false);
+    assert!(
+        w.cshost(&["backup", "--components", "vmail,crypt"])
+            .status
+            .success()
+    );
+    std::fs::write(
+        w.sample.volume("crypt-vol-1").join("ecprivkey.pem"),
+        "a new key",
+    )
+    .unwrap();
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "vmail",
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("crypt"),
+        "{}",
+        text(&out)
+    );
+    assert!(events(&w).is_empty());
+}
+
+#[test]
+fn a_drill_writes_everything_into_a_directory_and_touches_nothing() {
+    let w = World::new(Size::SMALL, true);
+    assert!(
+        w.cshost(&["backup", "--components", "all"])
+            .status
+            .success()
+    );
+    let target = w.dir.path().join("drill");
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target-dir",
+        target.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        state(&target.join("vmail/vmail-vol-1")),
+        state(&w.sample.volume("vmail-vol-1"))
+    );
+    let sql = std::fs::read_to_string(target.join("mysql/mysql/all-databases.sql")).unwrap();
+    assert!(sql.contains("CREATE TABLE `mailbox`") && sql.contains("-- Dump completed"));
+    assert!(target.join("redis/redis-vol-1/dump.rdb").is_file());
+    assert!(events(&w).is_empty());
+}
+
+#[test]
+fn without_a_terminal_or_yes_nothing_happens() {
+    let w = World::new(Size::SMALL, false);
+    assert!(
+        w.cshost(&["backup", "--components", "crypt"])
+            .status
+            .success()
+    );
+    let out = w.cshost(&["restore", "--snapshot", "latest"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert!(events(&w).is_empty());
+}

@@ -64,6 +64,13 @@ pub struct RestoreArgs {
     /// Restore vmail even without matching crypt keys.
     #[arg(long)]
     pub force: bool,
+    /// Restore one mailbox (user@domain) out of vmail, merged into the live
+    /// maildir without overwriting newer files. Dovecot keeps running.
+    #[arg(long, conflicts_with_all = ["domain", "components", "target_dir"])]
+    pub mailbox: Option<String>,
+    /// Restore one domain's mailboxes out of vmail, merged like --mailbox.
+    #[arg(long, conflicts_with_all = ["components", "target_dir"])]
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -62,6 +62,29 @@ pub fn rewrite_conf(live: &str, snapshot: &BTreeMap<String, String>, keys: &[&st
     out
 }
 
+/// The vmail path prefix of `user@domain` or `domain` (dovecot's
+/// `mail_home=/var/vmail/%d/%n`).
+///
+/// # Errors
+/// For something that is not a plain mailbox or domain name.
+pub fn mail_prefix(mailbox: Option<&str>, domain: Option<&str>) -> Result<String, String> {
+    let ok =
+        |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != ".." && !s.starts_with('.');
+    match (mailbox, domain) {
+        (Some(m), _) => match m.rsplit_once('@') {
+            Some((user, dom)) if ok(user) && ok(dom) => {
+                Ok(format!("{}/{}", dom.to_lowercase(), user.to_lowercase()))
+            }
+            _ => Err(format!(
+                "`{m}` is not a mailbox address like user@example.org"
+            )),
+        },
+        (None, Some(d)) if ok(d) && d.contains('.') => Ok(d.to_lowercase()),
+        (None, Some(d)) => Err(format!("`{d}` is not a domain like example.org")),
+        (None, None) => Err("give --mailbox or --domain".into()),
+    }
+}
+
 /// The blob of each crypt key file in a snapshot.
 pub fn crypt_keys(m: &Manifest) -> BTreeMap<String, String> {
     m.components
@@ -144,6 +167,29 @@ mod tests {
             out,
             "# mailcow\nMAILCOW_HOSTNAME=new.example.org\nDBNAME=mailcow\nDBPASS=oldpass\nDBROOT=oldroot\nTZ=UTC\nDBUSER=mailcow\n"
         );
+    }
+
+    #[test]
+    fn mailbox_and_domain_prefixes() {
+        assert_eq!(
+            mail_prefix(Some("Alice@Example.org"), None).unwrap(),
+            "example.org/alice"
+        );
+        assert_eq!(
+            mail_prefix(None, Some("example.org")).unwrap(),
+            "example.org"
+        );
+        for bad in [
+            "alice",
+            "../x@example.org",
+            "a@..",
+            "a/b@example.org",
+            "@example.org",
+        ] {
+            assert!(mail_prefix(Some(bad), None).is_err(), "{bad}");
+        }
+        assert!(mail_prefix(None, Some("..")).is_err());
+        assert!(mail_prefix(None, Some("localhost")).is_err());
     }
 
     #[test]

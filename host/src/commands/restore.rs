@@ -169,6 +169,9 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
         }
     };
     let m = repo.load(&snapshot).class(Failure::Repository)?;
+    if args.mailbox.is_some() || args.domain.is_some() {
+        return restore_mail(ctx, &repo, &m, &args).await;
+    }
     let comps = select(&m, args.components.as_deref())?;
 
     // R1: every blob this restore needs is checked before anything is stopped or changed.
@@ -399,6 +402,98 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
         j.counts.files,
         human_bytes(j.counts.bytes),
         t0.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// `--mailbox` / `--domain`: copy one mailbox or domain out of the snapshot
+/// into the live mail store, keeping files that are newer there. Dovecot keeps
+/// running: new files in a maildir are picked up like delivered mail.
+async fn restore_mail(
+    ctx: &Context,
+    repo: &Arc<LocalRepo>,
+    m: &Manifest,
+    args: &RestoreArgs,
+) -> Result<(), CommandError> {
+    let prefix = restore::mail_prefix(args.mailbox.as_deref(), args.domain.as_deref())
+        .map_err(|e| fail(Failure::Config, e))?;
+    let entries = m
+        .components
+        .get("vmail")
+        .and_then(|c| c.volumes.get("vmail-vol-1"))
+        .ok_or_else(|| {
+            fail(
+                Failure::Config,
+                format!("snapshot {} has no vmail component", m.id),
+            )
+        })?;
+    let subset = materialize::under(entries, &prefix);
+    if subset.is_empty() {
+        return Err(fail(
+            Failure::Config,
+            format!(
+                "snapshot {} has no mail under `{prefix}`; `cshost snapshots` lists others",
+                m.id
+            ),
+        ));
+    }
+    let mut needed = m.clone();
+    needed.components.retain(|c, _| c == "vmail");
+    if let Some(v) = needed.components.get_mut("vmail") {
+        v.volumes
+            .values_mut()
+            .for_each(|es| es.retain(|e| subset.iter().any(|s| s.path == e.path)));
+    }
+    let report = crate::repo::verify::verify(repo, &needed, ctx.config.backup.threads as usize);
+    if let Some(p) = report.problems.first() {
+        return Err(fail(
+            Failure::Verify,
+            format!("cannot restore `{prefix}`: {p}; nothing was changed"),
+        ));
+    }
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(fail(
+            Failure::Config,
+            "not on a terminal: pass --yes to restore without confirmation".into(),
+        ));
+    }
+    if !args.yes
+        && ask(&format!(
+            "Merge {} objects of `{prefix}` from snapshot {} into the live mail store? Type `yes`:",
+            subset.len(),
+            m.id
+        )) != "yes"
+    {
+        return Err(fail(
+            Failure::Config,
+            "restore cancelled; nothing was changed".into(),
+        ));
+    }
+    let _lock = ctx.lock("restore")?;
+    let env = ctx.run_env(Some(repo.clone()))?;
+    let live = env
+        .services
+        .volume_path(&format!("{}_vmail-vol-1", env.project))
+        .class(Failure::Preflight)?;
+    let size = subset
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .map(|e| e.size)
+        .sum();
+    crate::disk::check(&[(live.clone(), size)]).class(Failure::Preflight)?;
+    let counts = materialize::materialize(
+        repo,
+        &subset,
+        &live,
+        Overwrite::KeepNewer,
+        ctx.config.backup.threads as usize,
+    )
+    .class(Failure::Restore)?;
+    out(&format!(
+        "merged `{prefix}` from snapshot {}: {} files written ({}), newer live files kept; run `doveadm force-resync -u <user> '*'` if clients miss mail",
+        m.id,
+        counts.files,
+        human_bytes(counts.bytes)
     ));
     Ok(())
 }

@@ -9,5 +9,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use cshost::plugin::host as wit_host;
-pub(crate) use cshost::plugin::types;
+pub(crate) use self::cshost::plugin::host as wit_host;
+pub(crate) use self::cshost::plugin::types;

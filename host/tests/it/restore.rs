@@ -299,3 +299,76 @@ fn without_a_terminal_or_yes_nothing_happens() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
     assert!(events(&w).is_empty());
 }
+
+#[test]
+fn a_single_mailbox_is_merged_without_clobbering_newer_mail() {
+    let w = World::new(Size::SMALL, false);
+    assert!(
+        w.cshost(&["backup", "--components", "vmail,crypt"])
+            .status
+            .success()
+    );
+    let vmail = w.sample.volume("vmail-vol-1");
+    let mailbox = vmail.join("example0.org/user1/Maildir");
+    let other = vmail.join("example0.org/user2/Maildir");
+    let other_before = state(&other);
+    // the user deletes a message, and new mail arrives after the backup
+    let cur: Vec<_> = std::fs::read_dir(mailbox.join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let deleted = cur[0].clone();
+    let deleted_content = std::fs::read(&deleted).unwrap();
+    std::fs::remove_file(&deleted).unwrap();
+    let newer = cur[1].clone();
+    std::fs::write(&newer, "edited after the backup").unwrap();
+    let arrived = mailbox.join("new/1800000000.M1P1.mail");
+    std::fs::write(&arrived, "arrived after the backup").unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
+
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--mailbox",
+        "user1@example0.org",
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&deleted).unwrap(),
+        deleted_content,
+        "the deleted message is back"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&newer).unwrap(),
+        "edited after the backup",
+        "newer mail is kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&arrived).unwrap(),
+        "arrived after the backup"
+    );
+    assert!(!other.exists(), "only the named mailbox is restored");
+    assert!(events(&w).is_empty(), "dovecot keeps running");
+
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--domain",
+        "example0.org",
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(state(&other), other_before);
+    let bad = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--mailbox",
+        "../../etc@x.org",
+        "--yes",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+}

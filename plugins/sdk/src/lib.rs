@@ -4,7 +4,7 @@
 //!
 //! The built-in plugins use nothing beyond what this crate offers a third party.
 //!
-//! ```ignore
+//! ```text
 //! use cshost_plugin_sdk::*;
 //! struct MyPlugin;
 //! impl Plugin for MyPlugin { /* describe, backup, ... */ }

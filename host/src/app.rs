@@ -119,5 +119,6 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Snapshots => crate::commands::snapshots::run(&ctx),
         Command::Verify(args) => crate::commands::verify::run(&ctx, args),
         Command::Restore(args) => crate::commands::restore::run(&ctx, args).await,
+        Command::Plugins(cmd) => crate::commands::plugins::run(&ctx, cmd).await,
     }
 }

@@ -39,6 +39,19 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore components from a snapshot (asks what and confirms when run on a terminal).
     Restore(RestoreArgs),
+    /// Built-in and third-party plugins: list, inspect, check.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every plugin with its version, status and grants, including unapproved files in the plugin directory.
+    List,
+    /// What a plugin file requests, its hash and WIT version, and the config table that approves it.
+    Inspect { file: PathBuf },
+    /// Load a plugin file and run a dry backup of empty sample volumes into a scratch repository.
+    Check { file: PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,11 @@
 //! [repository.local]
 //! path = "/var/backups/cshost"
 //!
+//! [plugins.sogo]                    # an approved third-party plugin
+//! file = "/etc/cshost/plugins/sogo.wasm"
+//! sha256 = "…"
+//! grants = { volumes = ["sogo-userdata-backup-vol-1"], services = ["sogo-mailcow"] }
+//!
 //! [limits]                          # per plugin call
 //! memory-mib = 64
 //! cpu-seconds = 60
@@ -59,6 +64,35 @@ pub struct Config {
     pub repository: RepositorySection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Third-party plugins the admin approved, by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, ApprovedPlugin>,
+}
+
+/// An approved third-party plugin: the file, its pinned SHA-256 and the grants
+/// the admin allows. It runs only if the file still hashes to `sha256` and
+/// requests no more than `grants`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ApprovedPlugin {
+    pub file: PathBuf,
+    pub sha256: String,
+    #[serde(default)]
+    pub grants: GrantsConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GrantsConfig {
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// service → programs
+    #[serde(default)]
+    pub exec: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub conf_keys: Vec<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -135,6 +169,9 @@ pub struct BackupSection {
     pub cache_dir: PathBuf,
     #[serde(default = "default_lock")]
     pub lock_file: PathBuf,
+    /// Where third-party plugins are dropped (they run only once approved in [plugins.<name>]).
+    #[serde(default = "default_plugin_dir")]
+    pub plugin_dir: PathBuf,
 }
 
 impl Default for BackupSection {
@@ -145,6 +182,7 @@ impl Default for BackupSection {
             scratch_dir: default_scratch(),
             cache_dir: default_cache(),
             lock_file: default_lock(),
+            plugin_dir: default_plugin_dir(),
         }
     }
 }
@@ -157,6 +195,9 @@ fn default_threads() -> u32 {
 }
 fn default_scratch() -> PathBuf {
     PathBuf::from("/var/lib/cshost/scratch")
+}
+fn default_plugin_dir() -> PathBuf {
+    PathBuf::from("/etc/cshost/plugins")
 }
 fn default_lock() -> PathBuf {
     PathBuf::from("/run/lock/cshost.lock")
@@ -230,6 +271,28 @@ impl Config {
         }
         if config.limits.memory_mib < 4 {
             return Err(invalid("[limits] memory-mib must be at least 4".into()));
+        }
+        for (name, p) in &config.plugins {
+            if crate::runtime::builtin::NAMES.contains(&name.as_str()) {
+                return Err(invalid(format!(
+                    "[plugins.{name}]: `{name}` is a built-in plugin and needs no approval"
+                )));
+            }
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                || name.is_empty()
+            {
+                return Err(invalid(format!(
+                    "[plugins.{name}]: plugin names use a-z, 0-9 and `-`"
+                )));
+            }
+            if p.sha256.len() != 64 || !p.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "[plugins.{name}] sha256 must be 64 hex digits; `cshost plugins inspect {}` prints it",
+                    p.file.display()
+                )));
+            }
         }
         if config.repository.local.is_none() {
             return Err(invalid(

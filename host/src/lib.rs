@@ -14,6 +14,7 @@ pub mod disk;
 pub mod error;
 pub mod lock;
 pub mod mailcow;
+pub mod plugins;
 pub mod repo;
 pub mod restore;
 pub mod runtime;

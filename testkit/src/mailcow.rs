@@ -251,6 +251,18 @@ pub fn generate(root: &Path, size: Size, seed: u64) -> Sample {
     );
     write(&rspamd.join("stats.ucl"), b"learned = 42;\n", 11, 0o644);
 
+    let sogo = s.volume("sogo-userdata-backup-vol-1");
+    fs::create_dir_all(&sogo).expect("create volume");
+    for d in 0..size.domains {
+        let export = br#"{"calendars": [], "contacts": []}"#;
+        write(
+            &sogo.join(format!("user0@example{d}.org")),
+            export,
+            0,
+            0o640,
+        );
+    }
+
     let postfix = s.volume("postfix-vol-1");
     for q in [
         "active",
@@ -339,13 +351,14 @@ pub fn config_toml(
         ));
     }
     // Stand-ins for the daemons that do not run natively here (dovecot,
-    // postfix, rspamd, watchdog): their stop and start commands only append
+    // postfix, rspamd, sogo, watchdog): their stop and start commands only append
     // to `service-events.log`, so tests can check the order a restore used.
     let events = sample.root.join("service-events.log");
     for svc in [
         "dovecot-mailcow",
         "postfix-mailcow",
         "rspamd-mailcow",
+        "sogo-mailcow",
         "watchdog-mailcow",
     ] {
         let cmd = |action: &str| {

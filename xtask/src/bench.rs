@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: wall time and peak RSS of `cshost backup` over a
-//! generated mail store (~1.5 GB by default), first and second run, plus
-//! `cshost verify`. Prints figures; asserts nothing.
+//! `cargo xtask bench`: wall time and peak RSS of cshost over a generated mail
+//! store (~1.5 GB, ~21k files by default): first and second backup, verify,
+//! a restore drill and an in-place restore, and the plugin load time. Prints
+//! figures; asserts nothing.
 
 use std::process::Command;
 use std::time::Instant;
@@ -8,20 +9,23 @@ use std::time::Instant;
 use anyhow::Result;
 use cshost_testkit::mailcow::{self, Size};
 
-fn peak_rss_kib_of_children() -> i64 {
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
-    u.ru_maxrss
-}
-
+/// Run a command; print its wall time and its own peak RSS (from wait4, so
+/// earlier children such as the compiler do not count).
 fn timed(label: &str, cmd: &mut Command) -> Result<()> {
     let t = Instant::now();
-    crate::run(cmd.stdout(std::process::Stdio::null()))?;
+    let child = cmd.stdout(std::process::Stdio::null()).spawn()?;
+    let mut status = 0;
+    // SAFETY: wait4 on our own child's pid, writing into locals we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        rc > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{label} failed (status {status})"
+    );
     println!(
-        "{label:<28} {:>8.2} s   peak RSS so far {:>7} KiB",
-        t.elapsed().as_secs_f64(),
-        peak_rss_kib_of_children()
+        "{label:<34} {secs:>8.2} s   peak RSS {:>7} KiB",
+        usage.ru_maxrss
     );
     Ok(())
 }
@@ -38,16 +42,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // ~70 KB average messages, 40 users, 4 folders: 1.5 GB is ~21k files.
     let per_folder = ((gb * 1e9) / (70_000.0 * 40.0 * 4.0)).ceil() as usize;
     let t = Instant::now();
-    let sample = mailcow::generate(
-        &dir,
-        Size {
-            domains: 4,
-            users_per_domain: 10,
-            messages_per_folder: per_folder,
-            message_bytes: 70_000,
-        },
-        7,
-    );
+    let size = Size {
+        domains: 4,
+        users_per_domain: 10,
+        messages_per_folder: per_folder,
+        message_bytes: 70_000,
+    };
+    let sample = mailcow::generate(&dir, size, 7);
     println!("generated sample in {:.1} s", t.elapsed().as_secs_f64());
     let repo = dir.join("repository");
     let config = dir.join("config.toml");
@@ -56,12 +57,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .args(["-sb"])
         .arg(sample.volume("vmail-vol-1"))
         .output()?;
+    let files = Command::new("find")
+        .arg(sample.volume("vmail-vol-1"))
+        .args(["-type", "f"])
+        .output()?;
     println!(
-        "vmail volume: {}",
+        "vmail volume: {} bytes in {} files",
         String::from_utf8_lossy(&du.stdout)
             .split_whitespace()
             .next()
-            .unwrap_or("?")
+            .unwrap_or("?"),
+        files.stdout.iter().filter(|b| **b == b'\n').count()
     );
     let cshost = || {
         let mut c = Command::new(&bin);
@@ -70,17 +76,46 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     };
     let comps = ["--components", "vmail,crypt,rspamd,postfix"];
     timed(
-        "backup (first, cold repo)",
+        "backup (first, empty repository)",
         cshost().arg("backup").args(comps),
     )?;
     mailcow::daily_changes(&sample, 50, 3);
     timed(
-        "backup (second, 50 new)",
+        "backup (second, 50 new messages)",
         cshost().arg("backup").args(comps),
     )?;
     timed(
         "verify latest",
         cshost().args(["verify", "--snapshot", "latest"]),
     )?;
+    let drill = dir.join("drill");
+    timed(
+        "restore drill (--target-dir)",
+        cshost()
+            .args(["restore", "--snapshot", "latest", "--target-dir"])
+            .arg(&drill),
+    )?;
+    timed(
+        "restore in place (replace)",
+        cshost().args(["restore", "--snapshot", "latest", "--yes"]),
+    )?;
+    // Plugin load time: the host logs it at debug level.
+    let out = cshost()
+        .env("CSHOST_LOG", "debug")
+        .args(["backup", "--dry-run"])
+        .args(comps)
+        .output()?;
+    for line in String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("loaded") && l.contains("plugins"))
+    {
+        println!(
+            "{}",
+            line.split_once("DEBUG")
+                .map(|(_, m)| m)
+                .unwrap_or(line)
+                .trim()
+        );
+    }
     Ok(())
 }

@@ -64,7 +64,7 @@ pub fn plugins() -> Result<PathBuf> {
     for p in PLUGINS {
         c.args(["-p", &format!("cshost-plugin-{p}")]);
     }
-    c.args(["-p", "cshost-test-hostile"]);
+    c.args(["-p", "cshost-test-hostile", "-p", "cshost-example-sogo"]);
     run(&mut c)?;
     Ok(target_dir().join("wasm32-wasip2").join("release"))
 }

@@ -13,27 +13,25 @@ use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::manifest::{self, ComponentRecord, MailcowFacts, Manifest, PluginRef};
 use crate::runtime::{BackupRequest, CaptureRecord, LoadedPlugin, PluginHost, RunEnv};
 
-/// Load every built-in plugin.
-pub async fn load_builtins(
+/// Load the built-in and approved plugins. Approved plugins that were refused
+/// are returned as failures of their own, so a run that needs them fails.
+pub async fn load_plugins(
+    ctx: &Context,
     host: &PluginHost,
     env: &Arc<RunEnv>,
-) -> Result<Vec<LoadedPlugin>, CommandError> {
-    let t = Instant::now();
-    let mut plugins = Vec::new();
-    for name in crate::runtime::builtin::NAMES {
-        let bytes = crate::runtime::builtin::bytes(name).class(Failure::Internal)?;
-        plugins.push(
-            host.load(name, &bytes, env.clone())
-                .await
-                .class(Failure::Internal)?,
+) -> Result<(Vec<LoadedPlugin>, Vec<String>), CommandError> {
+    let catalog = crate::plugins::load(host, env, &ctx.config)
+        .await
+        .class(Failure::Internal)?;
+    for file in crate::plugins::unapproved(&ctx.config.backup.plugin_dir, &ctx.config) {
+        tracing::warn!(
+            "ignoring `{}`: it is not approved in the config (`cshost plugins inspect {}` shows how)",
+            file.display(),
+            file.display()
         );
     }
-    tracing::debug!(
-        "loaded {} plugins in {:.1} ms",
-        plugins.len(),
-        t.elapsed().as_secs_f64() * 1000.0
-    );
-    Ok(plugins)
+    let refused = catalog.refused.iter().map(|e| e.to_string()).collect();
+    Ok((catalog.plugins, refused))
 }
 
 fn request(sel: &Selected, env: &RunEnv) -> BackupRequest {
@@ -55,7 +53,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
     };
     let env = ctx.run_env(repo.clone())?;
     let host = ctx.plugin_host()?;
-    let plugins = load_builtins(&host, &env).await?;
+    let (plugins, refused) = load_plugins(ctx, &host, &env).await?;
     let by_name: BTreeMap<&str, &LoadedPlugin> =
         plugins.iter().map(|p| (p.name.as_str(), p)).collect();
     let served: Vec<(String, Vec<String>)> = plugins
@@ -93,6 +91,10 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
 
     let mut records = BTreeMap::new();
     let mut failures = Vec::new();
+    for r in refused {
+        tracing::error!("{r}");
+        failures.push(r);
+    }
     let mut totals = crate::repo::capture::Counts::default();
     for sel in &selected {
         let plugin = by_name[sel.plugin.as_str()];

@@ -1,6 +1,7 @@
 //! One module per subcommand. Commands print; the modules below them do not.
 
 pub mod backup;
+pub mod plugins;
 pub mod restore;
 pub mod snapshots;
 pub mod verify;

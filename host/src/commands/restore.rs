@@ -270,7 +270,10 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
     }
 
     let host = ctx.plugin_host()?;
-    let plugins = super::backup::load_builtins(&host, &env).await?;
+    let (plugins, refused) = super::backup::load_plugins(ctx, &host, &env).await?;
+    for r in refused {
+        tracing::warn!("{r}");
+    }
     let restore_id = crate::clock::snapshot_id(time::OffsetDateTime::now_utc());
     let journal = Arc::new(Mutex::new(RestoreJournal {
         restore_id: restore_id.clone(),

@@ -41,6 +41,77 @@ impl From<&types::Grants> for Grants {
     }
 }
 
+impl From<&crate::config::GrantsConfig> for Grants {
+    fn from(g: &crate::config::GrantsConfig) -> Self {
+        Self {
+            volumes: g.volumes.iter().cloned().collect(),
+            exec: g
+                .exec
+                .iter()
+                .map(|(s, p)| (s.clone(), p.iter().cloned().collect()))
+                .collect(),
+            conf_keys: g.conf_keys.iter().cloned().collect(),
+            services: g.services.iter().cloned().collect(),
+        }
+    }
+}
+
+impl Grants {
+    /// What `self` (requested) asks for beyond `approved`, one line per grant.
+    pub fn beyond(&self, approved: &Grants) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend(
+            self.volumes
+                .difference(&approved.volumes)
+                .map(|v| format!("volume `{v}`")),
+        );
+        for (service, programs) in &self.exec {
+            let allowed = approved.exec.get(service);
+            for p in programs {
+                if !allowed.is_some_and(|a| a.contains(p)) {
+                    out.push(format!("exec of `{p}` in service `{service}`"));
+                }
+            }
+        }
+        out.extend(
+            self.conf_keys
+                .difference(&approved.conf_keys)
+                .map(|k| format!("mailcow.conf key `{k}`")),
+        );
+        out.extend(
+            self.services
+                .difference(&approved.services)
+                .map(|s| format!("control of service `{s}`")),
+        );
+        out
+    }
+
+    /// The grants as a TOML inline table, as `[plugins.<name>] grants = …` takes it.
+    pub fn to_toml(&self) -> String {
+        let list = |v: &BTreeSet<String>| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let exec = self
+            .exec
+            .iter()
+            .map(|(s, p)| format!("{s:?} = {}", list(p)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "{{ volumes = {}, exec = {{ {exec} }}, conf-keys = {}, services = {} }}",
+            list(&self.volumes),
+            list(&self.conf_keys),
+            list(&self.services)
+        )
+    }
+}
+
 /// A host call, described by what it touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostCall<'a> {
@@ -189,6 +260,53 @@ mod tests {
             stdin_artifact: inp,
             stdout_artifact: out,
         }
+    }
+
+    #[test]
+    fn requests_beyond_the_approval_are_listed() {
+        let approved = grants();
+        let mut asked = grants();
+        assert!(asked.beyond(&approved).is_empty());
+        asked.volumes.insert("crypt-vol-1".into());
+        asked
+            .exec
+            .entry("mysql-mailcow".into())
+            .or_default()
+            .insert("sh".into());
+        asked
+            .exec
+            .entry("dovecot-mailcow".into())
+            .or_default()
+            .insert("doveadm".into());
+        asked.conf_keys.insert("REDISPASS".into());
+        asked.services.insert("postfix-mailcow".into());
+        assert_eq!(
+            asked.beyond(&approved),
+            [
+                "volume `crypt-vol-1`",
+                "exec of `doveadm` in service `dovecot-mailcow`",
+                "exec of `sh` in service `mysql-mailcow`",
+                "mailcow.conf key `REDISPASS`",
+                "control of service `postfix-mailcow`",
+            ]
+        );
+        assert!(approved.beyond(&asked).is_empty());
+    }
+
+    #[test]
+    fn grants_round_trip_through_the_config_syntax() {
+        let g = grants();
+        let text = format!(
+            "[plugins.x]\nfile = \"/x.wasm\"\nsha256 = \"{}\"\ngrants = {}\n",
+            "a".repeat(64),
+            g.to_toml()
+        );
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            plugins: std::collections::BTreeMap<String, crate::config::ApprovedPlugin>,
+        }
+        let doc: Doc = toml::from_str(&text).unwrap();
+        assert_eq!(Grants::from(&doc.plugins["x"].grants), g);
     }
 
     #[test]

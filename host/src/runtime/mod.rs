@@ -18,6 +18,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, Store, StoreLimitsBuilder, Up
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+pub use bindings::types::Grants as WitGrants;
 pub use bindings::types::{
     BackupReport, BackupRequest, ComponentInfo, RestoreMode, RestoreReport, RestoreRequest,
     SizeEstimate,
@@ -97,6 +98,8 @@ pub struct LoadedPlugin {
     pub sha256: String,
     pub info: ComponentInfo,
     pub grants: Arc<Grants>,
+    /// Shipped with cshost (pre-approved) rather than approved in the config.
+    pub builtin: bool,
     pre: WorldPre<HostState>,
 }
 
@@ -185,6 +188,7 @@ impl PluginHost {
             sha256,
             info: placeholder_info(name),
             grants: Arc::new(Grants::default()),
+            builtin: true,
             pre,
         };
         let info = self.describe(&plugin, env).await?;

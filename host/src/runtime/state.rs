@@ -42,6 +42,25 @@ pub struct RunEnv {
     pub threads: usize,
 }
 
+impl RunEnv {
+    /// An environment with no mailcow behind it: no services, no volumes, no
+    /// repository. Enough to compile a plugin and ask it to describe itself.
+    pub fn detached() -> Self {
+        let native = crate::config::NativeSection {
+            volumes_dir: "/nonexistent".into(),
+            services: Default::default(),
+        };
+        Self {
+            services: ServiceRuntime::Native(crate::services::NativeRuntime::new(&native)),
+            conf: MailcowConf::from_bytes("mailcow.conf".into(), Vec::new()),
+            project: "mailcowdockerized".into(),
+            repo: None,
+            cache: Arc::new(HashCache::in_memory()),
+            threads: 1,
+        }
+    }
+}
+
 /// What a component's backup put into the snapshot.
 #[derive(Debug, Default)]
 pub struct CaptureRecord {

@@ -5,6 +5,7 @@
 
 mod backup;
 mod cli;
+mod plugins;
 mod restore;
 mod sandbox;
 mod support;

@@ -81,6 +81,11 @@ impl Plugin for Hostile {
                 host.info("flooding the log with a line that goes on and on");
             },
             "panic" => panic!("hostile plugin panicked on purpose"),
+            // As a component of a normal run: a call outside its grants, passed on.
+            "hostile" => {
+                host.capture("crypt-vol-1", "")?;
+                "LEAKED: captured crypt".into()
+            }
             other => return Err(Error::Unsupported(format!("unknown attack {other}"))),
         };
         Ok(BackupReport {

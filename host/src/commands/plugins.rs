@@ -1,0 +1,232 @@
+//! `cshost plugins list|inspect|check`: what plugins exist, what they ask
+//! for, and whether a plugin file works, before an admin approves it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::app::Context;
+use crate::cli::PluginsCommand;
+use crate::commands::out;
+use crate::error::{CommandError, Failure, ResultExt};
+use crate::runtime::{BackupRequest, CaptureRecord, Grants, LoadedPlugin, PluginHost, RunEnv};
+
+pub async fn run(ctx: &Context, cmd: PluginsCommand) -> Result<(), CommandError> {
+    match cmd {
+        PluginsCommand::List => list(ctx).await,
+        PluginsCommand::Inspect { file } => {
+            inspect(ctx, &ctx.plugin_host()?, &file).await.map(|_| ())
+        }
+        PluginsCommand::Check { file } => check(ctx, &file).await,
+    }
+}
+
+fn grants_line(g: &Grants) -> String {
+    let mut parts = Vec::new();
+    if !g.volumes.is_empty() {
+        parts.push(format!(
+            "volumes {}",
+            g.volumes.iter().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    for (s, p) in &g.exec {
+        parts.push(format!(
+            "exec {s}:{}",
+            p.iter().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    if !g.conf_keys.is_empty() {
+        parts.push(format!(
+            "conf {}",
+            g.conf_keys.iter().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    if !g.services.is_empty() {
+        parts.push(format!(
+            "control {}",
+            g.services.iter().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    parts.join("; ")
+}
+
+async fn list(ctx: &Context) -> Result<(), CommandError> {
+    let host = ctx.plugin_host()?;
+    let env = Arc::new(RunEnv::detached());
+    let catalog = crate::plugins::load(&host, &env, &ctx.config)
+        .await
+        .class(Failure::Internal)?;
+    let mut rows = Vec::new();
+    for p in &catalog.plugins {
+        let status = if p.builtin { "built-in" } else { "approved" };
+        rows.push((
+            p.name.clone(),
+            p.info.version.clone(),
+            status.to_string(),
+            p.info.components.join(","),
+            grants_line(&p.grants),
+        ));
+    }
+    for e in &catalog.refused {
+        rows.push((
+            "-".into(),
+            "-".into(),
+            "REFUSED".into(),
+            "-".into(),
+            e.to_string(),
+        ));
+    }
+    for f in crate::plugins::unapproved(&ctx.config.backup.plugin_dir, &ctx.config) {
+        rows.push((
+            f.display().to_string(),
+            "-".into(),
+            "not approved".into(),
+            "-".into(),
+            format!("see `cshost plugins inspect {}`", f.display()),
+        ));
+    }
+    if ctx.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(n, v, s, c, g)| serde_json::json!({"name": n, "version": v, "status": s, "components": c, "detail": g}))
+            .collect();
+        out(&serde_json::to_string_pretty(&list).expect("json"));
+        return Ok(());
+    }
+    out(&format!(
+        "{:<12} {:<8} {:<13} {:<14} grants",
+        "NAME", "VERSION", "STATUS", "COMPONENTS"
+    ));
+    for (n, v, s, c, g) in rows {
+        out(&format!("{n:<12} {v:<8} {s:<13} {c:<14} {g}"));
+    }
+    Ok(())
+}
+
+async fn describe_file(host: &PluginHost, file: &Path) -> Result<LoadedPlugin, CommandError> {
+    let wasm = std::fs::read(file)
+        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))
+        .class(Failure::Config)?;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace('_', "-"))
+        .unwrap_or_else(|| "plugin".into());
+    host.load(&name, &wasm, Arc::new(RunEnv::detached()))
+        .await
+        .class(Failure::Config)
+}
+
+async fn inspect(
+    ctx: &Context,
+    host: &PluginHost,
+    file: &Path,
+) -> Result<LoadedPlugin, CommandError> {
+    let p = describe_file(host, file).await?;
+    let requested = Grants::from(&p.info.grants);
+    if ctx.json {
+        out(&serde_json::json!({
+            "file": file, "sha256": p.sha256, "name": p.info.name, "version": p.info.version,
+            "wit": crate::runtime::WIT_VERSION, "components": p.info.components,
+            "description": p.info.description, "grants": grants_line(&requested),
+            "approve": crate::plugins::approval_snippet(&p, file),
+        })
+        .to_string());
+        return Ok(p);
+    }
+    out(&format!("file:        {}", file.display()));
+    out(&format!("sha256:      {}", p.sha256));
+    out(&format!(
+        "plugin:      {} {} (WIT cshost:plugin@{})",
+        p.info.name,
+        p.info.version,
+        crate::runtime::WIT_VERSION
+    ));
+    out(&format!("components:  {}", p.info.components.join(", ")));
+    out(&format!("about:       {}", p.info.description));
+    out(&format!(
+        "requests:    {}",
+        if requested == Grants::default() {
+            "nothing".into()
+        } else {
+            grants_line(&requested)
+        }
+    ));
+    out("\nTo approve it with exactly these grants, add to the config:\n");
+    out(&crate::plugins::approval_snippet(&p, file));
+    Ok(p)
+}
+
+async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
+    // One engine for both steps: a compiled plugin belongs to the engine that compiled it.
+    let host = ctx.plugin_host()?;
+    let mut p = inspect(ctx, &host, file).await?;
+    let requested = Grants::from(&p.info.grants);
+    p.grants = Arc::new(requested.clone());
+    let scratch = tempdir()?;
+    let volumes = scratch.join("volumes");
+    for v in &requested.volumes {
+        let d = volumes.join(format!("mailcowdockerized_{v}")).join("_data");
+        std::fs::create_dir_all(&d).class(Failure::Internal)?;
+        std::fs::write(
+            d.join("cshost-check-sample.txt"),
+            "sample data written by `cshost plugins check`\n",
+        )
+        .class(Failure::Internal)?;
+    }
+    let repo = Arc::new(
+        crate::repo::LocalRepo::open_or_init(&scratch.join("repository"))
+            .class(Failure::Internal)?,
+    );
+    // No services are configured: a check never runs programs on this host.
+    let native = crate::config::NativeSection {
+        volumes_dir: volumes,
+        services: Default::default(),
+    };
+    let mut env = RunEnv::detached();
+    env.services =
+        crate::services::ServiceRuntime::Native(crate::services::NativeRuntime::new(&native));
+    env.repo = Some(repo);
+    let env = Arc::new(env);
+    let record = Arc::new(Mutex::new(CaptureRecord::default()));
+    let mut failures = Vec::new();
+    for component in &p.info.components {
+        let req = BackupRequest {
+            component: component.clone(),
+            services: vec![],
+            arch: crate::mailcow::arch().into(),
+        };
+        match host
+            .backup(&p, env.clone(), &req, record.clone(), &scratch)
+            .await
+        {
+            Ok(r) => out(&format!(
+                "\ndry backup of `{component}`: ok; facts: {:?}; warnings: {:?}",
+                r.facts, r.warnings
+            )),
+            Err(e) => {
+                out(&format!("\ndry backup of `{component}`: FAILED: {e}"));
+                failures.push(e.to_string());
+            }
+        }
+    }
+    let rec = record.lock().expect("record lock");
+    out(&format!(
+        "captured {} files and {} artifacts from empty sample volumes",
+        rec.counts.files,
+        rec.artifacts.len()
+    ));
+    let _ = std::fs::remove_dir_all(&scratch);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::new(
+            Failure::Component,
+            anyhow::anyhow!("plugin check failed: {}", failures.join("; ")),
+        ))
+    }
+}
+
+fn tempdir() -> Result<std::path::PathBuf, CommandError> {
+    let dir = std::env::temp_dir().join(format!("cshost-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).class(Failure::Internal)?;
+    Ok(dir)
+}

@@ -97,6 +97,23 @@ impl Context {
         crate::lock::acquire(&self.config.backup.lock_file, command).class(Failure::Locked)
     }
 
+    /// The Storage Box configuration, or an error naming the missing section.
+    pub fn storagebox(&self) -> Result<&crate::config::StorageBoxRepository, CommandError> {
+        self.config.repository.storagebox.as_ref().ok_or_else(|| {
+            CommandError::new(
+                Failure::Config,
+                anyhow::anyhow!("no [repository.storagebox] is configured in the config"),
+            )
+        })
+    }
+
+    /// Connect to the configured Storage Box.
+    pub async fn connect_box(&self) -> Result<crate::transport::BoxRepo, CommandError> {
+        crate::transport::BoxRepo::connect(self.storagebox()?, &self.config.backup.cache_dir)
+            .await
+            .class(Failure::Transport)
+    }
+
     pub fn plugin_host(&self) -> Result<PluginHost, CommandError> {
         let l = self.config.limits;
         let limits = Limits {
@@ -116,8 +133,9 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
     };
     match cli.command {
         Command::Backup(args) => crate::commands::backup::run(&ctx, args).await,
-        Command::Snapshots => crate::commands::snapshots::run(&ctx),
-        Command::Verify(args) => crate::commands::verify::run(&ctx, args),
+        Command::Snapshots(arg) => crate::commands::snapshots::run(&ctx, &arg.repo).await,
+        Command::Prune(args) => crate::commands::prune::run(&ctx, args).await,
+        Command::Verify(args) => crate::commands::verify::run(&ctx, args).await,
         Command::Restore(args) => crate::commands::restore::run(&ctx, args).await,
         Command::Plugins(cmd) => crate::commands::plugins::run(&ctx, cmd).await,
     }

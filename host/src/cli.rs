@@ -34,7 +34,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// List the snapshots in the repository.
     #[command(alias = "list")]
-    Snapshots,
+    Snapshots(RepoArg),
+    /// Apply the retention policy and delete what no kept snapshot needs.
+    Prune(PruneArgs),
     /// Re-hash every blob of a snapshot and compare it with its name.
     Verify(VerifyArgs),
     /// Restore components from a snapshot (asks what and confirms when run on a terminal).
@@ -87,6 +89,23 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RepoArg {
+    /// `local` or `storagebox` (default: local).
+    #[arg(long, default_value = "local")]
+    pub repo: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Print the plan and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// `local`, `storagebox` or `all` (default: all configured).
+    #[arg(long, default_value = "all")]
+    pub repo: String,
+}
+
+#[derive(Debug, Args)]
 pub struct BackupArgs {
     /// `all`, or a comma-separated list of: vmail crypt redis valkey rspamd postfix mysql mariadb.
     #[arg(long, value_delimiter = ',')]
@@ -94,6 +113,9 @@ pub struct BackupArgs {
     /// Show what would be backed up, with size estimates, and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only the local repository, even when a Storage Box is configured.
+    #[arg(long)]
+    pub local_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -101,4 +123,13 @@ pub struct VerifyArgs {
     /// Snapshot id, or `latest`.
     #[arg(long, default_value = "latest")]
     pub snapshot: String,
+    /// `local` or `storagebox`.
+    #[arg(long, default_value = "local")]
+    pub repo: String,
+    /// Every blob of every snapshot, not just one snapshot's.
+    #[arg(long, conflicts_with = "sample")]
+    pub full: bool,
+    /// Only this percentage of the blobs, picked at random.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub sample: Option<u8>,
 }

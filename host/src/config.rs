@@ -210,12 +210,106 @@ fn default_cache() -> PathBuf {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RepositorySection {
     pub local: Option<LocalRepository>,
+    pub storagebox: Option<StorageBoxRepository>,
 }
 
+/// The local-directory repository: every backup lands here first.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LocalRepository {
     pub path: PathBuf,
+    #[serde(default = "local_daily")]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    #[serde(default = "one")]
+    pub min_keep: u32,
+}
+
+/// A Hetzner Storage Box (or any SSH host with rsync), reached over one
+/// multiplexed SSH connection with key authentication and a pinned host key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StorageBoxRepository {
+    pub host: String,
+    #[serde(default = "box_port")]
+    pub port: u16,
+    pub user: String,
+    /// Private key for the box (BatchMode: it must not need a passphrase prompt).
+    pub identity: PathBuf,
+    /// known_hosts file that pins the box's host key (never skipped).
+    pub known_hosts: PathBuf,
+    /// Repository directory on the box, relative to its home.
+    #[serde(default = "box_path")]
+    pub path: String,
+    #[serde(default = "remote_daily")]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    #[serde(default = "one")]
+    pub min_keep: u32,
+    /// Upload bandwidth limit in KiB/s (0: none).
+    #[serde(default)]
+    pub bwlimit_kib: u32,
+    /// Connection and keep-alive timeout.
+    #[serde(default = "box_timeout")]
+    pub timeout_seconds: u32,
+}
+
+fn local_daily() -> u32 {
+    7
+}
+fn remote_daily() -> u32 {
+    30
+}
+fn one() -> u32 {
+    1
+}
+fn box_port() -> u16 {
+    23
+}
+fn box_path() -> String {
+    "mailcow-backups".into()
+}
+fn box_timeout() -> u32 {
+    30
+}
+
+impl LocalRepository {
+    pub fn policy(&self) -> crate::retention::KeepPolicy {
+        crate::retention::KeepPolicy {
+            last: self.keep_last,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            min_keep: self.min_keep.max(1),
+        }
+    }
+}
+
+impl StorageBoxRepository {
+    pub fn policy(&self) -> crate::retention::KeepPolicy {
+        crate::retention::KeepPolicy {
+            last: self.keep_last,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            min_keep: self.min_keep.max(1),
+        }
+    }
+
+    /// `user@host:port`, for messages.
+    pub fn display(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
 }
 
 /// Per-call limits for plugins.
@@ -292,6 +386,11 @@ impl Config {
                     "[plugins.{name}] sha256 must be 64 hex digits; `cshost plugins inspect {}` prints it",
                     p.file.display()
                 )));
+            }
+        }
+        if let Some(b) = &config.repository.storagebox {
+            if let Err(e) = crate::transport::boxcmd::check_repo_path(&b.path) {
+                return Err(invalid(format!("[repository.storagebox] path: {e}")));
             }
         }
         if config.repository.local.is_none() {

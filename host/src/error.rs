@@ -22,6 +22,10 @@ pub enum Failure {
     Restore,
     /// Another run holds the lock (temporary: retry later).
     Locked,
+    /// The remote repository could not be reached or written.
+    Transport,
+    /// Retention (pruning) failed after a good backup.
+    Retention,
 }
 
 impl Failure {
@@ -34,6 +38,8 @@ impl Failure {
             Failure::Repository => 5,
             Failure::Verify => 6,
             Failure::Restore => 7,
+            Failure::Transport => 8,
+            Failure::Retention => 9,
             Failure::Locked => 75,
         }
     }

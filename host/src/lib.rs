@@ -17,5 +17,7 @@ pub mod mailcow;
 pub mod plugins;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod runtime;
 pub mod services;
+pub mod transport;

@@ -4,3 +4,4 @@
 
 pub mod mailcow;
 pub mod servers;
+pub mod sshbox;

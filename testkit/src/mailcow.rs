@@ -375,7 +375,7 @@ pub fn config_toml(
         ));
     }
     c.push_str(&format!(
-        "[backup]\nthreads = 2\nscratch-dir = {:?}\ncache-dir = {:?}\nlock-file = {:?}\n\n[repository.local]\npath = {:?}\n",
+        "[backup]\nthreads = 2\nscratch-dir = {:?}\ncache-dir = {:?}\nlock-file = {:?}\n\n[repository.local]\npath = {:?}\nkeep-last = 10\n",
         sample.root.join("scratch"),
         sample.root.join("cache"),
         sample.root.join("cshost.lock"),

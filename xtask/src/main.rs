@@ -91,19 +91,25 @@ fn test(extra: &[String]) -> Result<()> {
     c.args(["test", "--workspace"])
         .args(extra)
         .env("CSHOST_EMBED_DIR", &wasm)
-        .env("CSHOST_TEST_WASM_DIR", &wasm);
+        .env("CSHOST_TEST_WASM_DIR", &wasm)
+        .env(
+            "CSHOST_TEST_BOX_SHELL",
+            target_dir().join("debug").join("box-shell"),
+        );
     run(&mut c)
 }
 
 /// Debian packages the tests and the demo use: real MariaDB and Redis servers
 /// and their clients. Installed when missing and running as root; otherwise
 /// the exact command is printed.
-const PACKAGES: [(&str, &str); 5] = [
+const PACKAGES: [(&str, &str); 7] = [
     ("mariadbd", "mariadb-server"),
     ("mariadb", "mariadb-client"),
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
     ("zstd", "zstd"),
+    ("sshd", "openssh-server"),
+    ("rsync", "rsync"),
 ];
 
 pub fn ensure_packages() -> Result<()> {

@@ -205,12 +205,36 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
             "the hash cache could not be saved ({e}); the next run reads every file again"
         );
     }
+    let sync = match (&ctx.config.repository.storagebox, args.local_only) {
+        (Some(_), false) => Some(super::remote::sync_snapshot(ctx, &repo, &manifest).await?),
+        _ => None,
+    };
+    // Retention only after the new snapshot is in place (and verified on the box).
+    let local_policy = ctx
+        .config
+        .repository
+        .local
+        .as_ref()
+        .expect("validated")
+        .policy();
+    super::prune::prune_local(&repo, &local_policy, false).map_err(|e| CommandError {
+        failure: Failure::Retention,
+        error: e.error,
+    })?;
     let secs = t0.elapsed().as_secs_f64();
     if ctx.json {
+        let remote = sync.as_ref().map(|s| {
+            serde_json::json!({
+                "new-blobs": s.new_blobs, "bytes-sent": s.bytes_sent, "snapshots": s.snapshots,
+                "pruned": s.pruned, "box-total": s.usage.map(|u| u.total),
+                "box-used": s.usage.map(|u| u.used), "box-free": s.usage.map(|u| u.free),
+            })
+        });
         out(&serde_json::json!({
             "snapshot": id, "manifest": path, "components": manifest.components.keys().collect::<Vec<_>>(),
             "files": totals.files, "bytes": totals.bytes, "new-blobs": totals.new_blobs,
             "new-bytes": totals.new_bytes, "seconds": secs, "warnings": manifest.warnings,
+            "storagebox": remote,
         }).to_string());
     } else {
         out(&format!(
@@ -220,6 +244,23 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
             human_bytes(totals.new_bytes),
             totals.new_blobs
         ));
+        if let Some(s) = &sync {
+            let usage = s.usage.map_or("usage unknown".into(), |u| {
+                format!(
+                    "{} used of {}, {} free",
+                    human_bytes(u.used),
+                    human_bytes(u.total),
+                    human_bytes(u.free)
+                )
+            });
+            out(&format!(
+                "storage box: sent {} in {} new blobs, verified; {} snapshots kept, {} pruned; {usage}",
+                human_bytes(s.bytes_sent),
+                s.new_blobs,
+                s.snapshots,
+                s.pruned
+            ));
+        }
     }
     Ok(())
 }

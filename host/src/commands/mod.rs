@@ -2,6 +2,8 @@
 
 pub mod backup;
 pub mod plugins;
+pub mod prune;
+pub mod remote;
 pub mod restore;
 pub mod snapshots;
 pub mod verify;

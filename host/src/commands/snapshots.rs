@@ -1,18 +1,41 @@
-//! `cshost snapshots`: what the repository holds.
+//! `cshost snapshots`: what a repository holds.
 
 use crate::app::Context;
 use crate::commands::{human_bytes, out};
 use crate::error::{CommandError, Failure, ResultExt};
+use crate::repo::manifest::Manifest;
 
-pub fn run(ctx: &Context) -> Result<(), CommandError> {
-    let repo = ctx.open_repo()?;
-    let ids = repo.snapshot_ids().class(Failure::Repository)?;
-    let mut rows = Vec::new();
-    for id in &ids {
-        let m = repo.load(id).class(Failure::Repository)?;
-        rows.push(m);
-    }
-    if ctx.json {
+pub async fn run(ctx: &Context, repo: &str) -> Result<(), CommandError> {
+    let (rows, place) = match repo {
+        "local" => {
+            let repo = ctx.open_repo()?;
+            let ids = repo.snapshot_ids().class(Failure::Repository)?;
+            let rows = ids
+                .iter()
+                .map(|id| repo.load(id))
+                .collect::<Result<Vec<_>, _>>()
+                .class(Failure::Repository)?;
+            (rows, format!("`{}`", repo.root().display()))
+        }
+        "storagebox" => {
+            let b = ctx.connect_box().await?;
+            let rows = b.manifests().await.class(Failure::Transport)?;
+            b.close().await;
+            (rows, ctx.storagebox()?.display())
+        }
+        other => {
+            return Err(CommandError::new(
+                Failure::Config,
+                anyhow::anyhow!("unknown repository `{other}`; use local or storagebox"),
+            ));
+        }
+    };
+    print(ctx.json, &rows, &place);
+    Ok(())
+}
+
+fn print(json: bool, rows: &[Manifest], place: &str) {
+    if json {
         let list: Vec<_> = rows
             .iter()
             .map(|m| {
@@ -24,17 +47,17 @@ pub fn run(ctx: &Context) -> Result<(), CommandError> {
             })
             .collect();
         out(&serde_json::to_string_pretty(&list).expect("json"));
-        return Ok(());
+        return;
     }
     if rows.is_empty() {
-        out(&format!("no snapshots in `{}`", repo.root().display()));
-        return Ok(());
+        out(&format!("no snapshots in {place}"));
+        return;
     }
     out(&format!(
         "{:<24} {:<21} {:<16} {:>10}  components",
         "ID", "FINISHED (UTC)", "HOST", "SIZE"
     ));
-    for m in &rows {
+    for m in rows {
         let comps: Vec<&str> = m.components.keys().map(String::as_str).collect();
         let flag = if m.warnings.is_empty() {
             ""
@@ -50,5 +73,4 @@ pub fn run(ctx: &Context) -> Result<(), CommandError> {
             comps.join(",")
         ));
     }
-    Ok(())
 }

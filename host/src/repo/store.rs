@@ -243,6 +243,59 @@ impl LocalRepo {
     }
 }
 
+impl LocalRepo {
+    /// Delete a snapshot's manifest (its blobs stay until [`LocalRepo::gc`]).
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn remove_snapshot(&self, id: &str) -> Result<(), RepoError> {
+        let path = self.root.join("snapshots").join(format!("{id}.json"));
+        fs::remove_file(&path).map_err(io_err(&path))
+    }
+
+    /// Delete blobs no kept manifest references, and leftovers of interrupted
+    /// writes. Only names cshost creates are touched. Returns (blobs, bytes).
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn gc(
+        &self,
+        referenced: &std::collections::BTreeSet<String>,
+    ) -> Result<(u64, u64), RepoError> {
+        let (mut n, mut bytes) = (0, 0);
+        let blobs = self.root.join("blobs");
+        for dir in fs::read_dir(&blobs).map_err(io_err(&blobs))? {
+            let dir = dir.map_err(io_err(&blobs))?.path();
+            let Some(prefix) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+                continue;
+            };
+            if prefix.len() != 2 || !dir.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&dir).map_err(io_err(&dir))? {
+                let f = f.map_err(io_err(&dir))?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                let ours = name.len() == 64
+                    && name.starts_with(&prefix)
+                    && name.chars().all(|c| c.is_ascii_hexdigit());
+                if ours && !referenced.contains(&name) {
+                    bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                    fs::remove_file(f.path()).map_err(io_err(&f.path()))?;
+                    n += 1;
+                }
+            }
+        }
+        // The run lock is held, so nothing is writing into tmp/.
+        let tmp = self.root.join("tmp");
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for f in rd.flatten() {
+                let _ = fs::remove_file(f.path());
+            }
+        }
+        Ok((n, bytes))
+    }
+}
+
 /// Streams bytes into a temporary blob while hashing them.
 pub struct BlobWriter<'a> {
     repo: &'a LocalRepo,

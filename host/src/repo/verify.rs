@@ -64,7 +64,21 @@ pub struct VerifyReport {
 
 /// Re-hash every blob the manifest references, `threads` at a time.
 pub fn verify(repo: &LocalRepo, manifest: &Manifest, threads: usize) -> VerifyReport {
-    let blobs: Vec<(&str, String)> = manifest.blobs().into_iter().collect();
+    let blobs = manifest
+        .blobs()
+        .into_iter()
+        .map(|(b, u)| (b.to_string(), u))
+        .collect();
+    verify_blobs(repo, &blobs, threads)
+}
+
+/// Re-hash the given blobs (hash → where it is used), `threads` at a time.
+pub fn verify_blobs(
+    repo: &LocalRepo,
+    blobs: &std::collections::BTreeMap<String, String>,
+    threads: usize,
+) -> VerifyReport {
+    let blobs: Vec<(&str, &String)> = blobs.iter().map(|(b, u)| (b.as_str(), u)).collect();
     let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
     let problems = Mutex::new(Vec::new());
@@ -82,19 +96,19 @@ pub fn verify(repo: &LocalRepo, manifest: &Manifest, threads: usize) -> VerifyRe
                             bytes.fetch_add(n, Ordering::Relaxed);
                             (actual != *blob).then(|| Problem::Mismatch {
                                 blob: blob.to_string(),
-                                used_by: used_by.clone(),
+                                used_by: used_by.to_string(),
                                 actual,
                             })
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             Some(Problem::Missing {
                                 blob: blob.to_string(),
-                                used_by: used_by.clone(),
+                                used_by: used_by.to_string(),
                             })
                         }
                         Err(e) => Some(Problem::Unreadable {
                             blob: blob.to_string(),
-                            used_by: used_by.clone(),
+                            used_by: used_by.to_string(),
                             error: e.to_string(),
                         }),
                     };

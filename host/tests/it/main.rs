@@ -8,4 +8,5 @@ mod cli;
 mod plugins;
 mod restore;
 mod sandbox;
+mod storagebox;
 mod support;

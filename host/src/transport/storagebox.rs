@@ -1,0 +1,747 @@
+//! A repository on a Storage Box: one multiplexed SSH master per run (the box
+//! allows 10 connections), plain restricted-shell commands, rsync over the
+//! master for every byte, and verification on the box.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+
+use super::boxcmd::{BoxCommand, Caps, PROBED};
+use super::rsync::{self, Stats};
+use crate::config::StorageBoxRepository;
+use crate::repo::LocalRepo;
+use crate::repo::manifest::Manifest;
+use crate::repo::verify::Problem;
+
+/// Arguments per remote command, so no line grows unreasonably long.
+const BATCH: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot connect to {target}: {detail}; {hint}")]
+    Connect {
+        target: String,
+        detail: String,
+        hint: &'static str,
+    },
+    #[error("`{line}` on {target} failed: {detail}")]
+    Command {
+        target: String,
+        line: String,
+        detail: String,
+    },
+    #[error("rsync with {target} failed ({status}): {detail}")]
+    Rsync {
+        target: String,
+        status: String,
+        detail: String,
+    },
+    #[error("{target}: {message}")]
+    Refused { target: String, message: String },
+    #[error("`{path}`: {source}")]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a manifest on {target} is unreadable: {detail}")]
+    Manifest { target: String, detail: String },
+}
+
+/// Space on the box, from `df`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub total: u64,
+    pub used: u64,
+    pub free: u64,
+}
+
+pub struct BoxRepo {
+    session: Session,
+    cfg: StorageBoxRepository,
+    caps: Caps,
+    cache: PathBuf,
+    ssh: String,
+}
+
+fn connect_hint(detail: &str) -> &'static str {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("host key verification failed")
+        || d.contains("remote host identification has changed")
+        || d.contains("no matching host key")
+    {
+        "the box's host key is not the one pinned in known-hosts: if the box was really re-keyed, pin the new key (`ssh-keyscan -p PORT HOST`), otherwise do not connect"
+    } else if d.contains("permission denied") {
+        "the key was refused: install the public key of `identity` on the box (`install-ssh-key` on a Storage Box) and check `user`"
+    } else if d.contains("connection refused")
+        || d.contains("timed out")
+        || d.contains("no route")
+        || d.contains("could not resolve")
+    {
+        "check `host` and `port` (a Storage Box serves SSH with rsync on port 23) and the network"
+    } else {
+        "check [repository.storagebox] host, port, user, identity and known-hosts"
+    }
+}
+
+fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
+    move |source| TransportError::Local {
+        path: path.into(),
+        source,
+    }
+}
+
+/// Parse `df` output: the last line's size, used and available columns, in
+/// 1K blocks or with K/M/G/T suffixes.
+pub fn parse_df(out: &str) -> Option<Usage> {
+    let line = out.lines().rev().find(|l| !l.trim().is_empty())?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let n = |s: &str| -> Option<u64> {
+        let (num, mult) = match s.chars().last()? {
+            'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
+            'M' => (&s[..s.len() - 1], 1 << 20),
+            'G' => (&s[..s.len() - 1], 1 << 30),
+            'T' => (&s[..s.len() - 1], 1 << 40),
+            _ => (s, 1024),
+        };
+        Some((num.replace(',', ".").parse::<f64>().ok()? * mult as f64) as u64)
+    };
+    // Filesystem names may be missing when df wraps; the numbers are the 3 before `Use%`.
+    let pct = f.iter().position(|x| x.ends_with('%'))?;
+    (pct >= 3).then(|| Usage {
+        total: n(f[pct - 3]).unwrap_or(0),
+        used: n(f[pct - 2]).unwrap_or(0),
+        free: n(f[pct - 1]).unwrap_or(0),
+    })
+}
+
+/// The master connection reports failures tersely; one plain ssh login with
+/// the same options says why (host key, key, port), for the error message.
+async fn diagnose(cfg: &StorageBoxRepository, timeout: Duration) -> Option<String> {
+    let out = tokio::process::Command::new("ssh")
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", cfg.known_hosts.display()))
+        .arg("-o")
+        .arg(format!("ConnectTimeout={}", timeout.as_secs()))
+        .arg("-i")
+        .arg(&cfg.identity)
+        .args([
+            "-p",
+            &cfg.port.to_string(),
+            "-l",
+            &cfg.user,
+            &cfg.host,
+            "pwd",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("@@@"))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(" "))
+}
+
+impl BoxRepo {
+    /// Open the master connection and learn what the box offers (cached).
+    ///
+    /// # Errors
+    /// [`TransportError::Connect`] with the likely fix.
+    pub async fn connect(
+        cfg: &StorageBoxRepository,
+        cache_dir: &Path,
+    ) -> Result<Self, TransportError> {
+        let cache = cache_dir.join("storagebox");
+        std::fs::create_dir_all(&cache).map_err(local_err(&cache))?;
+        let timeout = Duration::from_secs(cfg.timeout_seconds.max(1) as u64);
+        let mut b = SessionBuilder::default();
+        b.user(cfg.user.clone())
+            .port(cfg.port)
+            .keyfile(&cfg.identity)
+            .known_hosts_check(KnownHosts::Strict)
+            .user_known_hosts_file(&cfg.known_hosts)
+            .connect_timeout(timeout)
+            .server_alive_interval(timeout)
+            .control_directory(&cache);
+        let session = match b.connect(&cfg.host).await {
+            Ok(s) => s,
+            Err(e) => {
+                let detail = diagnose(cfg, timeout)
+                    .await
+                    .unwrap_or_else(|| format!("{e:#}").replace('\n', " "));
+                return Err(TransportError::Connect {
+                    target: cfg.display(),
+                    hint: connect_hint(&detail),
+                    detail,
+                });
+            }
+        };
+        let ssh = format!(
+            "ssh -S {} -p {} -o BatchMode=yes",
+            session.control_socket().display(),
+            cfg.port
+        );
+        let mut repo = Self {
+            session,
+            cfg: cfg.clone(),
+            caps: Caps::default(),
+            cache,
+            ssh,
+        };
+        repo.caps = repo.load_or_probe_caps().await?;
+        Ok(repo)
+    }
+
+    fn target(&self) -> String {
+        self.cfg.display()
+    }
+
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    fn path(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.cfg.path.clone()
+        } else {
+            format!("{}/{rel}", self.cfg.path)
+        }
+    }
+
+    async fn run(&self, cmd: &BoxCommand) -> Result<Output, TransportError> {
+        let mut c = self.session.raw_command(cmd.program);
+        c.raw_args(&cmd.args);
+        c.output().await.map_err(|e| TransportError::Command {
+            target: self.target(),
+            line: cmd.line(),
+            detail: format!("{e:#}"),
+        })
+    }
+
+    /// Run a command that must succeed.
+    async fn run_ok(&self, program: &str, paths: &[String]) -> Result<Vec<u8>, TransportError> {
+        let cmd =
+            BoxCommand::new(program, paths, &self.cfg.path, &self.caps).map_err(|message| {
+                TransportError::Refused {
+                    target: self.target(),
+                    message,
+                }
+            })?;
+        let out = self.run(&cmd).await?;
+        if !out.status.success() {
+            return Err(TransportError::Command {
+                target: self.target(),
+                line: cmd.line(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    async fn load_or_probe_caps(&self) -> Result<Caps, TransportError> {
+        let file = self
+            .cache
+            .join(format!("caps-{}-{}.toml", self.cfg.host, self.cfg.port));
+        if let Some(c) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| toml::from_str(&t).ok())
+        {
+            return Ok(c);
+        }
+        let mut caps = Caps::default();
+        for p in PROBED {
+            // Without arguments a real command complains about usage; a
+            // restricted shell says it does not know it.
+            let out = self
+                .run(&BoxCommand {
+                    program: p,
+                    args: vec![],
+                })
+                .await?;
+            let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+            let absent = matches!(out.status.code(), Some(126 | 127))
+                || err.contains("not found")
+                || err.contains("not allowed");
+            match p {
+                "mv" => caps.mv = !absent,
+                "ln" => caps.ln = !absent,
+                "chmod" => caps.chmod = !absent,
+                _ => caps.sha256sum = !absent,
+            }
+        }
+        tracing::info!(
+            "{} offers: mv={} ln={} chmod={} sha256sum={}",
+            self.target(),
+            caps.mv,
+            caps.ln,
+            caps.chmod,
+            caps.sha256sum
+        );
+        let text = toml::to_string(&caps).expect("caps serialise");
+        crate::repo::store::write_atomic(&file, text.as_bytes(), 0o600).map_err(|e| {
+            TransportError::Local {
+                path: file.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        Ok(caps)
+    }
+
+    /// rsync over the master connection; `remote` arguments are prefixed with `user@host:`.
+    async fn rsync(&self, args: &[String]) -> Result<String, TransportError> {
+        let out = tokio::process::Command::new("rsync")
+            .arg("-e")
+            .arg(&self.ssh)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| TransportError::Rsync {
+                target: self.target(),
+                status: "not started".into(),
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(TransportError::Rsync {
+                target: self.target(),
+                status: out.status.to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn remote(&self, rel: &str) -> String {
+        format!("{}@{}:{}", self.cfg.user, self.cfg.host, self.path(rel))
+    }
+
+    /// Create the repository on the box when it is not there yet.
+    ///
+    /// # Errors
+    /// When the box cannot be written.
+    pub async fn init(&self, marker: &Path) -> Result<(), TransportError> {
+        if self
+            .run_ok("ls", &[self.path("cshost-repo.toml")])
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let mut prefix = String::new();
+        for part in self.cfg.path.split('/') {
+            prefix = if prefix.is_empty() {
+                part.to_string()
+            } else {
+                format!("{prefix}/{part}")
+            };
+            if prefix == self.cfg.path {
+                if self.run_ok("ls", &[prefix.clone()]).await.is_err() {
+                    self.run_ok("mkdir", &[prefix.clone()]).await?;
+                }
+                break;
+            }
+            let refused = |message| TransportError::Refused {
+                target: self.target(),
+                message,
+            };
+            let ls = BoxCommand::above_repo("ls", &prefix, &self.cfg.path).map_err(refused)?;
+            if !self.run(&ls).await?.status.success() {
+                let mkdir =
+                    BoxCommand::above_repo("mkdir", &prefix, &self.cfg.path).map_err(refused)?;
+                let out = self.run(&mkdir).await?;
+                if !out.status.success() {
+                    return Err(TransportError::Command {
+                        target: self.target(),
+                        line: mkdir.line(),
+                        detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
+                }
+            }
+        }
+        for sub in ["blobs", "snapshots"] {
+            if self.run_ok("ls", &[self.path(sub)]).await.is_err() {
+                self.run_ok("mkdir", &[self.path(sub)]).await?;
+            }
+        }
+        self.rsync(&["-t".into(), marker.display().to_string(), self.remote("")])
+            .await?;
+        tracing::info!(
+            "created the repository `{}` on {}",
+            self.cfg.path,
+            self.target()
+        );
+        Ok(())
+    }
+
+    fn list_file(&self, name: &str, lines: &[String]) -> Result<PathBuf, TransportError> {
+        let path = self.cache.join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").map_err(local_err(&path))?;
+        Ok(path)
+    }
+
+    fn bwlimit(&self) -> Vec<String> {
+        if self.cfg.bwlimit_kib > 0 {
+            vec![format!("--bwlimit={}", self.cfg.bwlimit_kib)]
+        } else {
+            vec![]
+        }
+    }
+
+    /// Send blobs (hashes) from the local repository. Blobs already on the box
+    /// with the same size and mtime (an interrupted run) are not sent again.
+    /// No `-z`: most stored bytes do not shrink and the CPU is better spent hashing.
+    ///
+    /// # Errors
+    /// When rsync fails.
+    pub async fn upload_blobs(
+        &self,
+        local: &LocalRepo,
+        blobs: &[String],
+    ) -> Result<Stats, TransportError> {
+        if blobs.is_empty() {
+            return Ok(Stats::default());
+        }
+        let lines: Vec<String> = blobs
+            .iter()
+            .map(|h| format!("blobs/{}/{h}", &h[..2]))
+            .collect();
+        let list = self.list_file("upload.list", &lines)?;
+        let mut args = vec![
+            "-rt".to_string(),
+            "--stats".into(),
+            format!("--files-from={}", list.display()),
+        ];
+        args.extend(self.bwlimit());
+        args.push(format!("{}/", local.root().display()));
+        args.push(self.remote(""));
+        Ok(rsync::parse_stats(&self.rsync(&args).await?))
+    }
+
+    /// Publish a manifest: rsync writes it under a temporary name and renames
+    /// it into place, so readers see either no snapshot or the whole manifest.
+    ///
+    /// # Errors
+    /// When rsync fails.
+    pub async fn publish_manifest(
+        &self,
+        local: &LocalRepo,
+        id: &str,
+    ) -> Result<Stats, TransportError> {
+        let file = local.root().join("snapshots").join(format!("{id}.json"));
+        let args = vec![
+            "-t".to_string(),
+            "--stats".into(),
+            file.display().to_string(),
+            self.remote("snapshots/"),
+        ];
+        Ok(rsync::parse_stats(&self.rsync(&args).await?))
+    }
+
+    /// Check blobs on the box against their names: remote `sha256sum` when the
+    /// box has it, otherwise rsync's full-checksum comparison with the local
+    /// copies, or a read-back for blobs not held locally.
+    ///
+    /// # Errors
+    /// When the box cannot be reached; mismatches are returned as problems.
+    pub async fn verify_blobs(
+        &self,
+        local: &LocalRepo,
+        blobs: &[(String, String)],
+    ) -> Result<Vec<Problem>, TransportError> {
+        let mut problems = Vec::new();
+        if self.caps.sha256sum {
+            for chunk in blobs.chunks(BATCH) {
+                let paths: Vec<String> = chunk
+                    .iter()
+                    .map(|(h, _)| self.path(&format!("blobs/{}/{h}", &h[..2])))
+                    .collect();
+                let cmd = BoxCommand::new("sha256sum", &paths, &self.cfg.path, &self.caps)
+                    .map_err(|message| TransportError::Refused {
+                        target: self.target(),
+                        message,
+                    })?;
+                let out = self.run(&cmd).await?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                for (h, used_by) in chunk {
+                    let found = text
+                        .lines()
+                        .find(|l| l.ends_with(&format!("/{h}")))
+                        .and_then(|l| l.split_whitespace().next());
+                    match found {
+                        Some(actual) if actual == h => {}
+                        Some(actual) => problems.push(Problem::Mismatch {
+                            blob: h.clone(),
+                            used_by: used_by.clone(),
+                            actual: actual.into(),
+                        }),
+                        None => problems.push(Problem::Missing {
+                            blob: h.clone(),
+                            used_by: used_by.clone(),
+                        }),
+                    }
+                }
+            }
+            return Ok(problems);
+        }
+        let (held, absent): (Vec<_>, Vec<_>) = blobs.iter().partition(|(h, _)| local.has_blob(h));
+        if !held.is_empty() {
+            let lines: Vec<String> = held
+                .iter()
+                .map(|(h, _)| format!("blobs/{}/{h}", &h[..2]))
+                .collect();
+            let list = self.list_file("check.list", &lines)?;
+            let args = vec![
+                "-rc".to_string(),
+                "--dry-run".into(),
+                "--itemize-changes".into(),
+                format!("--files-from={}", list.display()),
+                format!("{}/", local.root().display()),
+                self.remote(""),
+            ];
+            let differ = rsync::parse_itemized(&self.rsync(&args).await?);
+            for (h, used_by) in held {
+                if differ.iter().any(|d| d.ends_with(h.as_str())) {
+                    problems.push(Problem::Mismatch {
+                        blob: h.clone(),
+                        used_by: used_by.clone(),
+                        actual: "(differs from the verified local copy)".into(),
+                    });
+                }
+            }
+        }
+        if !absent.is_empty() {
+            let dir = self.cache.join("readback");
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+            let lines: Vec<String> = absent
+                .iter()
+                .map(|(h, _)| format!("blobs/{}/{h}", &h[..2]))
+                .collect();
+            let list = self.list_file("readback.list", &lines)?;
+            // Missing files make rsync exit 23; each absent one is reported below.
+            let args = vec![
+                "-rt".to_string(),
+                format!("--files-from={}", list.display()),
+                self.remote(""),
+                format!("{}/", dir.display()),
+            ];
+            let _ = self.rsync(&args).await;
+            for (h, used_by) in absent {
+                match std::fs::read(dir.join("blobs").join(&h[..2]).join(h)) {
+                    Ok(bytes) => {
+                        let actual = crate::repo::sha256_hex(&bytes);
+                        if actual != *h {
+                            problems.push(Problem::Mismatch {
+                                blob: h.clone(),
+                                used_by: used_by.clone(),
+                                actual,
+                            });
+                        }
+                    }
+                    Err(_) => problems.push(Problem::Missing {
+                        blob: h.clone(),
+                        used_by: used_by.clone(),
+                    }),
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(problems)
+    }
+
+    /// The SHA-256 of one file on the box (relative to the repository): remote
+    /// `sha256sum` when offered, otherwise read back and hashed here.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub async fn file_hash(&self, rel: &str) -> Result<String, TransportError> {
+        if self.caps.sha256sum {
+            let out = self.run_ok("sha256sum", &[self.path(rel)]).await?;
+            let text = String::from_utf8_lossy(&out);
+            return Ok(text
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string());
+        }
+        let dir = self.cache.join("readback-file");
+        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        let dest = dir.join("file");
+        self.rsync(&["-t".into(), self.remote(rel), dest.display().to_string()])
+            .await?;
+        let bytes = std::fs::read(&dest).map_err(local_err(&dest))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(crate::repo::sha256_hex(&bytes))
+    }
+
+    /// Mirror the box's manifests into the cache and parse them, oldest first.
+    ///
+    /// # Errors
+    /// When they cannot be fetched or parsed.
+    pub async fn manifests(&self) -> Result<Vec<Manifest>, TransportError> {
+        let dir = self.cache.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        let args = vec![
+            "-rt".to_string(),
+            "--delete".into(),
+            "--exclude=.*".into(),
+            self.remote("snapshots/"),
+            format!("{}/", dir.display()),
+        ];
+        self.rsync(&args).await?;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(local_err(&dir))?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(p).map_err(local_err(p))?;
+                serde_json::from_slice(&bytes).map_err(|e| TransportError::Manifest {
+                    target: self.target(),
+                    detail: format!("{}: {e}", p.display()),
+                })
+            })
+            .collect()
+    }
+
+    /// Every file under `blobs/` on the box, as names relative to it.
+    ///
+    /// # Errors
+    /// When the listing fails.
+    pub async fn list_blob_files(&self) -> Result<Vec<String>, TransportError> {
+        let out = self
+            .rsync(&["--list-only".into(), "-r".into(), self.remote("blobs/")])
+            .await?;
+        Ok(rsync::parse_list(&out))
+    }
+
+    /// Remove files (paths relative to the repository), in batches.
+    ///
+    /// # Errors
+    /// When `rm` fails.
+    pub async fn remove(&self, rel_paths: &[String]) -> Result<(), TransportError> {
+        for chunk in rel_paths.chunks(BATCH) {
+            let paths: Vec<String> = chunk.iter().map(|p| self.path(p)).collect();
+            self.run_ok("rm", &paths).await?;
+        }
+        Ok(())
+    }
+
+    /// Size, use and free space of the box.
+    ///
+    /// # Errors
+    /// When `df` fails or prints something unreadable.
+    pub async fn usage(&self) -> Result<Usage, TransportError> {
+        let out = self.run_ok("df", &[self.cfg.path.clone()]).await?;
+        parse_df(&String::from_utf8_lossy(&out)).ok_or_else(|| TransportError::Command {
+            target: self.target(),
+            line: format!("df {}", self.cfg.path),
+            detail: "unreadable output".into(),
+        })
+    }
+
+    /// The local file listing blobs known to be on the box.
+    pub fn index_path(&self) -> PathBuf {
+        self.cache.join(format!(
+            "index-{}-{}",
+            self.cfg.host,
+            self.cfg.path.replace('/', "_")
+        ))
+    }
+
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+/// Blobs known to be on the box, so a run never has to list the box. Rebuilt
+/// from the box's manifests when missing (blobs go up before their manifest).
+pub struct RemoteIndex {
+    path: PathBuf,
+    pub blobs: BTreeSet<String>,
+}
+
+impl RemoteIndex {
+    /// # Errors
+    /// When the index is missing and the manifests cannot be read.
+    pub async fn load(remote: &BoxRepo) -> Result<Self, TransportError> {
+        let path = remote.index_path();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return Ok(Self {
+                path,
+                blobs: text.lines().map(str::to_string).collect(),
+            });
+        }
+        let mut blobs = BTreeSet::new();
+        for m in remote.manifests().await? {
+            blobs.extend(m.blobs().into_keys().map(str::to_string));
+        }
+        tracing::info!(
+            "rebuilt the index of {} from its manifests: {} blobs",
+            remote.target(),
+            blobs.len()
+        );
+        Ok(Self { path, blobs })
+    }
+
+    /// # Errors
+    /// When the cache cannot be written.
+    pub fn save(&self) -> Result<(), TransportError> {
+        let text: String = self.blobs.iter().map(|b| format!("{b}\n")).collect();
+        crate::repo::store::write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|e| {
+            TransportError::Local {
+                path: self.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn df_outputs() {
+        let coreutils = "Filesystem     1K-blocks     Used Available Use% Mounted on\n/dev/vda1      263174212 12345678 240000000   5% /\n";
+        let u = super::parse_df(coreutils).unwrap();
+        assert_eq!(
+            (u.total, u.used, u.free),
+            (263174212 * 1024, 12345678 * 1024, 240000000 * 1024)
+        );
+        let human = "Filesystem      Size  Used Avail Use% Mounted on\nu123456.your-storagebox.de:/ 1.0T  120G  905G  12% /home\n";
+        let u = super::parse_df(human).unwrap();
+        assert_eq!(u.total, 1 << 40);
+        assert_eq!(u.used, 120 << 30);
+        assert!(super::parse_df("garbage").is_none());
+    }
+
+    #[test]
+    fn connect_hints() {
+        assert!(super::connect_hint("Host key verification failed.").contains("pinned"));
+        assert!(
+            super::connect_hint("u1@box: Permission denied (publickey).")
+                .contains("install the public key")
+        );
+        assert!(
+            super::connect_hint("ssh: connect to host x port 22: Connection refused")
+                .contains("port 23")
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! The Storage Box destination against a real sshd with the restricted shell.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use cshost_testkit::sshbox::{Mode, StorageBox};
+
+use crate::support::*;
+
+fn box_shell() -> PathBuf {
+    let p = std::env::var_os("CSHOST_TEST_BOX_SHELL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/box-shell")
+        });
+    assert!(
+        p.is_file(),
+        "`{}` is missing; run the tests with `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+struct BoxWorld {
+    w: World,
+    b: StorageBox,
+}
+
+fn with_box(mode: Mode, extra: &str) -> BoxWorld {
+    let w = World::new(Size::SMALL, false);
+    let b = StorageBox::start(&w.dir.path().join("box"), mode, &box_shell()).expect("sshd starts");
+    let mut config = std::fs::read_to_string(&w.config).unwrap();
+    config.push_str(&format!(
+        "\n[repository.storagebox]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity = {:?}\nknown-hosts = {:?}\npath = \"backups/mailcow\"\n{extra}",
+        b.port, b.user, b.identity, b.known_hosts
+    ));
+    std::fs::write(&w.config, config).unwrap();
+    BoxWorld { w, b }
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(o)))
+}
+
+fn box_blobs(b: &StorageBox) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let root = b.root.join("backups/mailcow/blobs");
+    for d in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            if !f.file_name().to_string_lossy().starts_with('.') {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_emulated_box_is_strict() {
+    let BoxWorld { w: _w, b } = with_box(Mode::Strict, "");
+    b.run("ls").unwrap();
+    for line in [
+        "ls | cat",
+        "bash -c id",
+        "find .",
+        "ls; id",
+        "ls && id",
+        "cat $(id)",
+        "echo hi",
+        "test -e x",
+        "sha256sum x",
+        "mv a b",
+    ] {
+        assert!(b.run(line).is_err(), "`{line}` must be refused");
+    }
+    let BoxWorld { w: _w, b } = with_box(Mode::Extended, "");
+    assert!(b.run("sha256sum --version").is_ok());
+    assert!(b.run("sha256sum x | cat").is_err());
+}
+
+#[test]
+fn backup_verify_prune_cycle_on_the_box_in_both_modes() {
+    for mode in [Mode::Strict, Mode::Extended] {
+        let BoxWorld { w, b } = with_box(mode, "keep-daily = 1\n");
+        let first = w.cshost(&["--json", "backup", "--components", "vmail,crypt"]);
+        assert!(first.status.success(), "{mode:?}: {}", text(&first));
+        let sent_first = json(&first)["storagebox"]["bytes-sent"].as_u64().unwrap();
+        assert!(sent_first > 500_000, "{mode:?}: {sent_first}");
+        let listed = w.cshost(&["--json", "snapshots", "--repo", "storagebox"]);
+        assert_eq!(json(&listed).as_array().unwrap().len(), 1, "{mode:?}");
+
+        // A simulated day: new mail, a flag rename, a move, and a deletion.
+        let vmail = w.sample.volume("vmail-vol-1");
+        let gone: Vec<_> = std::fs::read_dir(vmail.join("example1.org/user0/Maildir/cur"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let gone_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(&gone[0]).unwrap(),
+        ));
+        // make the deleted message unique, so its blob is garbage after pruning
+        std::fs::write(&gone[0], format!("unique {}", gone[0].display())).unwrap();
+        let unique_first = w.cshost(&["backup", "--components", "vmail,crypt"]);
+        assert!(unique_first.status.success(), "{}", text(&unique_first));
+        let unique = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(&gone[0]).unwrap(),
+        ));
+        std::fs::remove_file(&gone[0]).unwrap();
+        let new_bytes = mailcow::daily_changes(&w.sample, 60, 5);
+        let second = w.cshost(&["--json", "backup", "--components", "vmail,crypt"]);
+        assert!(second.status.success(), "{mode:?}: {}", text(&second));
+        let s = json(&second);
+        let sent = s["storagebox"]["bytes-sent"].as_u64().unwrap();
+        let manifest = std::fs::metadata(
+            w.repo
+                .join("snapshots")
+                .join(format!("{}.json", s["snapshot"].as_str().unwrap())),
+        )
+        .unwrap()
+        .len();
+        let blob_bytes = sent.saturating_sub(manifest);
+        assert!(
+            blob_bytes <= new_bytes + new_bytes / 10 && blob_bytes >= new_bytes,
+            "{mode:?}: sent {blob_bytes} bytes of blobs for {new_bytes} bytes of new mail"
+        );
+        // keep-daily = 1: only the newest snapshot of today stays on the box;
+        // blobs it shares survive, the deleted message's unique blob is gone.
+        let listed = w.cshost(&["--json", "snapshots", "--repo", "storagebox"]);
+        assert_eq!(json(&listed).as_array().unwrap().len(), 1, "{mode:?}");
+        let names: Vec<String> = box_blobs(&b)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.contains(&unique),
+            "{mode:?}: the unreferenced blob survived"
+        );
+        assert!(names.contains(&gone_hash) || !names.is_empty());
+        let full = w.cshost(&["verify", "--repo", "storagebox", "--full"]);
+        assert!(full.status.success(), "{mode:?}: {}", text(&full));
+        let dry = w.cshost(&["prune", "--dry-run"]);
+        assert!(
+            String::from_utf8_lossy(&dry.stdout).contains("storagebox: keep"),
+            "{}",
+            text(&dry)
+        );
+    }
+}
+
+#[test]
+fn a_corrupted_blob_on_the_box_is_found_and_named() {
+    for mode in [Mode::Strict, Mode::Extended] {
+        let BoxWorld { w, b } = with_box(mode, "");
+        assert!(
+            w.cshost(&["backup", "--components", "crypt,rspamd"])
+                .status
+                .success()
+        );
+        let victim = box_blobs(&b)
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let mut bytes = std::fs::read(&victim).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&victim, bytes).unwrap();
+        let out = w.cshost(&["verify", "--repo", "storagebox"]);
+        assert_eq!(out.status.code(), Some(6), "{mode:?}: {}", text(&out));
+        let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&name),
+            "{mode:?}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn a_killed_upload_publishes_nothing_and_the_next_run_sends_only_the_rest() {
+    let BoxWorld { w, b } = with_box(Mode::Strict, "bwlimit-kib = 200\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cshost"))
+        .arg("--config")
+        .arg(&w.config)
+        .args(["backup", "--components", "vmail"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while box_blobs(&b).len() < 80 {
+        assert!(t.elapsed().as_secs() < 60, "the upload never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill our own child's process group (cshost, rsync and ssh).
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let arrived: u64 = box_blobs(&b)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    // a manifest half-written by a killed rsync is a dot-file: never listed
+    std::fs::write(
+        b.root
+            .join("backups/mailcow/snapshots/.20261126T000000Z-aaaaaa.json.Xy12"),
+        "{",
+    )
+    .unwrap();
+    let listed = w.cshost(&["--json", "snapshots", "--repo", "storagebox"]);
+    assert_eq!(
+        json(&listed).as_array().unwrap().len(),
+        0,
+        "{}",
+        text(&listed)
+    );
+
+    let config = std::fs::read_to_string(&w.config)
+        .unwrap()
+        .replace("bwlimit-kib = 200\n", "");
+    std::fs::write(&w.config, config).unwrap();
+    let out = w.cshost(&["--json", "backup", "--components", "vmail"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = json(&out);
+    let total: u64 = s["bytes"].as_u64().unwrap();
+    let manifest = std::fs::metadata(
+        w.repo
+            .join("snapshots")
+            .join(format!("{}.json", s["snapshot"].as_str().unwrap())),
+    )
+    .unwrap()
+    .len();
+    let sent = s["storagebox"]["bytes-sent"].as_u64().unwrap() - manifest;
+    assert!(
+        arrived > 100_000 && sent < total - arrived + total / 20,
+        "sent {sent} of {total}, {arrived} had arrived"
+    );
+    let v = w.cshost(&["verify", "--repo", "storagebox"]);
+    assert!(v.status.success(), "{}", text(&v));
+}
+
+#[test]
+fn a_wrong_host_key_is_refused_with_the_fix() {
+    let BoxWorld { w, b } = with_box(Mode::Strict, "");
+    let other = "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n";
+    std::fs::write(
+        &b.known_hosts,
+        std::fs::read_to_string(&b.known_hosts)
+            .unwrap()
+            .split_whitespace()
+            .take(1)
+            .map(|h| format!("{h} {}", &other[15..]))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = w.cshost(&["backup", "--components", "crypt"]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("@127.0.0.1:{}", b.port)) && err.contains("host key"),
+        "{err}"
+    );
+}

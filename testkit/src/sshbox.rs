@@ -1,0 +1,166 @@
+//! A loopback "Storage Box": a private sshd with its own config, host key and
+//! client key, key-only login, and the restricted `box-shell` as ForceCommand.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::servers::{free_port, require};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only the commands a Storage Box is confirmed to offer.
+    Strict,
+    /// Plus `mv ln chmod sha256sum`.
+    Extended,
+}
+
+pub struct StorageBox {
+    child: Child,
+    pub port: u16,
+    pub user: String,
+    /// The box's home: what remote paths are relative to.
+    pub root: PathBuf,
+    /// The client's private key.
+    pub identity: PathBuf,
+    /// A known_hosts file pinning the box's host key.
+    pub known_hosts: PathBuf,
+}
+
+fn keygen(path: &Path) -> Result<(), String> {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "cshost-test", "-f"])
+        .arg(path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl StorageBox {
+    /// Start sshd as the box in `dir`. `box_shell` is the path of the built `box-shell` binary.
+    pub fn start(dir: &Path, mode: Mode, box_shell: &Path) -> Result<Self, String> {
+        require("sshd", "openssh-server")?;
+        require("rsync", "rsync")?;
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let root = dir.join("home");
+        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        let (host_key, identity) = (dir.join("host_key"), dir.join("id_client"));
+        keygen(&host_key)?;
+        keygen(&identity)?;
+        let pubkey =
+            std::fs::read_to_string(identity.with_extension("pub")).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("authorized_keys"), pubkey).map_err(|e| e.to_string())?;
+        let port = free_port();
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let mode_arg = if mode == Mode::Strict {
+            "strict"
+        } else {
+            "extended"
+        };
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
+             StrictModes no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nMaxStartups 50\nMaxSessions 50\n\
+             Subsystem sftp /usr/lib/openssh/sftp-server\nForceCommand {} {mode_arg} {}\n",
+            host_key.display(),
+            dir.join("sshd.pid").display(),
+            dir.join("authorized_keys").display(),
+            box_shell.display(),
+            root.display()
+        );
+        let config_path = dir.join("sshd_config");
+        std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+        let sshd = Command::new("which")
+            .arg("sshd")
+            .output()
+            .map_err(|e| e.to_string())?;
+        let sshd = String::from_utf8_lossy(&sshd.stdout).trim().to_string();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sshd.log")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("sshd: {e}"))?;
+        let hostpub =
+            std::fs::read_to_string(host_key.with_extension("pub")).map_err(|e| e.to_string())?;
+        let mut parts = hostpub.split_whitespace();
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!(
+                "[127.0.0.1]:{port} {} {}\n",
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let b = Self {
+            child,
+            port,
+            user,
+            root,
+            identity,
+            known_hosts,
+        };
+        let t = Instant::now();
+        while b.run("pwd").is_err() {
+            if t.elapsed() > Duration::from_secs(20) {
+                return Err(format!(
+                    "sshd did not accept logins; see {}",
+                    dir.join("sshd.log").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(b)
+    }
+
+    /// Run a command line on the box as a client would (through the restricted shell).
+    pub fn run(&self, line: &str) -> Result<String, String> {
+        let out = Command::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .arg("-i")
+            .arg(&self.identity)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-l",
+                &self.user,
+                "127.0.0.1",
+                line,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Drop for StorageBox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -61,6 +61,9 @@ pub struct RestoreArgs {
     /// Snapshot id, or `latest`. Asked for on a terminal when missing.
     #[arg(long)]
     pub snapshot: Option<String>,
+    /// Restore from `local` or `storagebox` (only the needed blobs are downloaded).
+    #[arg(long, default_value = "local")]
+    pub repo: String,
     /// Components to restore (default: all in the snapshot).
     #[arg(long, value_delimiter = ',')]
     pub components: Option<Vec<String>>,

@@ -79,6 +79,8 @@ impl Mariadb {
                 run_dir.join("mysqld.pid").display()
             ))
             .arg(format!("--port={port}"))
+            // Its own temporary directory: parallel test servers must not share /tmp files.
+            .arg(format!("--tmpdir={}", run_dir.display()))
             .args([
                 "--bind-address=127.0.0.1",
                 "--user=root",

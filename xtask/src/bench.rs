@@ -99,6 +99,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "restore in place (replace)",
         cshost().args(["restore", "--snapshot", "latest", "--yes"]),
     )?;
+    storagebox(&bin, &dir, &sample)?;
     // Plugin load time: the host logs it at debug level.
     let out = cshost()
         .env("CSHOST_LOG", "debug")
@@ -117,5 +118,84 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 .trim()
         );
     }
+    Ok(())
+}
+
+/// The same mail store against the loopback Storage Box (sshd + restricted shell).
+fn storagebox(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    sample: &mailcow::Sample,
+) -> Result<()> {
+    crate::run(crate::cargo_cmd().args([
+        "build",
+        "--release",
+        "-p",
+        "cshost-testkit",
+        "--bin",
+        "box-shell",
+    ]))?;
+    let shell = crate::root().join("target/release/box-shell");
+    let sb = cshost_testkit::sshbox::StorageBox::start(
+        &dir.join("box"),
+        cshost_testkit::sshbox::Mode::Extended,
+        &shell,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let repo = dir.join("repository-box-run");
+    let config = dir.join("config-box.toml");
+    let text = mailcow::config_toml(sample, &repo, None, None)
+        + &format!(
+            "\n[repository.storagebox]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity = {:?}\nknown-hosts = {:?}\npath = \"mailcow-backups\"\n",
+            sb.port, sb.user, sb.identity, sb.known_hosts
+        );
+    std::fs::write(&config, text)?;
+    let comps = ["--components", "vmail,crypt,rspamd,postfix"];
+    let run_json = |label: &str| -> Result<()> {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .args(["-q", "--json", "backup"])
+            .args(comps)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{label} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = String::from_utf8_lossy(&out.stdout).to_string();
+        let sent = v
+            .split("\"bytes-sent\":")
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .unwrap_or("?")
+            .to_string();
+        let du = Command::new("du").args(["-sb"]).arg(&sb.root).output()?;
+        println!(
+            "{label:<34} {:>8.2} s   sent {sent} bytes, box holds {} bytes",
+            t.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&du.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+        );
+        Ok(())
+    };
+    run_json("box: backup (first, empty box)")?;
+    mailcow::daily_changes(sample, 50, 11);
+    run_json("box: backup (second, 50 new)")?;
+    let _ = std::fs::remove_dir_all(&repo);
+    let mut c = Command::new(bin);
+    c.arg("--config").arg(&config).args([
+        "-q",
+        "restore",
+        "--repo",
+        "storagebox",
+        "--snapshot",
+        "latest",
+        "--yes",
+    ]);
+    timed("box: restore onto a bare machine", &mut c)?;
     Ok(())
 }

@@ -50,6 +50,10 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn cargo_cmd() -> Command {
+    cargo()
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());

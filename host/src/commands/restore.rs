@@ -53,30 +53,29 @@ fn ask(question: &str) -> String {
     line.trim().to_string()
 }
 
-fn pick_snapshot(repo: &LocalRepo) -> Result<String, CommandError> {
-    let ids = repo.snapshot_ids().class(Failure::Repository)?;
-    if ids.is_empty() {
+fn pick_snapshot(manifests: &[Manifest]) -> Result<String, CommandError> {
+    if manifests.is_empty() {
         return Err(fail(
             Failure::Repository,
-            format!("no snapshots in `{}`", repo.root().display()),
+            "the repository has no snapshots".into(),
         ));
     }
-    for (i, id) in ids.iter().enumerate().rev() {
-        let m = repo.load(id).class(Failure::Repository)?;
+    for (i, m) in manifests.iter().enumerate().rev() {
         let comps: Vec<&str> = m.components.keys().map(String::as_str).collect();
         eprintln!(
-            "  [{}] {id}  {}  {}",
+            "  [{}] {}  {}  {}",
             i + 1,
+            m.id,
             human_bytes(m.logical_size()),
             comps.join(",")
         );
     }
-    let answer = ask(&format!("Restore which snapshot? [{}]", ids.len()));
+    let answer = ask(&format!("Restore which snapshot? [{}]", manifests.len()));
     if answer.is_empty() {
-        return Ok(ids[ids.len() - 1].clone());
+        return Ok(manifests[manifests.len() - 1].id.clone());
     }
     match answer.parse::<usize>() {
-        Ok(n) if (1..=ids.len()).contains(&n) => Ok(ids[n - 1].clone()),
+        Ok(n) if (1..=manifests.len()).contains(&n) => Ok(manifests[n - 1].id.clone()),
         _ => Err(fail(
             Failure::Config,
             format!("no snapshot number {answer:?}; nothing was changed"),
@@ -157,10 +156,40 @@ fn live_crypt_keys(env: &RunEnv) -> BTreeMap<String, String> {
 pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
     let t0 = Instant::now();
     let interactive = std::io::stdin().is_terminal() && !args.yes;
-    let repo = Arc::new(ctx.open_repo()?);
+    let from_box = match args.repo.as_str() {
+        "local" => false,
+        "storagebox" => true,
+        other => {
+            return Err(fail(
+                Failure::Config,
+                format!("unknown repository `{other}`; use local or storagebox"),
+            ));
+        }
+    };
+    // From the box, the local repository is the download cache (created on a fresh standby).
+    let repo = Arc::new(if from_box {
+        ctx.open_or_init_repo()?
+    } else {
+        ctx.open_repo()?
+    });
+    let remote = if from_box {
+        Some(ctx.connect_box().await?)
+    } else {
+        None
+    };
+    let manifests: Vec<Manifest> = match &remote {
+        Some(b) => b.manifests().await.class(Failure::Transport)?,
+        None => {
+            let ids = repo.snapshot_ids().class(Failure::Repository)?;
+            ids.iter()
+                .map(|id| repo.load(id))
+                .collect::<Result<_, _>>()
+                .class(Failure::Repository)?
+        }
+    };
     let snapshot = match (&args.snapshot, interactive) {
         (Some(s), _) => s.clone(),
-        (None, true) => pick_snapshot(&repo)?,
+        (None, true) => pick_snapshot(&manifests)?,
         (None, false) => {
             return Err(fail(
                 Failure::Config,
@@ -168,11 +197,45 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
             ));
         }
     };
-    let m = repo.load(&snapshot).class(Failure::Repository)?;
-    if args.mailbox.is_some() || args.domain.is_some() {
+    let found = if snapshot == "latest" {
+        manifests.last()
+    } else {
+        manifests.iter().find(|m| m.id == snapshot)
+    };
+    let m = found.cloned().ok_or_else(|| {
+        fail(
+            Failure::Repository,
+            format!(
+                "snapshot `{snapshot}` not found; `cshost snapshots --repo {}` lists what exists",
+                args.repo
+            ),
+        )
+    })?;
+    let mail_only = args.mailbox.is_some() || args.domain.is_some();
+    let comps = if mail_only {
+        vec!["vmail".to_string()]
+    } else {
+        select(&m, args.components.as_deref())?
+    };
+    if let Some(b) = remote {
+        // R15: only the blobs of the components being restored come down.
+        let mut needed = m.clone();
+        needed.components.retain(|c, _| comps.contains(c));
+        let blobs: Vec<String> = needed.blobs().into_keys().map(str::to_string).collect();
+        let stats = b
+            .download_blobs(&repo, &blobs)
+            .await
+            .class(Failure::Transport)?;
+        b.close().await;
+        tracing::info!(
+            "downloaded {} blobs for {}",
+            stats.files_transferred,
+            comps.join(", ")
+        );
+    }
+    if mail_only {
         return restore_mail(ctx, &repo, &m, &args).await;
     }
-    let comps = select(&m, args.components.as_deref())?;
 
     // R1: every blob this restore needs is checked before anything is stopped or changed.
     let mut needed = m.clone();

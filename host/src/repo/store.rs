@@ -133,14 +133,22 @@ impl LocalRepo {
     /// blob already exists. Returns whether it was new.
     fn settle(&self, tmp: &Path, hash: &str) -> Result<bool, RepoError> {
         let dest = self.blob_path(hash);
-        if dest.is_file() {
-            fs::remove_file(tmp).map_err(io_err(tmp))?;
-            return Ok(false);
-        }
         let dir = dest.parent().expect("blob paths have a parent");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        fs::rename(tmp, &dest).map_err(io_err(&dest))?;
-        Ok(true)
+        // A hard link fails if the name exists, so two threads storing the same
+        // content cannot both count it as new.
+        let new = match fs::hard_link(tmp, &dest) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            // Filesystems without hard links: check, then rename.
+            Err(_) if dest.is_file() => false,
+            Err(_) => {
+                fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+                return Ok(true);
+            }
+        };
+        fs::remove_file(tmp).map_err(io_err(tmp))?;
+        Ok(new)
     }
 
     /// A writer that hashes what it stores; `finish` names the blob.

@@ -452,6 +452,34 @@ impl BoxRepo {
         Ok(rsync::parse_stats(&self.rsync(&args).await?))
     }
 
+    /// Fetch blobs (hashes) into the local repository, skipping those it has.
+    ///
+    /// # Errors
+    /// When rsync fails.
+    pub async fn download_blobs(
+        &self,
+        local: &LocalRepo,
+        blobs: &[String],
+    ) -> Result<Stats, TransportError> {
+        let missing: Vec<String> = blobs
+            .iter()
+            .filter(|h| !local.has_blob(h))
+            .map(|h| format!("blobs/{}/{h}", &h[..2]))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Stats::default());
+        }
+        let list = self.list_file("download.list", &missing)?;
+        let args = vec![
+            "-rt".to_string(),
+            "--stats".into(),
+            format!("--files-from={}", list.display()),
+            self.remote(""),
+            format!("{}/", local.root().display()),
+        ];
+        Ok(rsync::parse_stats(&self.rsync(&args).await?))
+    }
+
     /// Check blobs on the box against their names: remote `sha256sum` when the
     /// box has it, otherwise rsync's full-checksum comparison with the local
     /// copies, or a read-back for blobs not held locally.

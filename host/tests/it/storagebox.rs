@@ -260,3 +260,58 @@ fn a_wrong_host_key_is_refused_with_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn restore_from_the_box_onto_a_machine_without_the_local_repository() {
+    let BoxWorld { w, b: _b } = with_box(Mode::Strict, "");
+    let out = w.cshost(&["backup", "--components", "vmail,crypt,postfix"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vmail = w.sample.volume("vmail-vol-1");
+    let before = std::fs::read_dir(vmail.join("example0.org/user0/Maildir/cur"))
+        .unwrap()
+        .count();
+    // a cold standby: no local repository, and damaged data
+    std::fs::remove_dir_all(&w.repo).unwrap();
+    std::fs::remove_dir_all(vmail.join("example0.org")).unwrap();
+    std::fs::remove_file(w.sample.volume("crypt-vol-1").join("ecprivkey.pem")).unwrap();
+
+    // R15: restoring one component downloads only its blobs (and mailcow.conf)
+    let out = w.cshost(&[
+        "restore",
+        "--repo",
+        "storagebox",
+        "--snapshot",
+        "latest",
+        "--components",
+        "crypt",
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut local_blobs = 0;
+    for d in std::fs::read_dir(w.repo.join("blobs")).unwrap() {
+        local_blobs += std::fs::read_dir(d.unwrap().path()).unwrap().count();
+    }
+    assert_eq!(local_blobs, 3, "2 key files and mailcow.conf");
+    assert!(
+        w.sample
+            .volume("crypt-vol-1")
+            .join("ecprivkey.pem")
+            .is_file()
+    );
+
+    let out = w.cshost(&[
+        "restore",
+        "--repo",
+        "storagebox",
+        "--snapshot",
+        "latest",
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_dir(vmail.join("example0.org/user0/Maildir/cur"))
+            .unwrap()
+            .count(),
+        before
+    );
+}

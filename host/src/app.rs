@@ -1,13 +1,10 @@
-//! Dispatch: command line → config → command; logging set-up.
+//! Dispatch: command line → config → command → status record, notification
+//! and exit code.
 
-use std::io::IsTerminal;
-use std::sync::Arc;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::FormatTime;
-
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::Config;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::mailcow::MailcowConf;
@@ -16,40 +13,22 @@ use crate::repo::hashcache::HashCache;
 use crate::runtime::{Limits, PluginHost, RunEnv};
 use crate::services::{NativeRuntime, ServiceRuntime};
 
-struct LogTime;
-
-impl FormatTime for LogTime {
-    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-        let fmt =
-            time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-        let now = time::OffsetDateTime::now_utc();
-        write!(w, "{}", now.format(&fmt).map_err(|_| std::fmt::Error)?)
-    }
-}
-
-/// Log lines `YYYY-MM-DD HH:MM:SS LEVEL message` on stderr; plain when not a terminal.
-pub fn init_logging(verbose: u8, quiet: bool) {
-    let level = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_env("CSHOST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},wasmtime=warn,cranelift=warn")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_timer(LogTime)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+/// Figures a command reports for the status record and the notification.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub snapshot: Option<String>,
+    pub size: u64,
+    pub new_bytes: u64,
+    pub storage: Option<(u64, u64, u64, usize)>,
+    pub location: Option<String>,
 }
 
 /// What every command starts from.
 pub struct Context {
     pub config: Config,
     pub json: bool,
+    pub lock_wait: u64,
+    pub report: Mutex<Report>,
 }
 
 impl Context {
@@ -92,9 +71,19 @@ impl Context {
         }))
     }
 
-    /// The run lock shared by backup and restore.
+    /// The run lock shared by backup, restore and prune.
     pub fn lock(&self, command: &str) -> Result<crate::lock::RunLock, CommandError> {
-        crate::lock::acquire(&self.config.backup.lock_file, command).class(Failure::Locked)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(self.lock_wait);
+        loop {
+            match crate::lock::acquire(&self.config.backup.lock_file, command) {
+                Err(crate::lock::LockError::Held { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                other => return other.class(Failure::Locked),
+            }
+        }
     }
 
     /// The Storage Box configuration, or an error naming the missing section.
@@ -125,18 +114,154 @@ impl Context {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<(), CommandError> {
-    let config = Config::load(&cli.config).class(Failure::Config)?;
+async fn run(ctx: &Context, command: Command) -> Result<(), CommandError> {
+    match command {
+        Command::Backup(args) => crate::commands::backup::run(ctx, args).await,
+        Command::Snapshots(arg) => crate::commands::snapshots::run(ctx, &arg.repo).await,
+        Command::Prune(args) => crate::commands::prune::run(ctx, args).await,
+        Command::Verify(args) => crate::commands::verify::run(ctx, args).await,
+        Command::Restore(args) => crate::commands::restore::run(ctx, args).await,
+        Command::Plugins(cmd) => crate::commands::plugins::run(ctx, cmd).await,
+        Command::Status => crate::commands::ops::status(ctx),
+        Command::Doctor => crate::commands::ops::doctor(ctx).await,
+        Command::Config(ConfigCommand::Check) => {
+            crate::commands::out("config OK");
+            Ok(())
+        }
+        Command::Install(_) | Command::Completions { .. } | Command::Man | Command::Config(_) => {
+            unreachable!("handled before the config is loaded")
+        }
+    }
+}
+
+fn name(c: &Command) -> &'static str {
+    match c {
+        Command::Backup(_) => "backup",
+        Command::Restore(_) => "restore",
+        Command::Verify(_) => "verify",
+        Command::Prune(_) => "prune",
+        _ => "other",
+    }
+}
+
+/// Run the command line; the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    // Commands that need no config (or create one).
+    let early = match &cli.command {
+        Command::Completions { shell } => Some(crate::commands::ops::completions(*shell)),
+        Command::Man => Some(crate::commands::ops::man()),
+        Command::Config(ConfigCommand::Example) => Some(crate::commands::ops::example()),
+        Command::Config(ConfigCommand::Migrate { from, output }) => {
+            Some(crate::commands::ops::migrate(from, output.as_deref()))
+        }
+        Command::Install(args) => Some(crate::commands::install::run(args, &cli.config)),
+        _ => None,
+    };
+    if let Some(r) = early {
+        let _ = crate::logging::init(cli.verbose, cli.quiet, None);
+        return finish(r);
+    }
+    let config = Config::load(&cli.config)
+        .and_then(|c| crate::commands::ops::check_permissions(&cli.config, &c).map(|_| c));
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = crate::logging::init(cli.verbose, cli.quiet, None);
+            return finish(Err(CommandError::new(Failure::Config, e)));
+        }
+    };
+    if let Err(e) = crate::logging::init(cli.verbose, cli.quiet, config.log.file.as_deref()) {
+        tracing::warn!("{e}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return finish(Err(CommandError::new(Failure::Internal, e))),
+    };
+    let command = name(&cli.command);
     let ctx = Context {
         config,
         json: cli.json,
+        lock_wait: cli.lock_wait,
+        report: Mutex::new(Report::default()),
     };
-    match cli.command {
-        Command::Backup(args) => crate::commands::backup::run(&ctx, args).await,
-        Command::Snapshots(arg) => crate::commands::snapshots::run(&ctx, &arg.repo).await,
-        Command::Prune(args) => crate::commands::prune::run(&ctx, args).await,
-        Command::Verify(args) => crate::commands::verify::run(&ctx, args).await,
-        Command::Restore(args) => crate::commands::restore::run(&ctx, args).await,
-        Command::Plugins(cmd) => crate::commands::plugins::run(&ctx, cmd).await,
+    let started = crate::clock::now_rfc3339();
+    let t = std::time::Instant::now();
+    let result = runtime.block_on(run(&ctx, cli.command));
+    if command == "other" {
+        return finish(result);
+    }
+    let report = ctx.report.lock().expect("report lock").clone();
+    if let Err(e) = &result {
+        tracing::error!("{:#}", e.error);
+    }
+    let error = result.as_ref().err().map(|e| format!("{:#}", e.error));
+    let exit_code = result
+        .as_ref()
+        .map(|_| 0)
+        .unwrap_or_else(|e| e.failure.code());
+    let last = crate::status::LastRun {
+        command: command.into(),
+        started,
+        finished: crate::clock::now_rfc3339(),
+        ok: result.is_ok(),
+        exit_code,
+        snapshot: report.snapshot.clone(),
+        error: error.clone(),
+    };
+    if let Err(e) = crate::status::save(&ctx.config.backup.cache_dir, &last) {
+        tracing::warn!("cannot record the run for `cshost status`: {e}");
+    }
+    let notified = match (&ctx.config.notify.email, command) {
+        (Some(mail), "backup" | "verify")
+            if result.is_err() || mail.on == crate::config::NotifyWhen::Always =>
+        {
+            let outcome = crate::notify::Outcome {
+                command: command.into(),
+                ok: result.is_ok(),
+                hostname: crate::commands::backup::hostname(),
+                snapshot: report.snapshot,
+                size: report.size,
+                new_bytes: report.new_bytes,
+                seconds: t.elapsed().as_secs_f64(),
+                storage: report.storage,
+                location: report.location,
+                error,
+                log_tail: crate::logging::tail(),
+            };
+            let mail = mail.clone();
+            runtime
+                .block_on(tokio::task::spawn_blocking(move || {
+                    crate::notify::send(&mail, &outcome)
+                }))
+                .unwrap_or_else(|e| {
+                    Err(crate::notify::NotifyError::Send {
+                        relay: "-".into(),
+                        detail: e.to_string(),
+                    })
+                })
+        }
+        _ => Ok(()),
+    };
+    match (result, notified) {
+        (Ok(()), Err(e)) => finish(Err(CommandError::new(Failure::Notify, e))),
+        (Err(e), Err(n)) => {
+            tracing::error!("{n}");
+            ExitCode::from(e.failure.code())
+        }
+        (Err(e), Ok(())) => ExitCode::from(e.failure.code()),
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+    }
+}
+
+fn finish(r: Result<(), CommandError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{:#}", e.error);
+            e.exit_code()
+        }
     }
 }

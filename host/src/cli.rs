@@ -4,8 +4,22 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+const EXIT_CODES: &str = "Exit codes:
+  0   success (a backup: captured, published, and verified on the Storage Box)
+  1   internal error
+  2   bad command line or configuration
+  3   pre-flight: mailcow, its services or volumes not found, or not enough space
+  4   a component failed; no snapshot was published
+  5   the repository could not be read or written
+  6   verification found a missing or damaged blob
+  7   a restore failed (the message says what state it left)
+  8   the Storage Box could not be reached or written
+  9   retention failed after a good backup
+  10  the run succeeded but the notification mail could not be sent
+  75  another cshost run holds the lock";
+
 #[derive(Debug, Parser)]
-#[command(name = "cshost", version, about = "Back up and restore a mailcow-dockerized mail server", long_about = None)]
+#[command(name = "cshost", version, about = "Back up and restore a mailcow-dockerized mail server", long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Config file.
     #[arg(
@@ -24,6 +38,9 @@ pub struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Wait up to this many seconds for another run to release the lock.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub lock_wait: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +61,45 @@ pub enum Command {
     /// Built-in and third-party plugins: list, inspect, check.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// The last run, its result and age, and the newest snapshot.
+    Status,
+    /// Check the installation and print fixes.
+    Doctor,
+    /// Install cshost, its units and a config (never overwriting one).
+    Install(InstallArgs),
+    /// Check, migrate or print a config.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Shell completions.
+    Completions { shell: clap_complete::Shell },
+    /// The man page (roff).
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse the config and report the first problem.
+    Check,
+    /// Print an example config with every option.
+    Example,
+    /// Turn the old mailcow-backup `.env` into a cshost config (printed, or written to --output).
+    Migrate {
+        #[arg(long, default_value = "/etc/mailcow-backup/.env")]
+        from: PathBuf,
+        /// Write here (refused if the file exists).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Install under this root instead of `/` (for packaging and tests).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Do not enable the timer (systemctl) even when systemd runs.
+    #[arg(long)]
+    pub no_enable: bool,
 }
 
 #[derive(Debug, Subcommand)]

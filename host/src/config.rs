@@ -67,6 +67,66 @@ pub struct Config {
     /// Third-party plugins the admin approved, by name.
     #[serde(default)]
     pub plugins: BTreeMap<String, ApprovedPlugin>,
+    #[serde(default)]
+    pub notify: NotifySection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LogSection {
+    /// Also append log lines to this file (the journal gets them anyway under systemd).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NotifySection {
+    pub email: Option<EmailConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpSecurity {
+    /// Plain SMTP (a relay on this host or a trusted network).
+    #[default]
+    None,
+    /// STARTTLS on a submission port (587).
+    Starttls,
+    /// TLS from the first byte (465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyWhen {
+    #[default]
+    Always,
+    Failure,
+}
+
+/// Mail about each backup. Use a relay that does not depend on the mailcow
+/// being backed up: when it is down, that is when the mail matters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EmailConfig {
+    pub to: String,
+    /// Default: cshost@<hostname>.
+    pub from: Option<String>,
+    #[serde(default = "default_relay")]
+    pub relay: String,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    /// A file holding the SMTP password (mode 600), so the config holds no secret.
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub on: NotifyWhen,
+}
+
+fn default_relay() -> String {
+    "localhost:25".into()
 }
 
 /// An approved third-party plugin: the file, its pinned SHA-256 and the grants
@@ -385,6 +445,19 @@ impl Config {
                 return Err(invalid(format!(
                     "[plugins.{name}] sha256 must be 64 hex digits; `cshost plugins inspect {}` prints it",
                     p.file.display()
+                )));
+            }
+        }
+        if let Some(e) = &config.notify.email {
+            if e.username.is_some() != e.password_file.is_some() {
+                return Err(invalid(
+                    "[notify.email] needs both username and password-file, or neither".into(),
+                ));
+            }
+            if !e.to.contains('@') {
+                return Err(invalid(format!(
+                    "[notify.email] to = {:?} is not a mail address",
+                    e.to
                 )));
             }
         }

@@ -26,6 +26,8 @@ pub enum Failure {
     Transport,
     /// Retention (pruning) failed after a good backup.
     Retention,
+    /// The run succeeded; only its notification failed.
+    Notify,
 }
 
 impl Failure {
@@ -40,6 +42,7 @@ impl Failure {
             Failure::Restore => 7,
             Failure::Transport => 8,
             Failure::Retention => 9,
+            Failure::Notify => 10,
             Failure::Locked => 75,
         }
     }

@@ -222,6 +222,16 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
         error: e.error,
     })?;
     let secs = t0.elapsed().as_secs_f64();
+    {
+        let mut r = ctx.report.lock().expect("report lock");
+        r.snapshot = Some(id.clone());
+        r.size = totals.bytes;
+        r.new_bytes = totals.new_bytes;
+        if let (Some(s), Some(b)) = (&sync, &ctx.config.repository.storagebox) {
+            r.storage = s.usage.map(|u| (u.used, u.total, u.free, s.snapshots));
+            r.location = Some(format!("{}/{}", b.display(), b.path));
+        }
+    }
     if ctx.json {
         let remote = sync.as_ref().map(|s| {
             serde_json::json!({
@@ -318,7 +328,7 @@ fn names(selected: &[Selected]) -> String {
         .join(", ")
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

@@ -1,6 +1,8 @@
 //! One module per subcommand. Commands print; the modules below them do not.
 
 pub mod backup;
+pub mod install;
+pub mod ops;
 pub mod plugins;
 pub mod prune;
 pub mod remote;

@@ -5,6 +5,7 @@
 
 mod backup;
 mod cli;
+mod config;
 mod plugins;
 mod restore;
 mod sandbox;

@@ -1,0 +1,188 @@
+//! `cshost config migrate`: the old bash tool's `/etc/mailcow-backup/.env`
+//! turned into an equivalent cshost config. Pure: text in, TOML out.
+
+use std::collections::BTreeMap;
+
+/// The result: the TOML, and notes about what changed meaning.
+#[derive(Debug)]
+pub struct Migrated {
+    pub toml: String,
+    pub notes: Vec<String>,
+}
+
+fn q(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// Translate the old `.env`.
+///
+/// # Errors
+/// When a required key is missing or a value cannot be carried over.
+pub fn migrate(env_text: &str) -> Result<Migrated, String> {
+    let env: BTreeMap<String, String> = crate::mailcow::parse(env_text);
+    let get = |k: &str| env.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let need = |k: &str| get(k).ok_or_else(|| format!("the old config has no {k}; it is required"));
+    let mut notes = Vec::new();
+    let mut t =
+        String::from("# Migrated from the mailcow-backup .env by `cshost config migrate`.\n\n");
+    t.push_str(&format!(
+        "[mailcow]\ndir = {}\nruntime = \"native\"\n\n",
+        q(need("MAILCOW_PATH")?)
+    ));
+    let comps: Vec<String> = get("BACKUP_COMPONENTS")
+        .unwrap_or("all")
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(q)
+        .collect();
+    let threads: u32 = get("THREADS")
+        .unwrap_or("4")
+        .parse()
+        .map_err(|_| "THREADS is not a number".to_string())?;
+    t.push_str(&format!(
+        "[backup]\ncomponents = [{}]\nthreads = {threads}\n",
+        comps.join(", ")
+    ));
+    if let Some(dir) = get("TEMP_BACKUP_DIR") {
+        if dir.starts_with("/tmp") {
+            notes.push(format!("TEMP_BACKUP_DIR={dir} is under /tmp, which the systemd unit makes private; scratch-dir stays /var/lib/cshost/scratch"));
+        } else {
+            t.push_str(&format!("scratch-dir = {}\n", q(dir)));
+        }
+    }
+    if get("LOCK_TIMEOUT_HOURS").is_some() {
+        notes.push("LOCK_TIMEOUT_HOURS is gone: the kernel lock ends with its holder, so no lock can go stale".into());
+    }
+    t.push('\n');
+    let local_days: u32 = get("LOCAL_RETENTION_DAYS")
+        .unwrap_or("7")
+        .parse()
+        .map_err(|_| "LOCAL_RETENTION_DAYS is not a number".to_string())?;
+    t.push_str(&format!(
+        "[repository.local]\npath = \"/var/backups/cshost\"\nkeep-daily = {local_days}\n\n"
+    ));
+    let mut path = need("HETZNER_REMOTE_PATH")?
+        .trim_end_matches('/')
+        .to_string();
+    if let Some(rest) = path.strip_prefix('/') {
+        // The old tool allowed absolute paths under the box home (/home/...).
+        path = rest
+            .strip_prefix("home/")
+            .ok_or_else(|| format!("HETZNER_REMOTE_PATH={path} is not inside the box home"))?
+            .to_string();
+        notes.push(format!(
+            "HETZNER_REMOTE_PATH is now relative to the box home: {path}"
+        ));
+    }
+    crate::transport::boxcmd::check_repo_path(&path)
+        .map_err(|e| format!("HETZNER_REMOTE_PATH: {e}"))?;
+    let port: u16 = need("HETZNER_PORT")?
+        .parse()
+        .map_err(|_| "HETZNER_PORT is not a port number".to_string())?;
+    let remote_days: u32 = get("REMOTE_RETENTION_DAYS")
+        .unwrap_or("30")
+        .parse()
+        .map_err(|_| "REMOTE_RETENTION_DAYS is not a number".to_string())?;
+    t.push_str(&format!(
+        "[repository.storagebox]\nhost = {}\nport = {port}\nuser = {}\nidentity = {}\n\
+         # New: the box's host key is pinned here (`ssh-keyscan -p {port} HOST > FILE`); it is never skipped.\n\
+         known-hosts = \"/etc/cshost/known_hosts\"\npath = {}\nkeep-daily = {remote_days}\n\n",
+        q(need("HETZNER_HOST")?),
+        q(need("HETZNER_USER")?),
+        q(need("SSH_KEY_PATH")?),
+        q(&path)
+    ));
+    notes.push("pin the box's host key in /etc/cshost/known_hosts before the first run".into());
+    if let Some(file) = get("LOG_FILE") {
+        t.push_str(&format!("[log]\nfile = {}\n\n", q(file)));
+    }
+    let enabled = matches!(
+        get("EMAIL_NOTIFICATIONS")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref(),
+        Some("true" | "yes" | "1")
+    );
+    if enabled {
+        t.push_str(&format!(
+            "[notify.email]\nto = {}\n",
+            q(need("NOTIFICATION_EMAIL")?)
+        ));
+        if let Some(from) = get("NOTIFICATION_FROM") {
+            t.push_str(&format!("from = {}\n", q(from)));
+        }
+        t.push_str("relay = \"localhost:25\"\n");
+        notes.push("mail now goes to an SMTP relay (localhost:25); prefer one that does not depend on this mailcow".into());
+    }
+    Ok(Migrated { toml: t, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const OLD: &str = "HETZNER_HOST=u123456.your-storagebox.de\nHETZNER_PORT=23\nHETZNER_USER=u123456-sub1\n\
+        SSH_KEY_PATH=/root/.ssh/id_rsa_hetzner\nHETZNER_REMOTE_PATH=/home/mailcow-backups/\nMAILCOW_PATH=/opt/mailcow-dockerized\n\
+        BACKUP_COMPONENTS=\"vmail crypt mysql\"\nTHREADS=8\nREMOTE_RETENTION_DAYS=14\nLOCK_TIMEOUT_HOURS=24\n\
+        LOG_FILE=/var/log/mailcow-backup.log\nTEMP_BACKUP_DIR=/tmp/mailcow-backup\nEMAIL_NOTIFICATIONS=yes\n\
+        NOTIFICATION_EMAIL=admin@example.com\nNOTIFICATION_FROM=mailcow-backup@example.com\n";
+
+    #[test]
+    fn an_old_env_becomes_an_equivalent_strict_config() {
+        let m = migrate(OLD).unwrap();
+        let c = Config::parse(std::path::Path::new("migrated.toml"), &m.toml)
+            .unwrap_or_else(|e| panic!("{e}\n{}", m.toml));
+        assert_eq!(
+            c.mailcow.dir,
+            std::path::PathBuf::from("/opt/mailcow-dockerized")
+        );
+        assert_eq!(c.backup.components, ["vmail", "crypt", "mysql"]);
+        assert_eq!(c.backup.threads, 8);
+        assert_eq!(
+            c.backup.scratch_dir,
+            std::path::PathBuf::from("/var/lib/cshost/scratch")
+        );
+        let b = c.repository.storagebox.unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.user.as_str()),
+            ("u123456.your-storagebox.de", 23, "u123456-sub1")
+        );
+        assert_eq!(
+            b.identity,
+            std::path::PathBuf::from("/root/.ssh/id_rsa_hetzner")
+        );
+        assert_eq!(b.path, "mailcow-backups");
+        assert_eq!(b.keep_daily, 14);
+        assert_eq!(c.log.file, Some("/var/log/mailcow-backup.log".into()));
+        let e = c.notify.email.unwrap();
+        assert_eq!(
+            (e.to.as_str(), e.from.as_deref(), e.relay.as_str()),
+            (
+                "admin@example.com",
+                Some("mailcow-backup@example.com"),
+                "localhost:25"
+            )
+        );
+        assert!(m.notes.iter().any(|n| n.contains("LOCK_TIMEOUT_HOURS")));
+        assert!(m.notes.iter().any(|n| n.contains("/tmp")));
+    }
+
+    #[test]
+    fn missing_or_bad_values_are_named() {
+        assert!(
+            migrate("MAILCOW_PATH=/opt/m\n")
+                .unwrap_err()
+                .contains("HETZNER_REMOTE_PATH")
+        );
+        let bad = OLD.replace("HETZNER_PORT=23", "HETZNER_PORT=twenty-three");
+        assert!(migrate(&bad).unwrap_err().contains("HETZNER_PORT"));
+        let outside = OLD.replace("/home/mailcow-backups/", "/etc/evil");
+        assert!(
+            migrate(&outside)
+                .unwrap_err()
+                .contains("not inside the box home")
+        );
+        let off = OLD.replace("EMAIL_NOTIFICATIONS=yes", "EMAIL_NOTIFICATIONS=false");
+        assert!(!migrate(&off).unwrap().toml.contains("[notify.email]"));
+    }
+}

@@ -231,17 +231,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 error,
                 log_tail: crate::logging::tail(),
             };
-            let mail = mail.clone();
-            runtime
-                .block_on(tokio::task::spawn_blocking(move || {
-                    crate::notify::send(&mail, &outcome)
-                }))
-                .unwrap_or_else(|e| {
-                    Err(crate::notify::NotifyError::Send {
-                        relay: "-".into(),
-                        detail: e.to_string(),
-                    })
-                })
+            // Outside the async runtime: lettre's SMTP transport blocks.
+            crate::notify::send(mail, &outcome)
         }
         _ => Ok(()),
     };

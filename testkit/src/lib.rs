@@ -4,4 +4,5 @@
 
 pub mod mailcow;
 pub mod servers;
+pub mod smtp;
 pub mod sshbox;

@@ -106,7 +106,7 @@ fn test(extra: &[String]) -> Result<()> {
 /// Debian packages the tests and the demo use: real MariaDB and Redis servers
 /// and their clients. Installed when missing and running as root; otherwise
 /// the exact command is printed.
-const PACKAGES: [(&str, &str); 7] = [
+const PACKAGES: [(&str, &str); 9] = [
     ("mariadbd", "mariadb-server"),
     ("mariadb", "mariadb-client"),
     ("redis-server", "redis-server"),
@@ -114,14 +114,20 @@ const PACKAGES: [(&str, &str); 7] = [
     ("zstd", "zstd"),
     ("sshd", "openssh-server"),
     ("rsync", "rsync"),
+    ("systemd-analyze", "systemd"),
+    ("flock", "util-linux"),
 ];
 
 pub fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    let mut missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(p, pkg)| cshost_testkit::servers::require(p, pkg).is_err())
         .map(|(_, pkg)| *pkg)
         .collect();
+    // The notification tests' SMTP server is a Python module, not a program.
+    if !std::path::Path::new("/usr/lib/python3/dist-packages/aiosmtpd").is_dir() {
+        missing.push("python3-aiosmtpd");
+    }
     if missing.is_empty() {
         return Ok(());
     }

@@ -47,8 +47,16 @@ pub fn acquire(path: &Path, command: &str) -> Result<RunLock, LockError> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
+            // The holder writes its note just after locking; give it a moment.
             let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+            for _ in 0..10 {
+                holder.clear();
+                let _ = file.rewind().and_then(|_| file.read_to_string(&mut holder));
+                if !holder.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let holder = if holder.trim().is_empty() {
                 "holder unknown".into()
             } else {

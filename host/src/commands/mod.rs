@@ -4,6 +4,7 @@ pub mod backup;
 pub mod install;
 pub mod ops;
 pub mod plugins;
+pub mod prompt;
 pub mod prune;
 pub mod remote;
 pub mod restore;

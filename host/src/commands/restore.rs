@@ -4,7 +4,7 @@
 //! the run lock (R13).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -43,44 +43,6 @@ fn select(m: &Manifest, requested: Option<&[String]>) -> Result<Vec<String>, Com
     Ok(restore::order(
         &picked.into_iter().map(|s| s.plugin).collect::<Vec<_>>(),
     ))
-}
-
-fn ask(question: &str) -> String {
-    eprint!("{question} ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    line.trim().to_string()
-}
-
-fn pick_snapshot(manifests: &[Manifest]) -> Result<String, CommandError> {
-    if manifests.is_empty() {
-        return Err(fail(
-            Failure::Repository,
-            "the repository has no snapshots".into(),
-        ));
-    }
-    for (i, m) in manifests.iter().enumerate().rev() {
-        let comps: Vec<&str> = m.components.keys().map(String::as_str).collect();
-        eprintln!(
-            "  [{}] {}  {}  {}",
-            i + 1,
-            m.id,
-            human_bytes(m.logical_size()),
-            comps.join(",")
-        );
-    }
-    let answer = ask(&format!("Restore which snapshot? [{}]", manifests.len()));
-    if answer.is_empty() {
-        return Ok(manifests[manifests.len() - 1].id.clone());
-    }
-    match answer.parse::<usize>() {
-        Ok(n) if (1..=manifests.len()).contains(&n) => Ok(manifests[n - 1].id.clone()),
-        _ => Err(fail(
-            Failure::Config,
-            format!("no snapshot number {answer:?}; nothing was changed"),
-        )),
-    }
 }
 
 /// Write the selected components into `dir` without touching any service.
@@ -189,7 +151,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
     };
     let snapshot = match (&args.snapshot, interactive) {
         (Some(s), _) => s.clone(),
-        (None, true) => pick_snapshot(&manifests)?,
+        (None, true) => super::prompt::snapshot(&manifests)?,
         (None, false) => {
             return Err(fail(
                 Failure::Config,
@@ -212,10 +174,14 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
         )
     })?;
     let mail_only = args.mailbox.is_some() || args.domain.is_some();
-    let comps = if mail_only {
-        vec!["vmail".to_string()]
-    } else {
-        select(&m, args.components.as_deref())?
+    let comps = match (
+        mail_only,
+        &args.components,
+        interactive && args.target_dir.is_none(),
+    ) {
+        (true, _, _) => vec!["vmail".to_string()],
+        (false, None, true) => restore::order(&super::prompt::components(&m)?),
+        (false, _, _) => select(&m, args.components.as_deref())?,
     };
     if let Some(b) = remote {
         // R15: only the blobs of the components being restored come down.
@@ -319,12 +285,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
         eprintln!("  watchdog-mailcow is stopped first and started last");
     }
     if interactive {
-        if ask("Type `yes` to restore:") != "yes" {
-            return Err(fail(
-                Failure::Config,
-                "restore cancelled; nothing was changed".into(),
-            ));
-        }
+        super::prompt::confirm("Type `yes` to restore")?;
     } else if !args.yes {
         return Err(fail(
             Failure::Config,
@@ -523,17 +484,12 @@ async fn restore_mail(
             "not on a terminal: pass --yes to restore without confirmation".into(),
         ));
     }
-    if !args.yes
-        && ask(&format!(
-            "Merge {} objects of `{prefix}` from snapshot {} into the live mail store? Type `yes`:",
+    if !args.yes {
+        super::prompt::confirm(&format!(
+            "Merge {} objects of `{prefix}` from snapshot {} into the live mail store? Type `yes`",
             subset.len(),
             m.id
-        )) != "yes"
-    {
-        return Err(fail(
-            Failure::Config,
-            "restore cancelled; nothing was changed".into(),
-        ));
+        ))?;
     }
     let _lock = ctx.lock("restore")?;
     let env = ctx.run_env(Some(repo.clone()))?;

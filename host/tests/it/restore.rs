@@ -372,3 +372,78 @@ fn a_single_mailbox_is_merged_without_clobbering_newer_mail() {
     ]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
+
+/// Drive `cshost restore` through a pseudo-terminal (util-linux `script`),
+/// typing `keys` one step at a time.
+fn on_a_terminal(w: &World, args: &str, keys: &[&str]) -> std::process::Output {
+    use std::io::Write;
+    let cmd = format!(
+        "{} --config {} {args}",
+        env!("CARGO_BIN_EXE_cshost"),
+        w.config.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    for k in keys {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        stdin.write_all(k.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_interactive_restore_picks_a_snapshot_and_components_and_needs_a_typed_yes() {
+    let w = World::new(Size::SMALL, false);
+    assert!(
+        w.cshost(&["backup", "--components", "crypt,rspamd"])
+            .status
+            .success()
+    );
+    let key = w.sample.volume("crypt-vol-1").join("ecpubkey.pem");
+    let first_key = std::fs::read(&key).unwrap();
+    std::fs::write(&key, "second").unwrap();
+    assert!(
+        w.cshost(&["backup", "--components", "crypt,rspamd"])
+            .status
+            .success()
+    );
+    let ids = w.snapshots();
+    std::fs::write(&key, "damaged").unwrap();
+
+    // Cancel: pick the defaults, then answer `no`. Nothing changes.
+    let out = on_a_terminal(&w, "restore", &["\r", "\r", "no\r"]);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{screen}");
+    assert!(
+        screen.contains("Restore which snapshot?") && screen.contains(&ids[1]),
+        "{screen}"
+    );
+    assert!(screen.contains("cancelled"), "{screen}");
+    assert_eq!(std::fs::read(&key).unwrap(), b"damaged");
+    assert!(events(&w).is_empty());
+
+    // Choose the older snapshot (arrow down), untick rspamd (down, space), type yes.
+    let out = on_a_terminal(&w, "restore", &["\x1b[B\r", "\x1b[B \r", "yes\r"]);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(
+        screen.contains(&format!("restored crypt from snapshot {}", ids[0])),
+        "{screen}"
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), first_key);
+    assert!(
+        !events(&w).iter().any(|e| e.contains("rspamd")),
+        "{:?}",
+        events(&w)
+    );
+}

@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::Config;
+use crate::config::RuntimeKind;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::mailcow::MailcowConf;
 use crate::repo::LocalRepo;
 use crate::repo::hashcache::HashCache;
 use crate::runtime::{Limits, PluginHost, RunEnv};
-use crate::services::{NativeRuntime, ServiceRuntime};
+use crate::services::{DockerRuntime, NativeRuntime, ServiceRuntime};
 
 /// Figures a command reports for the status record and the notification.
 #[derive(Debug, Default, Clone)]
@@ -52,14 +53,23 @@ impl Context {
     }
 
     /// mailcow.conf, the services runtime and the repository, shared by all plugin calls.
-    pub fn run_env(&self, repo: Option<Arc<LocalRepo>>) -> Result<Arc<RunEnv>, CommandError> {
+    pub async fn run_env(&self, repo: Option<Arc<LocalRepo>>) -> Result<Arc<RunEnv>, CommandError> {
         let conf = MailcowConf::load(&self.config.mailcow.dir).class(Failure::Preflight)?;
         let project = conf.project().class(Failure::Preflight)?;
+        let native = || ServiceRuntime::Native(NativeRuntime::new(&self.config.native));
         let services = match self.config.mailcow.runtime {
-            crate::config::RuntimeKind::Native => {
-                ServiceRuntime::Native(NativeRuntime::new(&self.config.native))
-            }
+            RuntimeKind::Native => native(),
+            RuntimeKind::Docker => ServiceRuntime::Docker(
+                DockerRuntime::connect(&project)
+                    .await
+                    .class(Failure::Preflight)?,
+            ),
+            RuntimeKind::Auto => match DockerRuntime::connect(&project).await {
+                Ok(d) if !d.services().is_empty() => ServiceRuntime::Docker(d),
+                _ => native(),
+            },
         };
+        tracing::debug!("services runtime: {}", services.describe());
         let cache = HashCache::load(&self.config.backup.cache_dir.join("hashes"));
         Ok(Arc::new(RunEnv {
             services,

@@ -158,7 +158,11 @@ pub struct GrantsConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeKind {
+    /// Docker when its socket answers and the mailcow project has containers, else native.
     #[default]
+    Auto,
+    /// The Docker Engine API (or Podman's Docker-compatible socket; DOCKER_HOST is honoured).
+    Docker,
     Native,
 }
 

@@ -156,6 +156,21 @@ impl Mariadb {
 
     /// A mailcow-like schema with `rows` mailboxes.
     pub fn populate(&self, rows: usize) -> Result<(), String> {
+        self.import(populate_sql(rows).as_bytes())
+    }
+
+    /// Row counts of the sample tables, for comparisons.
+    pub fn counts(&self) -> Result<String, String> {
+        self.sql(COUNTS_SQL)
+    }
+}
+
+/// The query behind [`Mariadb::counts`].
+pub const COUNTS_SQL: &str = "SELECT (SELECT COUNT(*) FROM mailcow.domain), (SELECT COUNT(*) FROM mailcow.mailbox), (SELECT COUNT(*) FROM mailcow.alias), (SELECT COUNT(*) FROM mailcow.quota2)";
+
+/// SQL for a mailcow-like schema with `rows` mailboxes.
+pub fn populate_sql(rows: usize) -> String {
+    {
         let mut sql = String::from(
             "CREATE DATABASE mailcow CHARACTER SET utf8mb4;\nUSE mailcow;\n\
              CREATE TABLE domain (domain VARCHAR(255) PRIMARY KEY, description VARCHAR(255), active TINYINT NOT NULL DEFAULT 1, created DATETIME DEFAULT CURRENT_TIMESTAMP);\n\
@@ -174,12 +189,7 @@ impl Mariadb {
                 i % 50
             ));
         }
-        self.import(sql.as_bytes())
-    }
-
-    /// Row counts of the sample tables, for comparisons.
-    pub fn counts(&self) -> Result<String, String> {
-        self.sql("SELECT (SELECT COUNT(*) FROM mailcow.domain), (SELECT COUNT(*) FROM mailcow.mailbox), (SELECT COUNT(*) FROM mailcow.alias), (SELECT COUNT(*) FROM mailcow.quota2)")
+        sql
     }
 }
 

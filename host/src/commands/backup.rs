@@ -51,7 +51,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
     } else {
         Some(Arc::new(ctx.open_or_init_repo()?))
     };
-    let env = ctx.run_env(repo.clone())?;
+    let env = ctx.run_env(repo.clone()).await?;
     let host = ctx.plugin_host()?;
     let (plugins, refused) = load_plugins(ctx, &host, &env).await?;
     let by_name: BTreeMap<&str, &LoadedPlugin> =

@@ -185,7 +185,21 @@ pub async fn doctor(ctx: &Context) -> Result<(), CommandError> {
                 ),
                 "",
             );
-            let env = ctx.run_env(None)?;
+            let env = ctx.run_env(None).await?;
+            add(
+                true,
+                format!("services runtime: {}", env.services.describe()),
+                "",
+            );
+            if let crate::services::ServiceRuntime::Docker(d) = &env.services {
+                for (service, name, running) in d.containers() {
+                    add(
+                        running,
+                        format!("container {name} ({service})"),
+                        "start mailcow: docker compose up -d",
+                    );
+                }
+            }
             for vol in [
                 "vmail-vol-1",
                 "crypt-vol-1",

@@ -229,7 +229,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
     }
 
     let _lock = ctx.lock("restore")?;
-    let env = ctx.run_env(Some(repo.clone()))?;
+    let env = ctx.run_env(Some(repo.clone())).await?;
     if !args.force {
         restore::check_crypt(&comps, &restore::crypt_keys(&m), &live_crypt_keys(&env))
             .map_err(|e| fail(Failure::Restore, e))?;
@@ -492,7 +492,7 @@ async fn restore_mail(
         ))?;
     }
     let _lock = ctx.lock("restore")?;
-    let env = ctx.run_env(Some(repo.clone()))?;
+    let env = ctx.run_env(Some(repo.clone())).await?;
     let live = env
         .services
         .volume_path(&format!("{}_vmail-vol-1", env.project))

@@ -198,7 +198,7 @@ impl HostState {
             env,
             stdin: stdin_blob.is_some(),
         };
-        let mut running = self.env.services.spawn(&spec).map_err(failed)?;
+        let mut running = self.env.services.spawn(&spec).await.map_err(failed)?;
         let stdin_task = match (stdin_blob, running.stdin.take()) {
             (Some(blob), Some(stdin)) => Some(tokio::spawn(feed_stdin(blob, stdin))),
             _ => None,

@@ -1,8 +1,9 @@
 //! The services layer: how a plugin's service names reach real programs and
 //! volumes. Plugins only ever see mailcow service and volume names; the
-//! runtime decides whether that means a process on this host or (later) a
-//! container of the compose project.
+//! runtime decides whether that means a process on this host (native) or a
+//! container of the compose project (docker).
 
+pub mod docker;
 pub mod native;
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use docker::DockerRuntime;
 pub use native::NativeRuntime;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,14 @@ pub enum ServiceError {
         action: &'static str,
         detail: String,
     },
+    #[error(
+        "the container engine cannot be reached: {detail}; is Docker (or Podman's Docker socket) running, and DOCKER_HOST right?"
+    )]
+    Engine { detail: String },
+    #[error(
+        "no container of service `{service}` in compose project `{project}`; is mailcow created (`docker compose up -d`) and COMPOSE_PROJECT_NAME right?"
+    )]
+    NoContainer { service: String, project: String },
 }
 
 /// A program to run inside a service. `env` may hold secrets: never log it.
@@ -68,9 +78,10 @@ pub struct Running {
 }
 
 /// The configured runtime. An enum, not a trait object, so that async methods
-/// stay simple; the Docker runtime becomes a second variant.
+/// stay simple.
 pub enum ServiceRuntime {
     Native(NativeRuntime),
+    Docker(DockerRuntime),
 }
 
 impl ServiceRuntime {
@@ -78,6 +89,7 @@ impl ServiceRuntime {
     pub fn services(&self) -> Vec<String> {
         match self {
             ServiceRuntime::Native(n) => n.services(),
+            ServiceRuntime::Docker(d) => d.services(),
         }
     }
 
@@ -88,6 +100,7 @@ impl ServiceRuntime {
     pub fn volume_path(&self, name: &str) -> Result<PathBuf, ServiceError> {
         match self {
             ServiceRuntime::Native(n) => n.volume_path(name),
+            ServiceRuntime::Docker(d) => d.volume_path(name),
         }
     }
 
@@ -95,9 +108,10 @@ impl ServiceRuntime {
     ///
     /// # Errors
     /// When the service is unknown or the program cannot be started.
-    pub fn spawn(&self, spec: &ExecSpec) -> Result<Running, ServiceError> {
+    pub async fn spawn(&self, spec: &ExecSpec) -> Result<Running, ServiceError> {
         match self {
             ServiceRuntime::Native(n) => n.spawn(spec),
+            ServiceRuntime::Docker(d) => d.spawn(spec).await,
         }
     }
 
@@ -106,6 +120,7 @@ impl ServiceRuntime {
     pub async fn stop(&self, service: &str) -> Result<(), ServiceError> {
         match self {
             ServiceRuntime::Native(n) => n.control(service, "stop").await.map(|_| ()),
+            ServiceRuntime::Docker(d) => d.stop(service).await,
         }
     }
 
@@ -114,14 +129,24 @@ impl ServiceRuntime {
     pub async fn start(&self, service: &str) -> Result<(), ServiceError> {
         match self {
             ServiceRuntime::Native(n) => n.control(service, "start").await.map(|_| ()),
+            ServiceRuntime::Docker(d) => d.start(service).await,
         }
     }
 
     /// # Errors
-    /// When the service has no status command.
+    /// When the service's state cannot be read.
     pub async fn running(&self, service: &str) -> Result<bool, ServiceError> {
         match self {
             ServiceRuntime::Native(n) => n.control(service, "status").await,
+            ServiceRuntime::Docker(d) => d.running(service).await,
+        }
+    }
+
+    /// What this runtime is, for logs and `doctor`.
+    pub fn describe(&self) -> String {
+        match self {
+            ServiceRuntime::Native(_) => "native".into(),
+            ServiceRuntime::Docker(d) => format!("docker ({})", d.engine),
         }
     }
 }

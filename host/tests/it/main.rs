@@ -6,6 +6,7 @@
 mod backup;
 mod cli;
 mod config;
+mod docker;
 mod ops;
 mod plugins;
 mod restore;

@@ -1,50 +1,8 @@
 //! `cshost restore` round trips against real MariaDB and Redis, with injected failures.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use sha2::Digest;
-
 use crate::support::*;
-
-/// Everything that must come back: path → (kind, content hash, uid, gid, mode, mtime).
-fn state(root: &Path) -> BTreeMap<String, (String, String, u32, u32, u32, i64)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        let (kind, hash) = if m.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-            ("dir", String::new())
-        } else if m.file_type().is_symlink() {
-            (
-                "symlink",
-                std::fs::read_link(&p).unwrap().display().to_string(),
-            )
-        } else {
-            (
-                "file",
-                hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
-            )
-        };
-        let rel = p.strip_prefix(root).unwrap().display().to_string();
-        out.insert(
-            rel,
-            (
-                kind.to_string(),
-                hash,
-                m.uid(),
-                m.gid(),
-                m.mode(),
-                m.mtime(),
-            ),
-        );
-    }
-    out
-}
 
 fn events(w: &World) -> Vec<String> {
     std::fs::read_to_string(w.dir.path().join("service-events.log"))

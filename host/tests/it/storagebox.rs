@@ -7,7 +7,7 @@ use cshost_testkit::sshbox::{Mode, StorageBox};
 
 use crate::support::*;
 
-fn box_shell() -> PathBuf {
+pub(crate) fn box_shell() -> PathBuf {
     let p = std::env::var_os("CSHOST_TEST_BOX_SHELL")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -128,3 +128,45 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Everything that must come back: path → (kind, content hash, uid, gid, mode, mtime).
+pub fn state(
+    root: &Path,
+) -> std::collections::BTreeMap<String, (String, String, u32, u32, u32, i64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let (kind, hash) = if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            ("dir", String::new())
+        } else if m.file_type().is_symlink() {
+            (
+                "symlink",
+                std::fs::read_link(&p).unwrap().display().to_string(),
+            )
+        } else {
+            (
+                "file",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                    std::fs::read(&p).unwrap(),
+                )),
+            )
+        };
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        out.insert(
+            rel,
+            (
+                kind.to_string(),
+                hash,
+                std::os::unix::fs::MetadataExt::uid(&m),
+                std::os::unix::fs::MetadataExt::gid(&m),
+                std::os::unix::fs::MetadataExt::mode(&m),
+                std::os::unix::fs::MetadataExt::mtime(&m),
+            ),
+        );
+    }
+    out
+}

@@ -191,4 +191,8 @@ pub struct VerifyArgs {
     /// Only this percentage of the blobs, picked at random.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub sample: Option<u8>,
+    /// Restore the snapshot into a scratch directory, re-hash every file written, and import
+    /// the SQL dump into a throwaway MariaDB server (a scheduled proof of restorability).
+    #[arg(long, conflicts_with_all = ["full", "sample"])]
+    pub restore_test: bool,
 }

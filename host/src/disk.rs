@@ -61,3 +61,23 @@ pub fn check(needs: &[(PathBuf, u64)]) -> Result<(), DiskError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_short_filesystem_is_named_with_the_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, free) = super::free(dir.path()).unwrap();
+        assert!(free > 0);
+        assert!(super::check(&[(dir.path().to_path_buf(), 1 << 20)]).is_ok());
+        let err = super::check(&[(dir.path().to_path_buf(), free * 2)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&dir.path().display().to_string())
+                && err.contains("bytes needed")
+                && err.contains(&format!("{free} bytes free")),
+            "{err}"
+        );
+    }
+}

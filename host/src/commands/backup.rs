@@ -73,6 +73,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
 
     let repo = repo.expect("a real run opened the repository");
     let _lock = ctx.lock("backup")?;
+    preflight(&host, &env, &by_name, &selected, &repo).await?;
     let id = crate::clock::snapshot_id(started);
     let scratch = ctx.config.backup.scratch_dir.join(&id);
     std::fs::create_dir_all(&scratch)
@@ -272,6 +273,45 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Is there room for this run? New content is at most what the plugins
+/// estimate minus what the latest snapshot already holds of each component
+/// (dumps count in full: they change every night).
+async fn preflight(
+    host: &PluginHost,
+    env: &Arc<RunEnv>,
+    by_name: &BTreeMap<&str, &LoadedPlugin>,
+    selected: &[Selected],
+    repo: &crate::repo::LocalRepo,
+) -> Result<(), CommandError> {
+    let latest = repo
+        .snapshot_ids()
+        .ok()
+        .and_then(|mut ids| ids.pop())
+        .and_then(|id| repo.load(&id).ok());
+    let mut need = 0u64;
+    for sel in selected {
+        let Ok(est) = host
+            .estimate(
+                by_name[sel.plugin.as_str()],
+                env.clone(),
+                &request(sel, env),
+            )
+            .await
+        else {
+            continue; // the backup itself reports a component that cannot even estimate
+        };
+        let had: u64 = latest
+            .as_ref()
+            .and_then(|m| m.components.get(&sel.keyword))
+            .map(|c| c.volumes.values().flatten().map(|e| e.size).sum())
+            .unwrap_or(0);
+        need += est.bytes.saturating_sub(had);
+    }
+    crate::disk::check(&[(repo.root().to_path_buf(), need)]).class(Failure::Preflight)?;
+    tracing::debug!("pre-flight: about {} of new content", human_bytes(need));
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod prompt;
 pub mod prune;
 pub mod remote;
 pub mod restore;
+pub mod restore_test;
 pub mod snapshots;
 pub mod verify;
 

@@ -264,6 +264,21 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
         }
     }
     crate::disk::check(&needs).class(Failure::Preflight)?;
+    // A restore killed midway leaves its moved-aside copies; say so before another starts.
+    for (path, _) in &needs {
+        let parent = path.parent().unwrap_or(path);
+        for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("_data.cshost-previous-")
+            {
+                tracing::warn!(
+                    "`{}` holds a volume's contents from before an interrupted restore; inspect it, then remove it or move it back",
+                    e.path().display()
+                );
+            }
+        }
+    }
     eprintln!("Restore plan for snapshot {} ({}):", m.id, m.finished);
     for c in &comps {
         eprintln!("  {c}");

@@ -66,6 +66,9 @@ fn select(
 }
 
 pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CommandError> {
+    if args.restore_test {
+        return super::restore_test::run(ctx, &args.snapshot);
+    }
     let local = ctx.open_repo()?;
     let t = std::time::Instant::now();
     let (what, place, count, bytes, problems) = match args.repo.as_str() {

@@ -405,3 +405,22 @@ fn the_interactive_restore_picks_a_snapshot_and_components_and_needs_a_typed_yes
         events(&w)
     );
 }
+
+#[test]
+fn a_restore_test_proves_the_snapshot_restores_and_the_dump_imports() {
+    let w = World::new(Size::SMALL, true);
+    assert!(
+        w.cshost(&["backup", "--components", "all"])
+            .status
+            .success()
+    );
+    let out = w.cshost(&["verify", "--restore-test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("restored and re-hashed")
+            && stdout.contains("imported into a throwaway MariaDB: 4 tables"),
+        "{stdout}"
+    );
+    assert!(events(&w).is_empty(), "no service is touched");
+}

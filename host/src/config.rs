@@ -465,10 +465,10 @@ impl Config {
                 )));
             }
         }
-        if let Some(b) = &config.repository.storagebox {
-            if let Err(e) = crate::transport::boxcmd::check_repo_path(&b.path) {
-                return Err(invalid(format!("[repository.storagebox] path: {e}")));
-            }
+        if let Some(b) = &config.repository.storagebox
+            && let Err(e) = crate::transport::boxcmd::check_repo_path(&b.path)
+        {
+            return Err(invalid(format!("[repository.storagebox] path: {e}")));
         }
         if config.repository.local.is_none() {
             return Err(invalid(

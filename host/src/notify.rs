@@ -66,7 +66,7 @@ pub fn render(o: &Outcome) -> (String, String, String) {
         rows.push(("Location".into(), loc.clone()));
     }
     if let Some((used, total, free, count)) = o.storage {
-        let pct = if total > 0 { used * 100 / total } else { 0 };
+        let pct = (used * 100).checked_div(total).unwrap_or(0);
         rows.push((
             "Storage".into(),
             format!(

@@ -51,14 +51,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -96,7 +96,7 @@ fn message(rng: &mut Rng, from: &str, to: &str, n: usize, bytes: usize) -> Vec<u
          Content-Type: text/plain; charset=utf-8\r\n\r\n",
         WORDS[rng.below(24) as usize],
         WORDS[rng.below(24) as usize],
-        rng.next()
+        rng.next_u64()
     )
     .into_bytes();
     let target = bytes / 2 + rng.below(bytes as u64) as usize;
@@ -184,7 +184,7 @@ pub fn generate(root: &Path, size: Size, seed: u64) -> Sample {
                     );
                     let name = format!(
                         "1764150000.M{}P{n}.mail,S={},W={}:2,S",
-                        rng.next() % 1_000_000,
+                        rng.next_u64() % 1_000_000,
                         body.len(),
                         body.len() + 20
                     );
@@ -317,7 +317,7 @@ pub fn daily_changes(sample: &Sample, new_messages: usize, seed: u64) -> u64 {
         bytes += body.len() as u64;
         let path = vmail
             .join("example0.org/user1/Maildir/new")
-            .join(format!("1764236400.M{n}P{}.mail", rng.next() % 100_000));
+            .join(format!("1764236400.M{n}P{}.mail", rng.next_u64() % 100_000));
         write(&path, &body, VMAIL_UID, 0o600);
     }
     bytes

@@ -330,11 +330,11 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         // Whoever started it last (this kit or a restore), the pidfile names it.
-        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: kill with a pid from our own server's pidfile.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile)
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            // SAFETY: kill with a pid from our own server's pidfile.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }

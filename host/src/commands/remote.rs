@@ -79,7 +79,7 @@ pub async fn sync_snapshot(
     );
     let remote_hash = remote.file_hash(&rel).await.class(Failure::Transport)?;
     if remote_hash != local_hash {
-        let _ = remote.remove(&[rel.clone()]).await;
+        let _ = remote.remove(std::slice::from_ref(&rel)).await;
         return Err(fail(
             Failure::Verify,
             format!(

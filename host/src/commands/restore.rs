@@ -370,11 +370,11 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
             failure = Some(format!("{c}: {e}"));
             break;
         }
-        if c == "mysql" {
-            if let Err(e) = carry_db_keys(&repo, &m, &env) {
-                failure = Some(format!("{c}: the databases were restored, but {e}"));
-                break;
-            }
+        if c == "mysql"
+            && let Err(e) = carry_db_keys(&repo, &m, &env)
+        {
+            failure = Some(format!("{c}: the databases were restored, but {e}"));
+            break;
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);

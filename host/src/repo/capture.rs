@@ -268,14 +268,14 @@ fn store_file(
     w: &Walked,
     buf: &mut Vec<u8>,
 ) -> Result<super::store::Stored, CaptureError> {
-    if let Some(hash) = cache.lookup(&w.meta) {
-        if repo.has_blob(&hash) {
-            return Ok(super::store::Stored {
-                hash,
-                size: w.meta.len(),
-                new: false,
-            });
-        }
+    if let Some(hash) = cache.lookup(&w.meta)
+        && repo.has_blob(&hash)
+    {
+        return Ok(super::store::Stored {
+            hash,
+            size: w.meta.len(),
+            new: false,
+        });
     }
     let mut file = File::options()
         .read(true)
@@ -298,13 +298,12 @@ fn store_file(
         writer.finish()?
     };
     // Only cache what was read from a file that did not change under us.
-    if let Ok(after) = file.metadata() {
-        if after.len() == stored.size
-            && after.mtime() == w.meta.mtime()
-            && after.mtime_nsec() == w.meta.mtime_nsec()
-        {
-            cache.insert(&w.meta, &stored.hash);
-        }
+    if let Ok(after) = file.metadata()
+        && after.len() == stored.size
+        && after.mtime() == w.meta.mtime()
+        && after.mtime_nsec() == w.meta.mtime_nsec()
+    {
+        cache.insert(&w.meta, &stored.hash);
     }
     Ok(stored)
 }

@@ -27,9 +27,12 @@ impl Stamp {
     }
 }
 
+/// (device, inode) → (stamp, SHA-256).
+type Entries = HashMap<(u64, u64), (Stamp, [u8; 32])>;
+
 pub struct HashCache {
     path: Option<PathBuf>,
-    map: Mutex<HashMap<(u64, u64), (Stamp, [u8; 32])>>,
+    map: Mutex<Entries>,
 }
 
 const HEADER: &str = "# cshost hash cache v1: dev ino size mtime mtime_ns sha256";
@@ -85,10 +88,6 @@ impl HashCache {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.map.lock().expect("hash cache lock").len()
-    }
-
     /// Write the cache back atomically.
     ///
     /// # Errors
@@ -122,6 +121,7 @@ impl HashCache {
     }
 }
 
+#[allow(clippy::type_complexity)] // one cache line: the key and the value of `Entries`
 fn parse_line(line: &str) -> Option<((u64, u64), (Stamp, [u8; 32]))> {
     let mut it = line.split(' ');
     let mut num = || it.next()?.parse::<i64>().ok();

@@ -213,12 +213,11 @@ fn write_file(
     overwrite: Overwrite,
     chown: bool,
 ) -> Result<Option<u64>, MaterializeError> {
-    if overwrite == Overwrite::KeepNewer {
-        if let Ok(m) = fs::symlink_metadata(path) {
-            if std::os::unix::fs::MetadataExt::mtime(&m) >= e.mtime {
-                return Ok(None);
-            }
-        }
+    if overwrite == Overwrite::KeepNewer
+        && let Ok(m) = fs::symlink_metadata(path)
+        && std::os::unix::fs::MetadataExt::mtime(&m) >= e.mtime
+    {
+        return Ok(None);
     }
     let blob = e.blob.as_deref().unwrap_or_default();
     let mut src = File::open(repo.blob_path(blob)).map_err(io_err(&repo.blob_path(blob)))?;

@@ -120,7 +120,7 @@ pub fn verify_blobs(
         }
     });
     let mut problems = problems.into_inner().expect("verify lock");
-    problems.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+    problems.sort_by_key(|a| a.to_string());
     VerifyReport {
         blobs: blobs.len(),
         bytes: bytes.into_inner(),

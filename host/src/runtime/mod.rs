@@ -313,7 +313,7 @@ impl PluginHost {
                     .services
                     .volume_path(&format!("{}_{volume}", env.project))
                 {
-                    wasi.preopened_dir(&path, &sdk_volume_dir(volume), FsPerms::ReadOnly)
+                    wasi.preopened_dir(&path, sdk_volume_dir(volume), FsPerms::ReadOnly)
                         .map_err(|e| {
                             instantiate(format!("cannot open volume `{volume}`: {e:#}"))
                         })?;

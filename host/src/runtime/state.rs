@@ -276,10 +276,10 @@ impl HostState {
         let stderr = stderr_task.await.unwrap_or_default();
         if let Some(task) = stdin_task {
             // A program that exits early closes its stdin; its exit code says why.
-            if let Ok(Err(e)) = task.await {
-                if exit_code == 0 {
-                    return Err(failed(format!("feeding `{}` its input: {e}", req.program)));
-                }
+            if let Ok(Err(e)) = task.await
+                && exit_code == 0
+            {
+                return Err(failed(format!("feeding `{}` its input: {e}", req.program)));
             }
         }
         Ok(ExecResult {

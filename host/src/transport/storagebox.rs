@@ -678,7 +678,9 @@ impl BoxRepo {
     /// # Errors
     /// When `df` fails or prints something unreadable.
     pub async fn usage(&self) -> Result<Usage, TransportError> {
-        let out = self.run_ok("df", &[self.cfg.path.clone()]).await?;
+        let out = self
+            .run_ok("df", std::slice::from_ref(&self.cfg.path))
+            .await?;
         parse_df(&String::from_utf8_lossy(&out)).ok_or_else(|| TransportError::Command {
             target: self.target(),
             line: format!("df {}", self.cfg.path),

@@ -19,7 +19,7 @@ fn drop_in(wasm: &str) -> Dropped {
     let config = std::fs::read_to_string(&w.config).unwrap();
     let config = config.replacen(
         "[backup]\n",
-        &format!("[backup]\nplugin-dir = {:?}\n", dir),
+        &format!("[backup]\nplugin-dir = {dir:?}\n"),
         1,
     );
     std::fs::write(&w.config, config).unwrap();

@@ -1,7 +1,5 @@
 //! `cshost restore` round trips against real MariaDB and Redis, with injected failures.
 
-use std::path::Path;
-
 use crate::support::*;
 
 fn events(w: &World) -> Vec<String> {

@@ -152,7 +152,8 @@ fn denied_calls_are_error_values_the_plugin_sees() {
 fn traps_and_limits_stop_the_plugin_not_the_host() {
     let s = sandbox();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cases: [(&str, fn(&PluginFailure) -> bool, &str); 4] = [
+    type Case = (&'static str, fn(&PluginFailure) -> bool, &'static str);
+    let cases: [Case; 4] = [
         (
             "spin",
             |e| matches!(e, PluginFailure::Cpu { secs: 1, .. }),

@@ -132,13 +132,13 @@ impl Plugin for Mysql {
             .iter()
             .find(|(k, _)| k == "server-version")
             .map(|(_, v)| v.as_str());
-        if let Some(backed_up) = backed_up {
-            if older(&live, backed_up) {
-                return Err(Error::failed(format!(
-                    "the dump comes from MariaDB {backed_up} and this server is {live}; \
+        if let Some(backed_up) = backed_up
+            && older(&live, backed_up)
+        {
+            return Err(Error::failed(format!(
+                "the dump comes from MariaDB {backed_up} and this server is {live}; \
                      restore onto the same or a newer MariaDB"
-                )));
-            }
+            )));
         }
         // A safety copy of the live databases, so a failed import can be undone.
         let mut safety = client("mariadb-dump", &dump_args());

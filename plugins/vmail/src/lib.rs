@@ -115,13 +115,13 @@ impl Plugin for Vmail {
             .find(|(k, _)| k == "maildir-sub")
             .map(|(_, v)| v.clone());
         let live = host.conf_plain("MAILDIR_SUB")?.unwrap_or_default();
-        if let Some(backed_up) = backed_up {
-            if backed_up != live {
-                return Err(Error::failed(format!(
-                    "MAILDIR_SUB differs: the snapshot has {backed_up:?}, mailcow.conf has {live:?}; \
+        if let Some(backed_up) = backed_up
+            && backed_up != live
+        {
+            return Err(Error::failed(format!(
+                "MAILDIR_SUB differs: the snapshot has {backed_up:?}, mailcow.conf has {live:?}; \
                      set MAILDIR_SUB={backed_up} in mailcow.conf or all mail would be invisible"
-                )));
-            }
+            )));
         }
         if !req.drill {
             host.service_stop(DOVECOT)?;

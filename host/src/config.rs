@@ -347,27 +347,46 @@ fn box_timeout() -> u32 {
     30
 }
 
+// The keep-* keys repeat in both repository tables rather than sitting in a
+// flattened struct: serde cannot combine `flatten` with `deny_unknown_fields`,
+// and unknown keys must stay errors.
+fn keep(
+    last: u32,
+    daily: u32,
+    weekly: u32,
+    monthly: u32,
+    min_keep: u32,
+) -> crate::retention::KeepPolicy {
+    crate::retention::KeepPolicy {
+        last,
+        daily,
+        weekly,
+        monthly,
+        min_keep: min_keep.max(1),
+    }
+}
+
 impl LocalRepository {
     pub fn policy(&self) -> crate::retention::KeepPolicy {
-        crate::retention::KeepPolicy {
-            last: self.keep_last,
-            daily: self.keep_daily,
-            weekly: self.keep_weekly,
-            monthly: self.keep_monthly,
-            min_keep: self.min_keep.max(1),
-        }
+        keep(
+            self.keep_last,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.min_keep,
+        )
     }
 }
 
 impl StorageBoxRepository {
     pub fn policy(&self) -> crate::retention::KeepPolicy {
-        crate::retention::KeepPolicy {
-            last: self.keep_last,
-            daily: self.keep_daily,
-            weekly: self.keep_weekly,
-            monthly: self.keep_monthly,
-            min_keep: self.min_keep.max(1),
-        }
+        keep(
+            self.keep_last,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.min_keep,
+        )
     }
 
     /// `user@host:port`, for messages.

@@ -120,6 +120,14 @@ impl StorageBox {
         Ok(b)
     }
 
+    /// The `[repository.storagebox]` table that points cshost at this box.
+    pub fn config_toml(&self, path: &str) -> String {
+        format!(
+            "\n[repository.storagebox]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity = {:?}\nknown-hosts = {:?}\npath = {path:?}\n",
+            self.port, self.user, self.identity, self.known_hosts
+        )
+    }
+
     /// Run a command line on the box as a client would (through the restricted shell).
     pub fn run(&self, line: &str) -> Result<String, String> {
         let out = Command::new("ssh")

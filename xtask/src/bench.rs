@@ -144,11 +144,7 @@ fn storagebox(
     .map_err(anyhow::Error::msg)?;
     let repo = dir.join("repository-box-run");
     let config = dir.join("config-box.toml");
-    let text = mailcow::config_toml(sample, &repo, None, None)
-        + &format!(
-            "\n[repository.storagebox]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity = {:?}\nknown-hosts = {:?}\npath = \"mailcow-backups\"\n",
-            sb.port, sb.user, sb.identity, sb.known_hosts
-        );
+    let text = mailcow::config_toml(sample, &repo, None, None) + &sb.config_toml("mailcow-backups");
     std::fs::write(&config, text)?;
     let comps = ["--components", "vmail,crypt,rspamd,postfix"];
     let run_json = |label: &str| -> Result<()> {

@@ -188,17 +188,13 @@ fn backup_and_restore_through_the_docker_engine() {
         &config,
         format!(
             "[mailcow]\ndir = {:?}\nruntime = \"docker\"\n\n[backup]\nscratch-dir = {:?}\ncache-dir = {:?}\nlock-file = {:?}\n\n\
-             [repository.local]\npath = {:?}\nkeep-last = 5\n\n[repository.storagebox]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\n\
-             identity = {:?}\nknown-hosts = {:?}\npath = \"mailcow-backups\"\n",
+             [repository.local]\npath = {:?}\nkeep-last = 5\n{}",
             sample.mailcow_dir,
             dir.path().join("scratch"),
             dir.path().join("cache"),
             dir.path().join("lock"),
             repo,
-            b.port,
-            b.user,
-            b.identity,
-            b.known_hosts
+            b.config_toml("mailcow-backups"),
         ),
     )
     .unwrap();

@@ -30,10 +30,8 @@ fn with_box(mode: Mode, extra: &str) -> BoxWorld {
     let w = World::new(Size::SMALL, false);
     let b = StorageBox::start(&w.dir.path().join("box"), mode, &box_shell()).expect("sshd starts");
     let mut config = std::fs::read_to_string(&w.config).unwrap();
-    config.push_str(&format!(
-        "\n[repository.storagebox]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity = {:?}\nknown-hosts = {:?}\npath = \"backups/mailcow\"\n{extra}",
-        b.port, b.user, b.identity, b.known_hosts
-    ));
+    config.push_str(&b.config_toml("backups/mailcow"));
+    config.push_str(extra);
     std::fs::write(&w.config, config).unwrap();
     BoxWorld { w, b }
 }

@@ -403,7 +403,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
     }
     if let Some(f) = failure {
         let state = if problems.is_empty() {
-            "the previous data is back in place and every stopped service was started again"
+            "every replaced volume was put back and every stopped service was started again"
                 .to_string()
         } else {
             format!("ATTENTION: {}", problems.join("; "))

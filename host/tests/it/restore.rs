@@ -149,7 +149,7 @@ fn a_failure_midway_puts_every_replaced_volume_back_and_restarts_services() {
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("rspamd") && err.contains("previous data is back in place"),
+        err.contains("rspamd") && err.contains("every replaced volume was put back"),
         "{err}"
     );
     assert_eq!(
@@ -421,4 +421,45 @@ fn a_restore_test_proves_the_snapshot_restores_and_the_dump_imports() {
         "{stdout}"
     );
     assert!(events(&w).is_empty(), "no service is touched");
+}
+
+#[test]
+fn an_import_that_fails_midway_is_reported_with_where_the_data_is() {
+    let w = World::new(Size::SMALL, true);
+    assert!(
+        w.cshost(&["backup", "--components", "mysql"])
+            .status
+            .success()
+    );
+    let db = w.db.as_ref().unwrap();
+    let before = db.counts().unwrap();
+    // The server now refuses the dump's long INSERT statements mid-import.
+    db.sql("SET GLOBAL max_allowed_packet = 1024").unwrap();
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "mysql",
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("importing the dump failed") && err.contains("max_allowed_packet"),
+        "{err}"
+    );
+    // Either the safety copy went back in, or the message says where it is.
+    if err.contains("were put back as they were") {
+        assert_eq!(db.counts().unwrap(), before);
+    } else {
+        assert!(
+            err.contains("ALSO failed") && err.contains("pre-restore/all-databases.sql.zst"),
+            "{err}"
+        );
+    }
+    assert!(
+        err.contains("every stopped service was started again") || err.contains("ATTENTION"),
+        "{err}"
+    );
 }

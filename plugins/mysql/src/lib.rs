@@ -26,8 +26,23 @@ fn check(what: &str, out: &ExecResult) -> Result<(), Error> {
     Err(Error::failed(format!(
         "{what} in {SERVICE} failed (exit {}): {}",
         out.exit_code,
-        out.stderr.trim()
+        errors(&out.stderr)
     )))
+}
+
+/// The client's `ERROR …` lines (it may echo whole statements around them),
+/// or the last lines of its output.
+pub fn errors(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ERROR") || l.contains("Got error"))
+        .collect();
+    if lines.is_empty() {
+        let all: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        all[all.len().saturating_sub(3)..].join(" / ")
+    } else {
+        lines.join(" / ")
+    }
 }
 
 /// Run a query through `mariadb`, or the older `mysql` client name.
@@ -156,7 +171,7 @@ impl Plugin for Mysql {
         let first = format!(
             "importing the dump failed (exit {}): {}",
             out.exit_code,
-            out.stderr.trim()
+            errors(&out.stderr)
         );
         let mut back = client("mariadb", &[]);
         back.stdin = StdinSource::Artifact(SAFETY.into());
@@ -168,7 +183,7 @@ impl Plugin for Mysql {
                 "{first}; putting the previous databases back ALSO failed (exit {}): {}; \
                  the safety dump is kept in the repository as artifact `{SAFETY}`",
                 o.exit_code,
-                o.stderr.trim()
+                errors(&o.stderr)
             ))),
             Err(e) => Err(Error::failed(format!(
                 "{first}; putting the previous databases back failed: {e}"

@@ -463,3 +463,49 @@ fn an_import_that_fails_midway_is_reported_with_where_the_data_is() {
         "{err}"
     );
 }
+
+/// A volume whose filesystem cannot take the snapshot: the restore stops
+/// before stopping or moving anything, with the numbers in the message.
+#[test]
+fn a_volume_on_a_full_filesystem_is_refused_before_anything_changes() {
+    let w = World::new(Size::SMALL, false);
+    assert!(
+        w.cshost(&["backup", "--components", "vmail,crypt"])
+            .status
+            .success()
+    );
+    let vol_dir = w.sample.volumes_dir.join("mailcowdockerized_vmail-vol-1");
+    let saved = w.dir.path().join("vmail-saved");
+    std::fs::rename(&vol_dir, &saved).unwrap();
+    std::fs::create_dir_all(&vol_dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&vol_dir)
+        .status()
+        .expect("mount(8)");
+    assert!(
+        mounted.success(),
+        "mounting a small tmpfs needs root (CI runs as root)"
+    );
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(saved.join("_data"))
+        .arg(&vol_dir)
+        .status()
+        .unwrap();
+    let before = state(&vol_dir.join("_data"));
+    let out = w.cshost(&["restore", "--snapshot", "latest", "--yes"]);
+    let after = state(&vol_dir.join("_data"));
+    let _ = std::process::Command::new("umount").arg(&vol_dir).status();
+    assert!(copied.success());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not enough space")
+            && err.contains("bytes needed")
+            && err.contains("bytes free"),
+        "{err}"
+    );
+    assert_eq!(after, before, "nothing was moved or written");
+    assert!(events(&w).is_empty(), "no service was stopped");
+}

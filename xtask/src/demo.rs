@@ -1,12 +1,29 @@
 //! `cargo xtask demo`: generate a sample mailcow (maildirs, keys, a real
 //! MariaDB and Redis when installed), back it up into a local repository,
-//! verify it, change some mail, back up again and list the snapshots.
+//! verify it, change some mail, back up again, list the snapshots, and
+//! restore: a deleted mailbox, a drill into a directory, and the mail store.
 
 use std::process::Command;
 
 use anyhow::{Context, Result};
 use cshost_testkit::mailcow::{self, Size};
 use cshost_testkit::servers::{Mariadb, Redis};
+
+fn walk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
 
 pub(crate) fn run() -> Result<()> {
     if let Err(e) = crate::ensure_packages() {
@@ -64,6 +81,40 @@ pub(crate) fn run() -> Result<()> {
     );
     cshost(&["backup", "--components", &comps])?;
     cshost(&["snapshots"])?;
+
+    // Restore: a deleted mailbox comes back, a drill, then the mail store in place.
+    let mailbox = sample.volume("vmail-vol-1").join("example0.org/user0");
+    let before = walk_files(&mailbox);
+    std::fs::remove_dir_all(&mailbox)?;
+    println!("\n(deleted the mailbox user0@example0.org: {before} files)");
+    cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--mailbox",
+        "user0@example0.org",
+        "--yes",
+    ])?;
+    println!(
+        "user0@example0.org has {} files again",
+        walk_files(&mailbox)
+    );
+    let drill = dir.join("drill");
+    cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target-dir",
+        &drill.display().to_string(),
+    ])?;
+    cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "crypt,vmail,rspamd,postfix",
+        "--yes",
+    ])?;
     println!(
         "\nDemo data, config and repository are in `{}`.",
         dir.display()

@@ -3,6 +3,8 @@
 //! (command building and output parsing); `storagebox` does the I/O.
 
 pub mod boxcmd;
+pub mod df;
+pub mod index;
 pub mod rsync;
 pub mod storagebox;
 

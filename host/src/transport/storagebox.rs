@@ -2,7 +2,6 @@
 //! allows 10 connections), plain restricted-shell commands, rsync over the
 //! master for every byte, and verification on the box.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -15,6 +14,9 @@ use crate::config::StorageBoxRepository;
 use crate::repo::LocalRepo;
 use crate::repo::manifest::Manifest;
 use crate::repo::verify::Problem;
+
+pub use super::df::{Usage, parse_df};
+pub use super::index::RemoteIndex;
 
 /// Arguments per remote command, so no line grows unreasonably long.
 const BATCH: usize = 200;
@@ -50,14 +52,6 @@ pub enum TransportError {
     Manifest { target: String, detail: String },
 }
 
-/// Space on the box, from `df`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub total: u64,
-    pub used: u64,
-    pub free: u64,
-}
-
 pub struct BoxRepo {
     session: Session,
     cfg: StorageBoxRepository,
@@ -91,30 +85,6 @@ fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> TransportError + '_ 
         path: path.into(),
         source,
     }
-}
-
-/// Parse `df` output: the last line's size, used and available columns, in
-/// 1K blocks or with K/M/G/T suffixes.
-pub fn parse_df(out: &str) -> Option<Usage> {
-    let line = out.lines().rev().find(|l| !l.trim().is_empty())?;
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let n = |s: &str| -> Option<u64> {
-        let (num, mult) = match s.chars().last()? {
-            'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
-            'M' => (&s[..s.len() - 1], 1 << 20),
-            'G' => (&s[..s.len() - 1], 1 << 30),
-            'T' => (&s[..s.len() - 1], 1 << 40),
-            _ => (s, 1024),
-        };
-        Some((num.replace(',', ".").parse::<f64>().ok()? * mult as f64) as u64)
-    };
-    // Filesystem names may be missing when df wraps; the numbers are the 3 before `Use%`.
-    let pct = f.iter().position(|x| x.ends_with('%'))?;
-    (pct >= 3).then(|| Usage {
-        total: n(f[pct - 3]).unwrap_or(0),
-        used: n(f[pct - 2]).unwrap_or(0),
-        free: n(f[pct - 1]).unwrap_or(0),
-    })
 }
 
 /// The master connection reports failures tersely; one plain ssh login with
@@ -206,7 +176,7 @@ impl BoxRepo {
         Ok(repo)
     }
 
-    fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         self.cfg.display()
     }
 
@@ -702,66 +672,8 @@ impl BoxRepo {
     }
 }
 
-/// Blobs known to be on the box, so a run never has to list the box. Rebuilt
-/// from the box's manifests when missing (blobs go up before their manifest).
-pub struct RemoteIndex {
-    path: PathBuf,
-    pub blobs: BTreeSet<String>,
-}
-
-impl RemoteIndex {
-    /// # Errors
-    /// When the index is missing and the manifests cannot be read.
-    pub async fn load(remote: &BoxRepo) -> Result<Self, TransportError> {
-        let path = remote.index_path();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            return Ok(Self {
-                path,
-                blobs: text.lines().map(str::to_string).collect(),
-            });
-        }
-        let mut blobs = BTreeSet::new();
-        for m in remote.manifests().await? {
-            blobs.extend(m.blobs().into_keys().map(str::to_string));
-        }
-        tracing::info!(
-            "rebuilt the index of {} from its manifests: {} blobs",
-            remote.target(),
-            blobs.len()
-        );
-        Ok(Self { path, blobs })
-    }
-
-    /// # Errors
-    /// When the cache cannot be written.
-    pub fn save(&self) -> Result<(), TransportError> {
-        let text: String = self.blobs.iter().map(|b| format!("{b}\n")).collect();
-        crate::repo::store::write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|e| {
-            TransportError::Local {
-                path: self.path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn df_outputs() {
-        let coreutils = "Filesystem     1K-blocks     Used Available Use% Mounted on\n/dev/vda1      263174212 12345678 240000000   5% /\n";
-        let u = super::parse_df(coreutils).unwrap();
-        assert_eq!(
-            (u.total, u.used, u.free),
-            (263174212 * 1024, 12345678 * 1024, 240000000 * 1024)
-        );
-        let human = "Filesystem      Size  Used Avail Use% Mounted on\nu123456.your-storagebox.de:/ 1.0T  120G  905G  12% /home\n";
-        let u = super::parse_df(human).unwrap();
-        assert_eq!(u.total, 1 << 40);
-        assert_eq!(u.used, 120 << 30);
-        assert!(super::parse_df("garbage").is_none());
-    }
-
     #[test]
     fn connect_hints() {
         assert!(super::connect_hint("Host key verification failed.").contains("pinned"));

@@ -91,6 +91,9 @@ pub fn build(release: bool) -> Result<PathBuf> {
 fn test(extra: &[String]) -> Result<()> {
     ensure_packages()?;
     let wasm = plugins()?;
+    // The Storage Box emulation's restricted shell; `cargo test` builds
+    // binaries only as test harnesses, so build it as a program first.
+    run(cargo().args(["build", "-p", "cshost-testkit", "--bin", "box-shell"]))?;
     let mut c = cargo();
     c.args(["test", "--workspace"])
         .args(extra)

@@ -67,7 +67,7 @@ fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> Result<bool, Comm
 fn config_for(mailcow: &Path) -> String {
     format!(
         "# Written by `cshost install`. Every option: `cshost config example`.\n\n\
-         [mailcow]\ndir = {:?}\nruntime = \"native\"\n\n\
+         [mailcow]\ndir = {:?}\nruntime = \"auto\"\n\n\
          [backup]\ncomponents = [\"all\"]\n\n\
          [repository.local]\npath = \"/var/backups/cshost\"\nkeep-daily = 7\n",
         mailcow.display().to_string()

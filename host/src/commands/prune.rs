@@ -128,7 +128,7 @@ pub async fn prune_remote(
             continue;
         };
         let hex64 = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
-        // An abandoned rsync temporary file of one of our blobs: `.<hash>.XXXXXX`.
+        // An abandoned rsync temporary file of one of our blobs: `.<hash>.<random suffix>`.
         let partial = name
             .strip_prefix('.')
             .and_then(|n| n.split_once('.'))

@@ -32,11 +32,7 @@ impl Plugin for Crypt {
     }
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
-        let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate {
-            files: t.files,
-            bytes: t.bytes,
-        })
+        measure_volume(host, VOLUME)
     }
 
     fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -68,13 +64,7 @@ impl Plugin for Crypt {
                 "this snapshot's crypt volume had no key pair; dovecot will generate a new one",
             );
         }
-        if !req.drill {
-            host.service_stop("dovecot-mailcow")?;
-        }
-        host.restore_tree(VOLUME, req.mode)?;
-        Ok(RestoreReport {
-            warnings: Vec::new(),
-        })
+        restore_volume(host, req, "dovecot-mailcow", VOLUME)
     }
 }
 

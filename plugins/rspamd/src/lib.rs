@@ -21,11 +21,7 @@ impl Plugin for Rspamd {
     }
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
-        let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate {
-            files: t.files,
-            bytes: t.bytes,
-        })
+        measure_volume(host, VOLUME)
     }
 
     fn backup(host: &impl Host, req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -53,13 +49,7 @@ impl Plugin for Rspamd {
                 host.warn("the snapshot does not record rspamd's architecture; restoring anyway")
             }
         }
-        if !req.drill {
-            host.service_stop(SERVICE)?;
-        }
-        host.restore_tree(VOLUME, req.mode)?;
-        Ok(RestoreReport {
-            warnings: Vec::new(),
-        })
+        restore_volume(host, req, SERVICE, VOLUME)
     }
 }
 

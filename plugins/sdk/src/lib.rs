@@ -116,6 +116,33 @@ impl Error {
     }
 }
 
+/// A size estimate that is just what a volume holds now.
+pub fn measure_volume(host: &impl Host, volume: &str) -> Result<SizeEstimate, Error> {
+    let t = host.measure(volume, "")?;
+    Ok(SizeEstimate {
+        files: t.files,
+        bytes: t.bytes,
+    })
+}
+
+/// The usual restore of a component that is one volume: stop the service
+/// that owns it (not in a drill), then have the host put the volume back. The
+/// host starts stopped services again once every component is in place.
+pub fn restore_volume(
+    host: &impl Host,
+    req: &RestoreRequest,
+    service: &str,
+    volume: &str,
+) -> Result<RestoreReport, Error> {
+    if !req.drill {
+        host.service_stop(service)?;
+    }
+    host.restore_tree(volume, req.mode)?;
+    Ok(RestoreReport {
+        warnings: Vec::new(),
+    })
+}
+
 /// Build a [`Grants`] value tersely: `grants(&["vmail-vol-1"], &[("svc", &["prog"])], &["KEY"], &["svc"])`.
 pub fn grants(
     volumes: &[&str],

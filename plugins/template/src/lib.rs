@@ -20,8 +20,7 @@ impl Plugin for Template {
     }
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
-        let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate { files: t.files, bytes: t.bytes })
+        measure_volume(host, VOLUME)
     }
 
     fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {

@@ -63,11 +63,7 @@ impl Plugin for Vmail {
     }
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
-        let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate {
-            files: t.files,
-            bytes: t.bytes,
-        })
+        measure_volume(host, VOLUME)
     }
 
     fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -123,13 +119,7 @@ impl Plugin for Vmail {
                      set MAILDIR_SUB={backed_up} in mailcow.conf or all mail would be invisible"
             )));
         }
-        if !req.drill {
-            host.service_stop(DOVECOT)?;
-        }
-        host.restore_tree(VOLUME, req.mode)?;
-        Ok(RestoreReport {
-            warnings: Vec::new(),
-        })
+        restore_volume(host, req, DOVECOT, VOLUME)
     }
 }
 

@@ -33,11 +33,7 @@ impl Plugin for Sogo {
     }
 
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
-        let t = host.measure(VOLUME, "")?;
-        Ok(SizeEstimate {
-            files: t.files,
-            bytes: t.bytes,
-        })
+        measure_volume(host, VOLUME)
     }
 
     fn backup(host: &impl Host, _req: &BackupRequest) -> Result<BackupReport, Error> {
@@ -60,13 +56,7 @@ impl Plugin for Sogo {
     }
 
     fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
-        if !req.drill {
-            host.service_stop(SERVICE)?;
-        }
-        host.restore_tree(VOLUME, req.mode)?;
-        Ok(RestoreReport {
-            warnings: Vec::new(),
-        })
+        restore_volume(host, req, SERVICE, VOLUME)
     }
 }
 

@@ -139,40 +139,44 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
     } else {
         None
     };
-    let manifests: Vec<Manifest> = match &remote {
-        Some(b) => b.manifests().await.class(Failure::Transport)?,
-        None => {
-            let ids = repo.snapshot_ids().class(Failure::Repository)?;
-            ids.iter()
-                .map(|id| repo.load(id))
-                .collect::<Result<_, _>>()
-                .class(Failure::Repository)?
+    // Listing every manifest is needed only to choose one: from the box, or
+    // on a terminal without --snapshot. A named local snapshot is read alone.
+    let m = match (&remote, &args.snapshot) {
+        (None, Some(id)) => repo.load(id).class(Failure::Repository)?,
+        _ => {
+            let manifests: Vec<Manifest> = match &remote {
+                Some(b) => b.manifests().await.class(Failure::Transport)?,
+                None => {
+                    let ids = repo.snapshot_ids().class(Failure::Repository)?;
+                    ids.iter()
+                        .map(|id| repo.load(id))
+                        .collect::<Result<_, _>>()
+                        .class(Failure::Repository)?
+                }
+            };
+            let snapshot = match (&args.snapshot, interactive) {
+                (Some(s), _) => s.clone(),
+                (None, true) => super::prompt::snapshot(&manifests)?,
+                (None, false) => {
+                    return Err(fail(
+                        Failure::Config,
+                        "no snapshot given; pass --snapshot ID or --snapshot latest".into(),
+                    ));
+                }
+            };
+            let found = if snapshot == "latest" {
+                manifests.last()
+            } else {
+                manifests.iter().find(|m| m.id == snapshot)
+            };
+            found.cloned().ok_or_else(|| {
+                fail(
+                    Failure::Repository,
+                    format!("snapshot `{snapshot}` not found; `cshost snapshots --repo {}` lists what exists", args.repo),
+                )
+            })?
         }
     };
-    let snapshot = match (&args.snapshot, interactive) {
-        (Some(s), _) => s.clone(),
-        (None, true) => super::prompt::snapshot(&manifests)?,
-        (None, false) => {
-            return Err(fail(
-                Failure::Config,
-                "no snapshot given; pass --snapshot ID or --snapshot latest".into(),
-            ));
-        }
-    };
-    let found = if snapshot == "latest" {
-        manifests.last()
-    } else {
-        manifests.iter().find(|m| m.id == snapshot)
-    };
-    let m = found.cloned().ok_or_else(|| {
-        fail(
-            Failure::Repository,
-            format!(
-                "snapshot `{snapshot}` not found; `cshost snapshots --repo {}` lists what exists",
-                args.repo
-            ),
-        )
-    })?;
     let mail_only = args.mailbox.is_some() || args.domain.is_some();
     let comps = match (
         mail_only,

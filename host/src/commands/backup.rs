@@ -236,7 +236,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
     if ctx.json {
         let remote = sync.as_ref().map(|s| {
             serde_json::json!({
-                "new-blobs": s.new_blobs, "bytes-sent": s.bytes_sent, "snapshots": s.snapshots,
+                "new-blobs": s.new_blobs, "bytes-sent": s.bytes_sent, "blob-bytes-sent": s.blob_bytes_sent, "snapshots": s.snapshots,
                 "pruned": s.pruned, "box-total": s.usage.map(|u| u.total),
                 "box-used": s.usage.map(|u| u.used), "box-free": s.usage.map(|u| u.free),
             })

@@ -14,7 +14,9 @@ use crate::transport::storagebox::{RemoteIndex, Usage};
 #[derive(Debug, Default)]
 pub struct SyncReport {
     pub new_blobs: usize,
+    /// All bytes rsync sent, and the part of them that carried blobs.
     pub bytes_sent: u64,
+    pub blob_bytes_sent: u64,
     pub pruned: usize,
     pub snapshots: usize,
     pub usage: Option<Usage>,
@@ -108,6 +110,7 @@ pub async fn sync_snapshot(
     Ok(SyncReport {
         new_blobs: new.len(),
         bytes_sent: stats.bytes_sent + mstats.bytes_sent,
+        blob_bytes_sent: stats.bytes_sent,
         pruned: pruned.deleted.len(),
         snapshots: pruned.kept,
         usage,

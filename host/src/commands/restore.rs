@@ -53,6 +53,27 @@ fn drill(
     dir: &Path,
     threads: usize,
 ) -> Result<(), CommandError> {
+    let files = write_snapshot(repo, m, comps, dir, threads)?;
+    out(&format!(
+        "drill: snapshot {} ({}) written to `{}`: {files} files; no service was touched",
+        m.id,
+        comps.join(", "),
+        dir.display()
+    ));
+    Ok(())
+}
+
+/// Write components into `dir`: each volume to `<dir>/<component>/<volume>`
+/// with owners, modes and mtimes, each artifact decompressed to
+/// `<dir>/<component>/<name without .zst>`, and `mailcow.conf`. Returns the
+/// number of files written.
+pub fn write_snapshot(
+    repo: &LocalRepo,
+    m: &Manifest,
+    comps: &[String],
+    dir: &Path,
+    threads: usize,
+) -> Result<u64, CommandError> {
     let mut files = 0;
     for c in comps {
         let rec = &m.components[c];
@@ -82,19 +103,9 @@ fn drill(
         }
     }
     let conf = dir.join("mailcow.conf");
-    crate::repo::store::write_atomic(
-        &conf,
-        &std::fs::read(repo.blob_path(&m.mailcow.conf_blob)).class(Failure::Restore)?,
-        0o600,
-    )
-    .class(Failure::Restore)?;
-    out(&format!(
-        "drill: snapshot {} ({}) written to `{}`: {files} files; no service was touched",
-        m.id,
-        comps.join(", "),
-        dir.display()
-    ));
-    Ok(())
+    let bytes = std::fs::read(repo.blob_path(&m.mailcow.conf_blob)).class(Failure::Restore)?;
+    crate::repo::store::write_atomic(&conf, &bytes, 0o600).class(Failure::Restore)?;
+    Ok(files)
 }
 
 fn live_crypt_keys(env: &RunEnv) -> BTreeMap<String, String> {

@@ -11,7 +11,6 @@ use crate::app::Context;
 use crate::commands::{human_bytes, out};
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::manifest::{Kind, Manifest};
-use crate::repo::materialize::{self, Overwrite};
 
 fn fail(failure: Failure, msg: String) -> CommandError {
     CommandError::new(failure, anyhow::Error::msg(msg))
@@ -62,21 +61,14 @@ fn test_in(
     m: &Manifest,
     scratch: &Path,
 ) -> Result<(u64, u64, String), CommandError> {
+    // The same writing a drill does; then every file is read back and hashed.
+    let comps: Vec<String> = m.components.keys().cloned().collect();
+    super::restore::write_snapshot(repo, m, &comps, scratch, ctx.config.backup.threads as usize)?;
     let (mut files, mut bytes) = (0, 0);
     for (c, rec) in &m.components {
         for (vol, entries) in &rec.volumes {
-            let dest = scratch.join(c).join(vol);
-            let refs: Vec<_> = entries.iter().collect();
-            materialize::materialize(
-                repo,
-                &refs,
-                &dest,
-                Overwrite::Replace,
-                ctx.config.backup.threads as usize,
-            )
-            .class(Failure::Restore)?;
             for e in entries.iter().filter(|e| e.kind == Kind::File) {
-                let path = dest.join(&e.path);
+                let path = scratch.join(c).join(vol).join(&e.path);
                 let data = std::fs::read(&path).class(Failure::Restore)?;
                 if Some(crate::repo::sha256_hex(&data)) != e.blob {
                     return Err(fail(
@@ -94,10 +86,10 @@ fn test_in(
     }
     let dump = m
         .components
-        .values()
-        .flat_map(|c| &c.artifacts)
-        .find(|a| a.name.ends_with(".sql.zst"));
-    let Some(dump) = dump else {
+        .iter()
+        .flat_map(|(c, rec)| rec.artifacts.iter().map(move |a| (c, a)))
+        .find(|(_, a)| a.name.ends_with(".sql.zst"));
+    let Some((component, dump)) = dump else {
         return Ok((files, bytes, "no SQL dump in this snapshot".into()));
     };
     let (Some(server), Some(init)) = (
@@ -109,18 +101,25 @@ fn test_in(
         );
         return Ok((files, bytes, "SQL import skipped (no mariadbd here)".into()));
     };
-    let sql =
-        zstd::decode_all(std::fs::File::open(repo.blob_path(&dump.blob)).class(Failure::Restore)?)
-            .class(Failure::Restore)?;
-    let dbroot = std::fs::read(repo.blob_path(&m.mailcow.conf_blob))
-        .ok()
-        .and_then(|c| {
-            crate::mailcow::parse(&String::from_utf8_lossy(&c))
-                .get("DBROOT")
-                .cloned()
-        })
+    // Both were written out above: the decompressed dump and mailcow.conf.
+    let sql = std::fs::read(
+        scratch
+            .join(component)
+            .join(dump.name.trim_end_matches(".zst")),
+    )
+    .class(Failure::Restore)?;
+    let conf = std::fs::read_to_string(scratch.join("mailcow.conf")).unwrap_or_default();
+    let dbroot = crate::mailcow::parse(&conf)
+        .get("DBROOT")
+        .cloned()
         .unwrap_or_default();
-    let tables = import(&server, &init, &scratch.join("mariadb"), &sql, &dbroot)?;
+    let tables = import(
+        &server,
+        &init,
+        &scratch.join(".throwaway-mariadb"),
+        &sql,
+        &dbroot,
+    )?;
     Ok((
         files,
         bytes,

@@ -60,6 +60,8 @@ impl Mariadb {
                 "--skip-test-db",
             ])
             .arg(format!("--datadir={}", datadir.display()))
+            // Bootstrap makes temporary tables too; parallel servers must not share /tmp.
+            .arg(format!("--tmpdir={}", run_dir.display()))
             .output()
             .map_err(|e| format!("mariadb-install-db: {e}"))?;
         if !out.status.success() {

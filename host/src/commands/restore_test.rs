@@ -144,6 +144,7 @@ fn import(
             "--skip-test-db",
         ])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", dir.display()))
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);

@@ -121,12 +121,9 @@ impl MailcowConf {
 }
 
 /// The machine architecture as `uname -m` names it (mailcow's `.x86_64` marker).
+/// (Rust's names for the architectures mailcow runs on are `uname -m`'s.)
 pub fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "x86_64",
-        "aarch64" => "aarch64",
-        other => other,
-    }
+    std::env::consts::ARCH
 }
 
 #[cfg(test)]

@@ -6,6 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The trimmed stdout of a finished command, or its stderr as the error.
+fn stdout_or_stderr(out: std::io::Result<std::process::Output>) -> Result<String, String> {
+    let out = out.map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// A free loopback port (the OS picks it; the listener is closed again).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -112,23 +122,19 @@ impl Mariadb {
 
     /// Run SQL as root; returns tab-separated rows.
     pub fn sql(&self, sql: &str) -> Result<String, String> {
-        let out = Command::new("mariadb")
-            .arg(format!("--socket={}", self.socket.display()))
-            .args([
-                "--user=root",
-                "--batch",
-                "--skip-column-names",
-                "--execute",
-                sql,
-            ])
-            .env("MYSQL_PWD", &self.root_password)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        stdout_or_stderr(
+            Command::new("mariadb")
+                .arg(format!("--socket={}", self.socket.display()))
+                .args([
+                    "--user=root",
+                    "--batch",
+                    "--skip-column-names",
+                    "--execute",
+                    sql,
+                ])
+                .env("MYSQL_PWD", &self.root_password)
+                .output(),
+        )
     }
 
     /// Feed an SQL script to the server.
@@ -172,27 +178,25 @@ pub const COUNTS_SQL: &str = "SELECT (SELECT COUNT(*) FROM mailcow.domain), (SEL
 
 /// SQL for a mailcow-like schema with `rows` mailboxes.
 pub fn populate_sql(rows: usize) -> String {
-    {
-        let mut sql = String::from(
-            "CREATE DATABASE mailcow CHARACTER SET utf8mb4;\nUSE mailcow;\n\
+    let mut sql = String::from(
+        "CREATE DATABASE mailcow CHARACTER SET utf8mb4;\nUSE mailcow;\n\
              CREATE TABLE domain (domain VARCHAR(255) PRIMARY KEY, description VARCHAR(255), active TINYINT NOT NULL DEFAULT 1, created DATETIME DEFAULT CURRENT_TIMESTAMP);\n\
              CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255) NOT NULL, name VARCHAR(255), quota BIGINT NOT NULL DEFAULT 0, local_part VARCHAR(255) NOT NULL, domain VARCHAR(255) NOT NULL, attributes JSON, active TINYINT NOT NULL DEFAULT 1, KEY(domain));\n\
              CREATE TABLE alias (id INT AUTO_INCREMENT PRIMARY KEY, address VARCHAR(255) NOT NULL, goto TEXT NOT NULL, domain VARCHAR(255) NOT NULL, active TINYINT NOT NULL DEFAULT 1);\n\
              CREATE TABLE quota2 (username VARCHAR(255) PRIMARY KEY, bytes BIGINT NOT NULL DEFAULT 0, messages INT NOT NULL DEFAULT 0);\n\
              INSERT INTO domain (domain, description) VALUES ('example0.org','First'),('example1.org','Second');\n",
-        );
-        for i in 0..rows {
-            let d = i % 2;
-            sql.push_str(&format!(
+    );
+    for i in 0..rows {
+        let d = i % 2;
+        sql.push_str(&format!(
                 "INSERT INTO mailbox (username,password,name,quota,local_part,domain,attributes) VALUES ('user{i}@example{d}.org','{{BLF-CRYPT}}$2y$05$hash{i}','User {i} \u{e4}\u{f6}\u{fc}',3072000,'user{i}','example{d}.org','{{\"force_pw_update\":\"0\"}}');\n\
                  INSERT INTO alias (address,goto,domain) VALUES ('alias{i}@example{d}.org','user{i}@example{d}.org','example{d}.org');\n\
                  INSERT INTO quota2 VALUES ('user{i}@example{d}.org',{},{});\n",
                 i * 1000,
                 i % 50
             ));
-        }
-        sql
     }
+    sql
 }
 
 impl Drop for Mariadb {
@@ -300,17 +304,13 @@ impl Redis {
     }
 
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .env("REDISCLI_AUTH", &self.password)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        stdout_or_stderr(
+            Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(args)
+                .env("REDISCLI_AUTH", &self.password)
+                .output(),
+        )
     }
 
     /// Keys like mailcow keeps: DKIM keys, settings, rate limits.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -30,9 +30,11 @@ impl Stamp {
 /// (device, inode) → (stamp, SHA-256).
 type Entries = HashMap<(u64, u64), (Stamp, [u8; 32])>;
 
+/// Read from its file on first use only: most commands never capture a file
+/// and have no reason to read a cache the size of the mail store's listing.
 pub struct HashCache {
     path: Option<PathBuf>,
-    map: Mutex<Entries>,
+    map: OnceLock<Mutex<Entries>>,
 }
 
 const HEADER: &str = "# cshost hash cache v1: dev ino size mtime mtime_ns sha256";
@@ -42,37 +44,28 @@ impl HashCache {
     pub fn in_memory() -> Self {
         Self {
             path: None,
-            map: Mutex::new(HashMap::new()),
+            map: OnceLock::from(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Load the cache file; a missing or damaged file gives an empty cache
-    /// (it only costs re-reading files).
+    /// A cache backed by `path`; a missing or damaged file gives an empty
+    /// cache (it only costs re-reading files).
     pub fn load(path: &Path) -> Self {
-        let mut map = HashMap::new();
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if text.starts_with(HEADER) {
-                for line in text.lines().skip(1) {
-                    if let Some((key, value)) = parse_line(line) {
-                        map.insert(key, value);
-                    }
-                }
-            } else {
-                tracing::warn!(
-                    "ignoring hash cache `{}` with an unknown format",
-                    path.display()
-                );
-            }
-        }
         Self {
             path: Some(path.to_path_buf()),
-            map: Mutex::new(map),
+            map: OnceLock::new(),
         }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.map
+            .get_or_init(|| Mutex::new(self.path.as_deref().map(read).unwrap_or_default()))
+            .lock()
+            .expect("hash cache lock")
     }
 
     pub fn lookup(&self, m: &Metadata) -> Option<String> {
-        let map = self.map.lock().expect("hash cache lock");
-        match map.get(&(m.dev(), m.ino())) {
+        match self.entries().get(&(m.dev(), m.ino())) {
             Some((stamp, hash)) if *stamp == Stamp::of(m) => Some(hex::encode(hash)),
             _ => None,
         }
@@ -81,9 +74,7 @@ impl HashCache {
     pub fn insert(&self, m: &Metadata, hash: &str) {
         let mut bytes = [0u8; 32];
         if hex::decode_to_slice(hash, &mut bytes).is_ok() {
-            self.map
-                .lock()
-                .expect("hash cache lock")
+            self.entries()
                 .insert((m.dev(), m.ino()), (Stamp::of(m), bytes));
         }
     }
@@ -93,11 +84,12 @@ impl HashCache {
     /// # Errors
     /// When the cache directory cannot be written.
     pub fn save(&self) -> Result<(), crate::repo::RepoError> {
-        let Some(path) = &self.path else {
+        // Never read (nothing was captured): nothing to write back.
+        let (Some(path), Some(map)) = (&self.path, self.map.get()) else {
             return Ok(());
         };
         use std::fmt::Write;
-        let map = self.map.lock().expect("hash cache lock");
+        let map = map.lock().expect("hash cache lock");
         let mut text = String::with_capacity(map.len() * 120 + HEADER.len() + 1);
         text.push_str(HEADER);
         text.push('\n');
@@ -122,6 +114,21 @@ impl HashCache {
 }
 
 #[allow(clippy::type_complexity)] // one cache line: the key and the value of `Entries`
+fn read(path: &Path) -> Entries {
+    let mut map = HashMap::new();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if text.starts_with(HEADER) {
+            map.extend(text.lines().skip(1).filter_map(parse_line));
+        } else {
+            tracing::warn!(
+                "ignoring hash cache `{}` with an unknown format",
+                path.display()
+            );
+        }
+    }
+    map
+}
+
 fn parse_line(line: &str) -> Option<((u64, u64), (Stamp, [u8; 32]))> {
     let mut it = line.split(' ');
     let mut num = || it.next()?.parse::<i64>().ok();

@@ -28,7 +28,9 @@ impl Stamp {
 }
 
 /// (device, inode) → (stamp, SHA-256).
-type Entries = HashMap<(u64, u64), (Stamp, [u8; 32])>;
+type Key = (u64, u64);
+type Value = (Stamp, [u8; 32]);
+type Entries = HashMap<Key, Value>;
 
 /// Read from its file on first use only: most commands never capture a file
 /// and have no reason to read a cache the size of the mail store's listing.
@@ -113,7 +115,6 @@ impl HashCache {
     }
 }
 
-#[allow(clippy::type_complexity)] // one cache line: the key and the value of `Entries`
 fn read(path: &Path) -> Entries {
     let mut map = HashMap::new();
     if let Ok(text) = std::fs::read_to_string(path) {
@@ -129,7 +130,7 @@ fn read(path: &Path) -> Entries {
     map
 }
 
-fn parse_line(line: &str) -> Option<((u64, u64), (Stamp, [u8; 32]))> {
+fn parse_line(line: &str) -> Option<(Key, Value)> {
     let mut it = line.split(' ');
     let mut num = || it.next()?.parse::<i64>().ok();
     let (dev, ino, size) = (num()? as u64, num()? as u64, num()? as u64);

@@ -142,12 +142,9 @@ impl DockerRuntime {
         self.volumes
             .get(name)
             .cloned()
-            .ok_or_else(|| ServiceError::NoVolume {
+            .ok_or_else(|| ServiceError::NoDockerVolume {
                 name: name.into(),
-                path: PathBuf::from(format!(
-                    "(no Docker volume of project `{}` has this name)",
-                    self.project
-                )),
+                project: self.project.clone(),
             })
     }
 

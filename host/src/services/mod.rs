@@ -56,6 +56,10 @@ pub enum ServiceError {
         "no container of service `{service}` in compose project `{project}`; is mailcow created (`docker compose up -d`) and COMPOSE_PROJECT_NAME right?"
     )]
     NoContainer { service: String, project: String },
+    #[error(
+        "no Docker volume `{name}` in compose project `{project}`; is mailcow created (`docker compose up -d`) and COMPOSE_PROJECT_NAME right?"
+    )]
+    NoDockerVolume { name: String, project: String },
 }
 
 /// A program to run inside a service. `env` may hold secrets: never log it.

@@ -2,132 +2,17 @@
 //! and exit code.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::Config;
-use crate::config::RuntimeKind;
-use crate::error::{CommandError, Failure, ResultExt};
-use crate::mailcow::MailcowConf;
-use crate::repo::LocalRepo;
-use crate::repo::hashcache::HashCache;
-use crate::runtime::{Limits, PluginHost, RunEnv};
-use crate::services::{DockerRuntime, NativeRuntime, ServiceRuntime};
-
-/// Figures a command reports for the status record and the notification.
-#[derive(Debug, Default, Clone)]
-pub struct Report {
-    pub snapshot: Option<String>,
-    pub size: u64,
-    pub new_bytes: u64,
-    pub storage: Option<(u64, u64, u64, usize)>,
-    pub location: Option<String>,
-}
-
-/// What every command starts from.
-pub struct Context {
-    pub config: Config,
-    pub json: bool,
-    pub lock_wait: u64,
-    pub report: Mutex<Report>,
-}
-
-impl Context {
-    pub fn repo_path(&self) -> &std::path::Path {
-        &self
-            .config
-            .repository
-            .local
-            .as_ref()
-            .expect("validated: a local repository is configured")
-            .path
-    }
-
-    /// Open the repository, creating it on first use.
-    pub fn open_or_init_repo(&self) -> Result<LocalRepo, CommandError> {
-        LocalRepo::open_or_init(self.repo_path()).class(Failure::Repository)
-    }
-
-    pub fn open_repo(&self) -> Result<LocalRepo, CommandError> {
-        LocalRepo::open(self.repo_path()).class(Failure::Repository)
-    }
-
-    /// mailcow.conf, the services runtime and the repository, shared by all plugin calls.
-    pub async fn run_env(&self, repo: Option<Arc<LocalRepo>>) -> Result<Arc<RunEnv>, CommandError> {
-        let conf = MailcowConf::load(&self.config.mailcow.dir).class(Failure::Preflight)?;
-        let project = conf.project().class(Failure::Preflight)?;
-        let native = || ServiceRuntime::Native(NativeRuntime::new(&self.config.native));
-        let services = match self.config.mailcow.runtime {
-            RuntimeKind::Native => native(),
-            RuntimeKind::Docker => ServiceRuntime::Docker(
-                DockerRuntime::connect(&project)
-                    .await
-                    .class(Failure::Preflight)?,
-            ),
-            RuntimeKind::Auto => match DockerRuntime::connect(&project).await {
-                Ok(d) if !d.services().is_empty() => ServiceRuntime::Docker(d),
-                _ => native(),
-            },
-        };
-        tracing::debug!("services runtime: {}", services.describe());
-        let cache = HashCache::load(&self.config.backup.cache_dir.join("hashes"));
-        Ok(Arc::new(RunEnv {
-            services,
-            conf,
-            project,
-            repo,
-            cache: Arc::new(cache),
-            threads: self.config.backup.threads as usize,
-        }))
-    }
-
-    /// The run lock shared by backup, restore and prune.
-    pub fn lock(&self, command: &str) -> Result<crate::lock::RunLock, CommandError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(self.lock_wait);
-        loop {
-            match crate::lock::acquire(&self.config.backup.lock_file, command) {
-                Err(crate::lock::LockError::Held { .. })
-                    if std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                }
-                other => return other.class(Failure::Locked),
-            }
-        }
-    }
-
-    /// The Storage Box configuration, or an error naming the missing section.
-    pub fn storagebox(&self) -> Result<&crate::config::StorageBoxRepository, CommandError> {
-        self.config.repository.storagebox.as_ref().ok_or_else(|| {
-            CommandError::new(
-                Failure::Config,
-                anyhow::anyhow!("no [repository.storagebox] is configured in the config"),
-            )
-        })
-    }
-
-    /// Connect to the configured Storage Box.
-    pub async fn connect_box(&self) -> Result<crate::transport::BoxRepo, CommandError> {
-        crate::transport::BoxRepo::connect(self.storagebox()?, &self.config.backup.cache_dir)
-            .await
-            .class(Failure::Transport)
-    }
-
-    pub fn plugin_host(&self) -> Result<PluginHost, CommandError> {
-        let l = self.config.limits;
-        let limits = Limits {
-            memory_mib: l.memory_mib,
-            cpu_seconds: l.cpu_seconds,
-            log_kib: l.log_kib,
-        };
-        PluginHost::new(Some(&self.config.backup.cache_dir), limits).class(Failure::Internal)
-    }
-}
+pub use crate::context::{Context, Report};
+use crate::error::{CommandError, Failure};
 
 async fn run(ctx: &Context, command: Command) -> Result<(), CommandError> {
     match command {
         Command::Backup(args) => crate::commands::backup::run(ctx, args).await,
-        Command::Snapshots(arg) => crate::commands::snapshots::run(ctx, &arg.repo).await,
+        Command::Snapshots(arg) => crate::commands::snapshots::run(ctx, arg.repo).await,
         Command::Prune(args) => crate::commands::prune::run(ctx, args).await,
         Command::Verify(args) => crate::commands::verify::run(ctx, args).await,
         Command::Restore(args) => crate::commands::restore::run(ctx, args).await,

@@ -118,8 +118,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub snapshot: Option<String>,
     /// Restore from `local` or `storagebox` (only the needed blobs are downloaded).
-    #[arg(long, default_value = "local")]
-    pub repo: String,
+    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
+    pub repo: RepoKind,
     /// Components to restore (default: all in the snapshot).
     #[arg(long, value_delimiter = ',')]
     pub components: Option<Vec<String>>,
@@ -150,8 +150,8 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct RepoArg {
     /// `local` or `storagebox` (default: local).
-    #[arg(long, default_value = "local")]
-    pub repo: String,
+    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
+    pub repo: RepoKind,
 }
 
 #[derive(Debug, Args)]
@@ -160,8 +160,8 @@ pub struct PruneArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// `local`, `storagebox` or `all` (default: all configured).
-    #[arg(long, default_value = "all")]
-    pub repo: String,
+    #[arg(long, value_enum, default_value_t = PruneTarget::All)]
+    pub repo: PruneTarget,
 }
 
 #[derive(Debug, Args)]
@@ -183,8 +183,8 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "latest")]
     pub snapshot: String,
     /// `local` or `storagebox`.
-    #[arg(long, default_value = "local")]
-    pub repo: String,
+    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
+    pub repo: RepoKind,
     /// Every blob of every snapshot, not just one snapshot's.
     #[arg(long, conflicts_with = "sample")]
     pub full: bool,
@@ -195,4 +195,29 @@ pub struct VerifyArgs {
     /// the SQL dump into a throwaway MariaDB server (a scheduled proof of restorability).
     #[arg(long, conflicts_with_all = ["full", "sample"])]
     pub restore_test: bool,
+}
+
+/// Which repository a command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RepoKind {
+    Local,
+    Storagebox,
+}
+
+impl std::fmt::Display for RepoKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RepoKind::Local => "local",
+            RepoKind::Storagebox => "storagebox",
+        })
+    }
+}
+
+/// Which repositories `prune` works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PruneTarget {
+    /// Every configured repository.
+    All,
+    Local,
+    Storagebox,
 }

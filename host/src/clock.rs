@@ -1,6 +1,8 @@
 //! Wall-clock helpers: RFC 3339 timestamps and snapshot ids that sort by time.
 
 use time::OffsetDateTime;
+
+use crate::repo::names::SnapshotId;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
@@ -15,9 +17,11 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// `20261126T134749Z-1a2b3c`: UTC time first so ids sort chronologically, then
-/// a short suffix so two runs in the same second cannot collide.
-pub fn snapshot_id(t: OffsetDateTime) -> String {
+/// `20261126T134749Z-123abc`: UTC time first so ids sort chronologically;
+/// the suffix starts with the milliseconds, so two snapshots in the same
+/// second still sort by time, and ends in three random hex digits so two
+/// hosts writing into one repository cannot collide.
+pub fn snapshot_id(t: OffsetDateTime) -> SnapshotId {
     let stamp = t
         .format(format_description!(
             "[year][month][day]T[hour][minute][second]Z"
@@ -29,7 +33,12 @@ pub fn snapshot_id(t: OffsetDateTime) -> String {
         std::process::id(),
         std::thread::current().id()
     );
-    format!("{stamp}-{}", &crate::repo::sha256_hex(seed.as_bytes())[..6])
+    let id = format!(
+        "{stamp}-{:03}{}",
+        t.millisecond(),
+        &crate::repo::sha256_hex(seed.as_bytes())[..3]
+    );
+    SnapshotId::parse(&id).expect("a formatted time and hex digits make a valid id")
 }
 
 #[cfg(test)]
@@ -38,7 +47,14 @@ mod tests {
     fn ids_sort_by_time() {
         let a = super::snapshot_id(time::macros::datetime!(2026-01-02 03:04:05 UTC));
         let b = super::snapshot_id(time::macros::datetime!(2026-11-02 03:04:05 UTC));
-        assert!(a.starts_with("20260102T030405Z-") && a.len() == 23, "{a}");
+        assert!(
+            a.as_str().starts_with("20260102T030405Z-000") && a.as_str().len() == 23,
+            "{a}"
+        );
         assert!(a < b);
+        // Within one second, the later one sorts last whatever the random digits.
+        let c = super::snapshot_id(time::macros::datetime!(2026-11-02 03:04:05.001 UTC));
+        let d = super::snapshot_id(time::macros::datetime!(2026-11-02 03:04:05.999 UTC));
+        assert!(b < c && c < d, "{b} {c} {d}");
     }
 }

@@ -19,19 +19,6 @@ pub fn order(components: &[String]) -> Vec<String> {
     v
 }
 
-/// Services to start again: in the order they were stopped, watchdog last (R2).
-pub fn start_order(stopped: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = stopped
-        .iter()
-        .filter(|s| *s != "watchdog-mailcow")
-        .cloned()
-        .collect();
-    if stopped.iter().any(|s| s == "watchdog-mailcow") {
-        v.push("watchdog-mailcow".into());
-    }
-    v
-}
-
 /// The keys a database restore carries over from the snapshot's mailcow.conf (R6).
 pub const DB_KEYS: [&str; 4] = ["DBNAME", "DBUSER", "DBPASS", "DBROOT"];
 
@@ -93,8 +80,8 @@ pub fn crypt_keys(m: &Manifest) -> BTreeMap<String, String> {
         .map(|entries| {
             entries
                 .iter()
-                .filter(|e| e.kind == Kind::File && e.path.ends_with(".pem"))
-                .filter_map(|e| Some((e.path.clone(), e.blob.clone()?)))
+                .filter(|e| e.kind == Kind::File && e.path.as_str().ends_with(".pem"))
+                .filter_map(|e| Some((e.path.to_string(), e.blob.as_ref()?.to_string())))
                 .collect()
         })
         .unwrap_or_default()
@@ -135,18 +122,10 @@ mod tests {
     }
 
     #[test]
-    fn crypt_comes_first_and_watchdog_starts_last() {
+    fn crypt_comes_first() {
         assert_eq!(
             order(&s(&["mysql", "vmail", "rspamd", "crypt"])),
             s(&["crypt", "rspamd", "vmail", "mysql"])
-        );
-        assert_eq!(
-            start_order(&s(&[
-                "watchdog-mailcow",
-                "dovecot-mailcow",
-                "redis-mailcow"
-            ])),
-            s(&["dovecot-mailcow", "redis-mailcow", "watchdog-mailcow"])
         );
     }
 

@@ -11,28 +11,8 @@ use crate::commands::{human_bytes, out};
 use crate::components::{self, Selected};
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::manifest::{self, ComponentRecord, MailcowFacts, Manifest, PluginRef};
+use crate::repo::names::{BlobId, ComponentName};
 use crate::runtime::{BackupRequest, CaptureRecord, LoadedPlugin, PluginHost, RunEnv};
-
-/// Load the built-in and approved plugins. Approved plugins that were refused
-/// are returned as failures of their own, so a run that needs them fails.
-pub async fn load_plugins(
-    ctx: &Context,
-    host: &PluginHost,
-    env: &Arc<RunEnv>,
-) -> Result<(Vec<LoadedPlugin>, Vec<String>), CommandError> {
-    let catalog = crate::plugins::load(host, env, &ctx.config)
-        .await
-        .class(Failure::Internal)?;
-    for file in crate::plugins::unapproved(&ctx.config.backup.plugin_dir, &ctx.config) {
-        tracing::warn!(
-            "ignoring `{}`: it is not approved in the config (`cshost plugins inspect {}` shows how)",
-            file.display(),
-            file.display()
-        );
-    }
-    let refused = catalog.refused.iter().map(|e| e.to_string()).collect();
-    Ok((catalog.plugins, refused))
-}
 
 fn request(sel: &Selected, env: &RunEnv) -> BackupRequest {
     BackupRequest {
@@ -53,7 +33,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
     };
     let env = ctx.run_env(repo.clone()).await?;
     let host = ctx.plugin_host()?;
-    let (plugins, refused) = load_plugins(ctx, &host, &env).await?;
+    let (plugins, refused) = crate::pipeline::load_plugins(ctx, &host, &env).await?;
     let by_name: BTreeMap<&str, &LoadedPlugin> =
         plugins.iter().map(|p| (p.name.as_str(), p)).collect();
     let served: Vec<(String, Vec<String>)> = plugins
@@ -73,9 +53,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
 
     let repo = repo.expect("a real run opened the repository");
     let _lock = ctx.lock("backup")?;
+    // A half-restored mail store must not become the latest snapshot.
+    crate::pipeline::restore::refuse_if_unfinished(ctx)?;
     preflight(&host, &env, &by_name, &selected, &repo).await?;
     let id = crate::clock::snapshot_id(started);
-    let scratch = ctx.config.backup.scratch_dir.join(&id);
+    let scratch = ctx.config.backup.scratch_dir.join(id.as_str());
     std::fs::create_dir_all(&scratch)
         .map_err(|e| {
             anyhow::anyhow!(
@@ -132,7 +114,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
                 totals.new_blobs += c.new_blobs;
                 totals.new_bytes += c.new_bytes;
                 records.insert(
-                    sel.keyword.clone(),
+                    component_name(sel)?,
                     ComponentRecord {
                         plugin: PluginRef {
                             name: plugin.name.clone(),
@@ -168,7 +150,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
         ));
     }
 
-    let conf_hash = crate::repo::sha256_hex(&env.conf.raw);
+    let conf_hash = BlobId::of_bytes(&env.conf.raw);
     repo.put(&conf_hash, &env.conf.raw)
         .class(Failure::Repository)?;
     let mut warnings = Vec::new();
@@ -225,7 +207,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
     let secs = t0.elapsed().as_secs_f64();
     {
         let mut r = ctx.report.lock().expect("report lock");
-        r.snapshot = Some(id.clone());
+        r.snapshot = Some(id.to_string());
         r.size = totals.bytes;
         r.new_bytes = totals.new_bytes;
         if let (Some(s), Some(b)) = (&sync, &ctx.config.repository.storagebox) {
@@ -290,7 +272,7 @@ async fn preflight(
         .snapshot_ids()
         .ok()
         .and_then(|mut ids| ids.pop())
-        .and_then(|id| repo.load(&id).ok());
+        .and_then(|id| repo.load_id(&id).ok());
     let mut need = 0u64;
     for sel in selected {
         let Ok(est) = host
@@ -305,7 +287,10 @@ async fn preflight(
         };
         let had: u64 = latest
             .as_ref()
-            .and_then(|m| m.components.get(&sel.keyword))
+            .and_then(|m| {
+                m.components
+                    .get(crate::repo::names::canonical(&sel.keyword))
+            })
             .map(|c| c.volumes.values().flatten().map(|e| e.size).sum())
             .unwrap_or(0);
         need += est.bytes.saturating_sub(had);
@@ -358,6 +343,11 @@ async fn dry_run(
         ));
     }
     Ok(())
+}
+
+/// The canonical name a component is recorded under (`mariadb` → `mysql`).
+fn component_name(sel: &Selected) -> Result<ComponentName, CommandError> {
+    ComponentName::parse(&sel.keyword).class(Failure::Component)
 }
 
 fn names(selected: &[Selected]) -> String {

@@ -49,17 +49,29 @@ pub fn check_permissions(path: &Path, config: &Config) -> Result<(), ConfigError
 
 pub fn status(ctx: &Context) -> Result<(), CommandError> {
     let last = crate::status::load(&ctx.config.backup.cache_dir);
-    let latest = ctx
-        .open_repo()
-        .ok()
-        .and_then(|r| r.snapshot_ids().ok()?.pop().and_then(|id| r.load(&id).ok()));
+    let latest = ctx.open_repo().ok().and_then(|r| {
+        r.snapshot_ids()
+            .ok()?
+            .pop()
+            .and_then(|id| r.load_id(&id).ok())
+    });
+    let interrupted = crate::txn::unfinished(&ctx.config.backup.cache_dir);
+    // An interrupted restore is the first thing an admin must see, and the
+    // exit code tells a monitoring check the same.
+    let attention = interrupted.as_ref().map(|(path, j)| {
+        CommandError::new(
+            Failure::Restore,
+            crate::txn::unfinished_error(path.clone(), j),
+        )
+    });
     if ctx.json {
         out(&serde_json::json!({
             "last-run": last,
             "latest-snapshot": latest.as_ref().map(|m| serde_json::json!({"id": m.id, "finished": m.finished, "size": m.logical_size()})),
+            "interrupted-restore": interrupted.as_ref().map(|(_, j)| j),
         })
         .to_string());
-        return Ok(());
+        return attention.map_or(Ok(()), Err);
     }
     match &last {
         Some(l) => out(&format!(
@@ -88,7 +100,7 @@ pub fn status(ctx: &Context) -> Result<(), CommandError> {
         )),
         None => out("newest local snapshot: none"),
     }
-    Ok(())
+    attention.map_or(Ok(()), Err)
 }
 
 fn age(rfc3339: &str) -> String {

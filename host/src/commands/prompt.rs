@@ -42,7 +42,7 @@ pub fn snapshot(manifests: &[Manifest]) -> Result<String, CommandError> {
         .iter()
         .rev()
         .map(|m| {
-            let comps: Vec<&str> = m.components.keys().map(String::as_str).collect();
+            let comps: Vec<&str> = m.components.keys().map(|c| c.as_str()).collect();
             let warn = if m.warnings.is_empty() {
                 ""
             } else {
@@ -64,12 +64,12 @@ pub fn snapshot(manifests: &[Manifest]) -> Result<String, CommandError> {
         .default(0)
         .interact()
         .map_err(cancelled)?;
-    Ok(manifests[manifests.len() - 1 - i].id.clone())
+    Ok(manifests[manifests.len() - 1 - i].id.to_string())
 }
 
 /// Pick components (all preselected).
 pub fn components(m: &Manifest) -> Result<Vec<String>, CommandError> {
-    let names: Vec<String> = m.components.keys().cloned().collect();
+    let names: Vec<String> = m.components.keys().map(|c| c.to_string()).collect();
     let defaults = vec![true; names.len()];
     let chosen = MultiSelect::with_theme(&ColorfulTheme::default())
         .with_prompt("Which components? (space toggles, enter accepts)")

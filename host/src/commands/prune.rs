@@ -2,11 +2,11 @@
 //! blobs no kept snapshot references. Also run after every verified backup.
 
 use crate::app::Context;
-use crate::cli::PruneArgs;
+use crate::cli::{PruneArgs, PruneTarget};
 use crate::commands::{human_bytes, out};
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::LocalRepo;
-use crate::repo::manifest::Manifest;
+use crate::repo::manifest::{Catalog, Manifest};
 use crate::retention::{self, KeepPolicy, RetentionPlan, Snap};
 use crate::transport::BoxRepo;
 use crate::transport::storagebox::RemoteIndex;
@@ -30,7 +30,7 @@ fn snaps(manifests: &[Manifest]) -> Vec<Snap> {
             )
             .ok()?;
             Some(Snap {
-                id: m.id.clone(),
+                id: m.id.to_string(),
                 time,
             })
         })
@@ -46,19 +46,29 @@ fn show(repo: &str, plan: &RetentionPlan) {
     }
 }
 
+/// Deleting blobs is only safe when every manifest was read: an unreadable
+/// one may reference blobs nothing else does.
+fn refuse_unreadable(catalog: &Catalog, repo: &str) -> Result<(), CommandError> {
+    match catalog.unreadable_summary() {
+        None => Ok(()),
+        Some(bad) => Err(CommandError::new(
+            Failure::Repository,
+            anyhow::anyhow!(
+                "{repo}: nothing was pruned because a manifest is unreadable and the blobs it references cannot be known: {bad}"
+            ),
+        )),
+    }
+}
+
 /// Retention and garbage collection of the local repository.
 pub fn prune_local(
     repo: &LocalRepo,
     policy: &KeepPolicy,
     dry_run: bool,
 ) -> Result<PruneReport, CommandError> {
-    let manifests: Vec<Manifest> = repo
-        .snapshot_ids()
-        .class(Failure::Repository)?
-        .iter()
-        .map(|id| repo.load(id))
-        .collect::<Result<_, _>>()
-        .class(Failure::Repository)?;
+    let catalog = repo.catalog().class(Failure::Repository)?;
+    refuse_unreadable(&catalog, "local")?;
+    let manifests = catalog.manifests;
     let plan = retention::plan(&snaps(&manifests), policy, time::OffsetDateTime::now_utc());
     if dry_run {
         show("local", &plan);
@@ -68,12 +78,15 @@ pub fn prune_local(
             ..Default::default()
         });
     }
-    for id in &plan.delete {
-        repo.remove_snapshot(id).class(Failure::Retention)?;
+    for m in manifests
+        .iter()
+        .filter(|m| plan.delete.contains(&m.id.to_string()))
+    {
+        repo.remove_snapshot(&m.id).class(Failure::Retention)?;
     }
     let kept: Vec<Manifest> = manifests
         .into_iter()
-        .filter(|m| !plan.delete.contains(&m.id))
+        .filter(|m| !plan.delete.contains(&m.id.to_string()))
         .collect();
     let (blobs, bytes) = repo
         .gc(&super::remote::referenced(&kept))
@@ -101,7 +114,9 @@ pub async fn prune_remote(
     policy: &KeepPolicy,
     dry_run: bool,
 ) -> Result<PruneReport, CommandError> {
-    let manifests = remote.manifests().await.class(Failure::Transport)?;
+    let catalog = remote.catalog().await.class(Failure::Transport)?;
+    refuse_unreadable(&catalog, "storagebox")?;
+    let manifests = catalog.manifests;
     let plan = retention::plan(&snaps(&manifests), policy, time::OffsetDateTime::now_utc());
     if dry_run {
         show("storagebox", &plan);
@@ -111,15 +126,15 @@ pub async fn prune_remote(
             ..Default::default()
         });
     }
-    let rels: Vec<String> = plan
-        .delete
+    let rels: Vec<String> = manifests
         .iter()
-        .map(|id| format!("snapshots/{id}.json"))
+        .filter(|m| plan.delete.contains(&m.id.to_string()))
+        .map(|m| m.id.rel_path())
         .collect();
     remote.remove(&rels).await.class(Failure::Retention)?;
     let kept: Vec<Manifest> = manifests
         .into_iter()
-        .filter(|m| !plan.delete.contains(&m.id))
+        .filter(|m| !plan.delete.contains(&m.id.to_string()))
         .collect();
     let referenced = super::remote::referenced(&kept);
     let mut doomed = Vec::new();
@@ -160,16 +175,10 @@ pub async fn prune_remote(
 }
 
 pub async fn run(ctx: &Context, args: PruneArgs) -> Result<(), CommandError> {
-    let (local, remote) = match args.repo.as_str() {
-        "all" => (true, ctx.config.repository.storagebox.is_some()),
-        "local" => (true, false),
-        "storagebox" => (false, true),
-        other => {
-            return Err(CommandError::new(
-                Failure::Config,
-                anyhow::anyhow!("unknown repository `{other}`; use local, storagebox or all"),
-            ));
-        }
+    let (local, remote) = match args.repo {
+        PruneTarget::All => (true, ctx.config.repository.storagebox.is_some()),
+        PruneTarget::Local => (true, false),
+        PruneTarget::Storagebox => (false, true),
     };
     let _lock = if args.dry_run {
         None

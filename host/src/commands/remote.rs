@@ -8,6 +8,7 @@ use crate::commands::human_bytes;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::LocalRepo;
 use crate::repo::manifest::Manifest;
+use crate::repo::names::BlobId;
 use crate::transport::storagebox::{RemoteIndex, Usage};
 
 /// What a sync did, for the run summary.
@@ -40,13 +41,13 @@ pub async fn sync_snapshot(
         .await
         .class(Failure::Transport)?;
     let mut index = RemoteIndex::load(&remote).await.class(Failure::Transport)?;
-    let new: Vec<(String, String)> = m
+    let new: Vec<(BlobId, String)> = m
         .blobs()
         .into_iter()
         .filter(|(b, _)| !index.blobs.contains(*b))
-        .map(|(b, u)| (b.to_string(), u))
+        .map(|(b, u)| (b.clone(), u))
         .collect();
-    let hashes: Vec<String> = new.iter().map(|(b, _)| b.clone()).collect();
+    let hashes: Vec<BlobId> = new.iter().map(|(b, _)| b.clone()).collect();
     tracing::info!(
         "{target}: sending {} new blobs of snapshot {}",
         new.len(),
@@ -75,7 +76,7 @@ pub async fn sync_snapshot(
         .publish_manifest(local, &m.id)
         .await
         .class(Failure::Transport)?;
-    let rel = format!("snapshots/{}.json", m.id);
+    let rel = m.id.rel_path();
     let local_hash = crate::repo::sha256_hex(
         &std::fs::read(local.root().join(&rel)).class(Failure::Repository)?,
     );
@@ -118,9 +119,9 @@ pub async fn sync_snapshot(
 }
 
 /// Blob names (hashes) referenced by manifests.
-pub fn referenced(manifests: &[Manifest]) -> BTreeSet<String> {
+pub fn referenced(manifests: &[Manifest]) -> BTreeSet<BlobId> {
     manifests
         .iter()
-        .flat_map(|m| m.blobs().into_keys().map(str::to_string))
+        .flat_map(|m| m.blobs().into_keys().cloned())
         .collect()
 }

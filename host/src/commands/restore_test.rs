@@ -62,15 +62,24 @@ fn test_in(
     scratch: &Path,
 ) -> Result<(u64, u64, String), CommandError> {
     // The same writing a drill does; then every file is read back and hashed.
-    let comps: Vec<String> = m.components.keys().cloned().collect();
-    super::restore::write_snapshot(repo, m, &comps, scratch, ctx.config.backup.threads as usize)?;
+    let comps: Vec<String> = m.components.keys().map(|c| c.to_string()).collect();
+    crate::pipeline::restore::write_snapshot(
+        repo,
+        m,
+        &comps,
+        scratch,
+        ctx.config.backup.threads as usize,
+    )?;
     let (mut files, mut bytes) = (0, 0);
     for (c, rec) in &m.components {
         for (vol, entries) in &rec.volumes {
             for e in entries.iter().filter(|e| e.kind == Kind::File) {
-                let path = scratch.join(c).join(vol).join(&e.path);
+                let path = scratch
+                    .join(c.as_str())
+                    .join(vol.as_str())
+                    .join(e.path.as_str());
                 let data = std::fs::read(&path).class(Failure::Restore)?;
-                if Some(crate::repo::sha256_hex(&data)) != e.blob {
+                if e.blob.as_ref().map(|b| b.as_str()) != Some(&crate::repo::sha256_hex(&data)) {
                     return Err(fail(
                         Failure::Verify,
                         format!(

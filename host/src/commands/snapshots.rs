@@ -1,37 +1,32 @@
 //! `cshost snapshots`: what a repository holds.
 
 use crate::app::Context;
+use crate::cli::RepoKind;
 use crate::commands::{human_bytes, out};
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::manifest::Manifest;
 
-pub async fn run(ctx: &Context, repo: &str) -> Result<(), CommandError> {
+pub async fn run(ctx: &Context, repo: RepoKind) -> Result<(), CommandError> {
     let (rows, place) = match repo {
-        "local" => {
+        RepoKind::Local => {
             let repo = ctx.open_repo()?;
-            let ids = repo.snapshot_ids().class(Failure::Repository)?;
-            let rows = ids
-                .iter()
-                .map(|id| repo.load(id))
-                .collect::<Result<Vec<_>, _>>()
-                .class(Failure::Repository)?;
+            let rows = repo.catalog().class(Failure::Repository)?;
             (rows, format!("`{}`", repo.root().display()))
         }
-        "storagebox" => {
+        RepoKind::Storagebox => {
             let b = ctx.connect_box().await?;
-            let rows = b.manifests().await.class(Failure::Transport)?;
+            let rows = b.catalog().await.class(Failure::Transport)?;
             b.close().await;
             (rows, ctx.storagebox()?.display())
         }
-        other => {
-            return Err(CommandError::new(
-                Failure::Config,
-                anyhow::anyhow!("unknown repository `{other}`; use local or storagebox"),
-            ));
-        }
     };
-    print(ctx.json, &rows, &place);
-    Ok(())
+    print(ctx.json, &rows.manifests, &place);
+    // The readable snapshots are listed; the unreadable ones are named, and
+    // the exit code says the repository needs attention.
+    match rows.unreadable_summary() {
+        Some(bad) => Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad))),
+        None => Ok(()),
+    }
 }
 
 fn print(json: bool, rows: &[Manifest], place: &str) {
@@ -58,7 +53,7 @@ fn print(json: bool, rows: &[Manifest], place: &str) {
         "ID", "FINISHED (UTC)", "HOST", "SIZE"
     ));
     for m in rows {
-        let comps: Vec<&str> = m.components.keys().map(String::as_str).collect();
+        let comps: Vec<&str> = m.components.keys().map(|c| c.as_str()).collect();
         let flag = if m.warnings.is_empty() {
             ""
         } else {

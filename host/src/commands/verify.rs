@@ -3,10 +3,22 @@
 use std::collections::BTreeMap;
 
 use crate::app::Context;
-use crate::cli::VerifyArgs;
+use crate::cli::{RepoKind, VerifyArgs};
 use crate::commands::{human_bytes, out};
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::manifest::Manifest;
+use crate::repo::names::{BlobId, SnapshotId};
+use crate::transport::storagebox::TransportError;
+
+/// A manifest that arrived but does not parse is the repository's problem
+/// (exit 5), not the connection's.
+pub fn transport_class(e: TransportError) -> CommandError {
+    let failure = match e {
+        TransportError::Manifest(_) => Failure::Repository,
+        _ => Failure::Transport,
+    };
+    CommandError::new(failure, e)
+}
 use crate::repo::verify::{self, Problem};
 
 /// The blobs to check: one snapshot's, or every snapshot's with `--full`,
@@ -14,14 +26,14 @@ use crate::repo::verify::{self, Problem};
 fn select(
     manifests: &[Manifest],
     args: &VerifyArgs,
-) -> Result<(String, BTreeMap<String, String>), CommandError> {
+) -> Result<(String, BTreeMap<BlobId, String>), CommandError> {
     let chosen: Vec<&Manifest> = if args.full {
         manifests.iter().collect()
     } else {
         let m = if args.snapshot == "latest" {
             manifests.last()
         } else {
-            manifests.iter().find(|m| m.id == args.snapshot)
+            manifests.iter().find(|m| m.id.as_str() == args.snapshot)
         };
         vec![m.ok_or_else(|| {
             CommandError::new(
@@ -37,13 +49,13 @@ fn select(
     for m in &chosen {
         for (b, used_by) in m.blobs() {
             blobs
-                .entry(b.to_string())
+                .entry(b.clone())
                 .or_insert_with(|| format!("{}: {used_by}", m.id));
         }
     }
     if let Some(pct) = args.sample {
         let seed = format!("{:?}", std::time::SystemTime::now());
-        let mut ranked: Vec<(String, String, String)> = blobs
+        let mut ranked: Vec<(String, BlobId, String)> = blobs
             .into_iter()
             .map(|(b, u)| {
                 (
@@ -71,15 +83,15 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CommandError> {
     }
     let local = ctx.open_repo()?;
     let t = std::time::Instant::now();
-    let (what, place, count, bytes, problems) = match args.repo.as_str() {
-        "local" => {
+    let (what, place, count, bytes, problems) = match args.repo {
+        RepoKind::Local => {
             // One snapshot is read alone; only --full needs every manifest.
             let manifests = if args.full {
-                let ids = local.snapshot_ids().class(Failure::Repository)?;
-                ids.iter()
-                    .map(|id| local.load(id))
-                    .collect::<Result<Vec<_>, _>>()
-                    .class(Failure::Repository)?
+                let catalog = local.catalog().class(Failure::Repository)?;
+                if let Some(bad) = catalog.unreadable_summary() {
+                    return Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad)));
+                }
+                catalog.manifests
             } else {
                 vec![local.load(&args.snapshot).class(Failure::Repository)?]
             };
@@ -102,23 +114,41 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CommandError> {
                 report.problems,
             )
         }
-        "storagebox" => {
+        RepoKind::Storagebox => {
             let b = ctx.connect_box().await?;
-            let manifests = b.manifests().await.class(Failure::Transport)?;
+            // The box's own copy, never a cached one.
+            let manifests = if args.full {
+                let catalog = b.catalog().await.class(Failure::Transport)?;
+                if let Some(bad) = catalog.unreadable_summary() {
+                    return Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad)));
+                }
+                catalog.manifests
+            } else {
+                let id = if args.snapshot == "latest" {
+                    let catalog = b.catalog().await.class(Failure::Transport)?;
+                    catalog
+                        .manifests
+                        .last()
+                        .map(|m| m.id.clone())
+                        .ok_or_else(|| {
+                            CommandError::new(
+                                Failure::Repository,
+                                anyhow::anyhow!("the Storage Box repository has no snapshots yet"),
+                            )
+                        })?
+                } else {
+                    SnapshotId::parse(&args.snapshot).class(Failure::Config)?
+                };
+                vec![b.manifest(&id).await.map_err(transport_class)?]
+            };
             let (what, blobs) = select(&manifests, &args)?;
-            let list: Vec<(String, String)> = blobs.into_iter().collect();
+            let list: Vec<(BlobId, String)> = blobs.into_iter().collect();
             let problems = b
                 .verify_blobs(&local, &list)
                 .await
                 .class(Failure::Transport)?;
             b.close().await;
             (what, ctx.storagebox()?.display(), list.len(), 0, problems)
-        }
-        other => {
-            return Err(CommandError::new(
-                Failure::Config,
-                anyhow::anyhow!("unknown repository `{other}`; use local or storagebox"),
-            ));
         }
     };
     report(

@@ -4,13 +4,14 @@
 use std::io::Write;
 
 use super::manifest::{Artifact, Compression};
+use super::names::RelPath;
 use super::store::{BlobWriter, LocalRepo, RepoError, Stored};
 
 /// How many trailing bytes of the raw stream are kept for completion checks.
 pub const TAIL: usize = 4096;
 
 pub struct ArtifactSink<'a> {
-    name: String,
+    name: RelPath,
     encoder: zstd::stream::write::Encoder<'static, BlobWriter<'a>>,
     raw_size: u64,
     tail: Vec<u8>,
@@ -19,7 +20,7 @@ pub struct ArtifactSink<'a> {
 impl<'a> ArtifactSink<'a> {
     /// # Errors
     /// When the repository cannot take a new blob.
-    pub fn new(repo: &'a LocalRepo, name: &str) -> Result<Self, RepoError> {
+    pub fn new(repo: &'a LocalRepo, name: RelPath) -> Result<Self, RepoError> {
         let encoder = zstd::stream::write::Encoder::new(repo.writer()?, 3).map_err(|source| {
             RepoError::Io {
                 path: repo.root().into(),
@@ -27,7 +28,7 @@ impl<'a> ArtifactSink<'a> {
             }
         })?;
         Ok(Self {
-            name: name.into(),
+            name,
             encoder,
             raw_size: 0,
             tail: Vec::with_capacity(2 * TAIL),
@@ -78,7 +79,8 @@ mod tests {
     fn compressed_artifact_is_named_by_its_stored_bytes_and_keeps_the_tail() {
         let dir = tempfile::tempdir().unwrap();
         let repo = LocalRepo::open_or_init(dir.path()).unwrap();
-        let mut sink = ArtifactSink::new(&repo, "mysql/all.sql.zst").unwrap();
+        let name = crate::repo::names::artifact_name("mysql/all.sql.zst").unwrap();
+        let mut sink = ArtifactSink::new(&repo, name).unwrap();
         for i in 0..10_000 {
             sink.write(format!("INSERT INTO t VALUES ({i});\n").as_bytes())
                 .unwrap();
@@ -86,7 +88,7 @@ mod tests {
         sink.write(b"-- Dump completed\n").unwrap();
         let (a, _, tail) = sink.finish().unwrap();
         let stored = std::fs::read(repo.blob_path(&a.blob)).unwrap();
-        assert_eq!(crate::repo::sha256_hex(&stored), a.blob);
+        assert_eq!(crate::repo::sha256_hex(&stored), a.blob.as_str());
         assert!(a.size < a.raw_size / 3);
         assert!(String::from_utf8_lossy(&tail).ends_with("-- Dump completed\n"));
         let raw = zstd::decode_all(&stored[..]).unwrap();

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::hashcache::HashCache;
 use super::manifest::{Entry, Kind};
+use super::names::{BlobId, RelPath};
 use super::store::{LocalRepo, RepoError};
 
 /// Files up to this size are read whole; larger ones are streamed.
@@ -129,7 +130,8 @@ fn walk(root: &Path, sub: &Path) -> Result<Vec<Walked>, CaptureError> {
 
 fn entry(w: &Walked, kind: Kind) -> Entry {
     Entry {
-        path: w.rel.clone(),
+        // The walk joins names read from directories: never empty, `.` or `..`.
+        path: RelPath::parse(&w.rel).expect("walked paths are relative paths"),
         kind,
         mode: w.meta.mode(),
         uid: w.meta.uid(),
@@ -285,7 +287,7 @@ fn store_file(
     let stored = if w.meta.len() <= SMALL_FILE {
         buf.clear();
         file.read_to_end(buf).map_err(io_err(&w.abs))?;
-        let hash = hex::encode(Sha256::digest(&buf[..]));
+        let hash = BlobId::of_digest(&Sha256::digest(&buf[..]).into());
         let new = repo.put(&hash, buf)?;
         super::store::Stored {
             hash,

@@ -4,6 +4,7 @@
 //! rename, which updates ctime but never the content, and comparing it would
 //! make the nightly run re-read most of the mail store.
 
+use crate::repo::names::BlobId;
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -66,16 +67,16 @@ impl HashCache {
             .expect("hash cache lock")
     }
 
-    pub fn lookup(&self, m: &Metadata) -> Option<String> {
+    pub fn lookup(&self, m: &Metadata) -> Option<BlobId> {
         match self.entries().get(&(m.dev(), m.ino())) {
-            Some((stamp, hash)) if *stamp == Stamp::of(m) => Some(hex::encode(hash)),
+            Some((stamp, hash)) if *stamp == Stamp::of(m) => Some(BlobId::of_digest(hash)),
             _ => None,
         }
     }
 
-    pub fn insert(&self, m: &Metadata, hash: &str) {
+    pub fn insert(&self, m: &Metadata, hash: &BlobId) {
         let mut bytes = [0u8; 32];
-        if hex::decode_to_slice(hash, &mut bytes).is_ok() {
+        if hex::decode_to_slice(hash.as_str(), &mut bytes).is_ok() {
             self.entries()
                 .insert((m.dev(), m.ino()), (Stamp::of(m), bytes));
         }
@@ -156,15 +157,16 @@ mod tests {
         let cache = HashCache::load(&dir.path().join("cache"));
         let m = std::fs::metadata(&file).unwrap();
         assert_eq!(cache.lookup(&m), None);
-        cache.insert(&m, &"ab".repeat(32));
+        let id = BlobId::parse(&"ab".repeat(32)).unwrap();
+        cache.insert(&m, &id);
         cache.save().unwrap();
         let cache = HashCache::load(&dir.path().join("cache"));
-        assert_eq!(cache.lookup(&m), Some("ab".repeat(32)));
+        assert_eq!(cache.lookup(&m), Some(id.clone()));
         let renamed = dir.path().join("g");
         std::fs::rename(&file, &renamed).unwrap();
         assert_eq!(
             cache.lookup(&std::fs::metadata(&renamed).unwrap()),
-            Some("ab".repeat(32))
+            Some(id)
         );
         std::fs::write(&renamed, "two!").unwrap();
         assert_eq!(cache.lookup(&std::fs::metadata(&renamed).unwrap()), None);

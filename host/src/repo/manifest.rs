@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::names::{BlobId, ComponentName, RelPath, SnapshotId, VolumeName};
+
 /// The manifest format this build writes and reads.
 pub const FORMAT: u32 = 1;
 
@@ -13,14 +15,14 @@ pub const FORMAT: u32 = 1;
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Manifest {
     pub format: u32,
-    pub id: String,
+    pub id: SnapshotId,
     pub hostname: String,
     pub cshost_version: String,
     /// RFC 3339 UTC.
     pub started: String,
     pub finished: String,
     pub mailcow: MailcowFacts,
-    pub components: BTreeMap<String, ComponentRecord>,
+    pub components: BTreeMap<ComponentName, ComponentRecord>,
     /// Things an admin should know about this snapshot (e.g. vmail without crypt).
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -33,7 +35,7 @@ pub struct MailcowFacts {
     pub maildir_sub: Option<String>,
     pub arch: String,
     /// The blob holding `mailcow.conf` (secret: it contains every password).
-    pub conf_blob: String,
+    pub conf_blob: BlobId,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,7 +58,7 @@ pub struct ComponentRecord {
     pub warnings: Vec<String>,
     /// Captured trees, per volume (short name, e.g. `vmail-vol-1`).
     #[serde(default)]
-    pub volumes: BTreeMap<String, Vec<Entry>>,
+    pub volumes: BTreeMap<VolumeName, Vec<Entry>>,
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
 }
@@ -78,7 +80,7 @@ pub enum Kind {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Entry {
     /// Relative to the volume root; `""` is the root itself.
-    pub path: String,
+    pub path: RelPath,
     pub kind: Kind,
     pub mode: u32,
     pub uid: u32,
@@ -89,7 +91,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blob: Option<String>,
+    pub blob: Option<BlobId>,
     /// Symlink target, or the first path of a hard-linked file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -106,8 +108,9 @@ fn is_zero_u64(v: &u64) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Artifact {
-    pub name: String,
-    pub blob: String,
+    /// A relative path such as `mysql/all-databases.sql.zst`.
+    pub name: RelPath,
+    pub blob: BlobId,
     /// Bytes stored (compressed).
     pub size: u64,
     /// Bytes of the uncompressed stream.
@@ -122,22 +125,152 @@ pub enum Compression {
     Zstd,
 }
 
+/// Every snapshot of a repository: the manifests that parse, oldest first,
+/// and the ones that do not (reported, never fatal to the others).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub manifests: Vec<Manifest>,
+    pub unreadable: Vec<ManifestError>,
+}
+
+impl Catalog {
+    /// `latest` or an id, among the readable manifests.
+    pub fn find(&self, spec: &str) -> Option<&Manifest> {
+        if spec == "latest" {
+            self.manifests.last()
+        } else {
+            self.manifests.iter().find(|m| m.id.as_str() == spec)
+        }
+    }
+
+    /// One line naming every unreadable manifest, for a warning or an error.
+    pub fn unreadable_summary(&self) -> Option<String> {
+        if self.unreadable.is_empty() {
+            return None;
+        }
+        Some(
+            self.unreadable
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+}
+
+/// Why a manifest was refused. It names the manifest and, for a bad value,
+/// the field (`components.vmail.volumes.vmail-vol-1[3].blob`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "manifest `{origin}` is unreadable: {detail}; the snapshot is damaged or was not written by cshost: restore another snapshot, and `cshost verify` the repository"
+)]
+pub struct ManifestError {
+    pub origin: String,
+    pub detail: String,
+}
+
 impl Manifest {
+    /// Parse and check a manifest from any repository (untrusted input).
+    /// `origin` names it in errors; `expected` is the id its file name gives,
+    /// which the manifest's own `id` must equal.
+    ///
+    /// # Errors
+    /// On malformed JSON, an invalid name or path, an unsupported format, or
+    /// an `id` that differs from the file name.
+    pub fn parse(
+        bytes: &[u8],
+        origin: &str,
+        expected: Option<&SnapshotId>,
+    ) -> Result<Self, ManifestError> {
+        let err = |detail: String| ManifestError {
+            origin: origin.to_string(),
+            detail,
+        };
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let m: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            if at == "." || at.is_empty() {
+                err(inner.to_string())
+            } else {
+                err(format!("field `{at}`: {inner}"))
+            }
+        })?;
+        if m.format != FORMAT {
+            return Err(err(format!(
+                "format {} is not supported by this cshost (it reads format {FORMAT})",
+                m.format
+            )));
+        }
+        if let Some(id) = expected
+            && *id != m.id
+        {
+            return Err(err(format!(
+                "its id `{}` differs from its file name `{}`",
+                m.id,
+                id.file_name()
+            )));
+        }
+        m.check().map_err(err)?;
+        Ok(m)
+    }
+
+    /// What the types alone cannot say: files have blobs, hard links point at
+    /// a path of the same volume, artifacts are not the root.
+    fn check(&self) -> Result<(), String> {
+        for (name, c) in &self.components {
+            for (vol, entries) in &c.volumes {
+                for (i, e) in entries.iter().enumerate() {
+                    let at = || format!("field `components.{name}.volumes.{vol}[{i}]`");
+                    match e.kind {
+                        Kind::File if e.blob.is_none() => {
+                            return Err(format!("{}: a file without a blob", at()));
+                        }
+                        Kind::Hardlink => {
+                            let t = e.target.as_deref().unwrap_or_default();
+                            if RelPath::parse(t).map(|p| p.is_root()).unwrap_or(true) {
+                                return Err(format!(
+                                    "{}: hard link target {t:?} is not a path in the volume",
+                                    at()
+                                ));
+                            }
+                        }
+                        Kind::Symlink if e.target.is_none() => {
+                            return Err(format!("{}: a symlink without a target", at()));
+                        }
+                        _ => {}
+                    }
+                    if e.path.is_root() && e.kind != Kind::Dir {
+                        return Err(format!("{}: the volume root must be a directory", at()));
+                    }
+                }
+            }
+            for (i, a) in c.artifacts.iter().enumerate() {
+                if a.name.is_root() {
+                    return Err(format!(
+                        "field `components.{name}.artifacts[{i}].name`: empty artifact name"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every blob the snapshot references, with one place that uses it.
-    pub fn blobs(&self) -> BTreeMap<&str, String> {
+    pub fn blobs(&self) -> BTreeMap<&BlobId, String> {
         let mut out = BTreeMap::new();
-        out.insert(self.mailcow.conf_blob.as_str(), "mailcow.conf".to_string());
+        out.insert(&self.mailcow.conf_blob, "mailcow.conf".to_string());
         for (name, c) in &self.components {
             for (vol, entries) in &c.volumes {
                 for e in entries {
                     if let Some(b) = &e.blob {
-                        out.entry(b.as_str())
+                        out.entry(b)
                             .or_insert_with(|| format!("{name}: {vol}/{}", e.path));
                     }
                 }
             }
             for a in &c.artifacts {
-                out.entry(a.blob.as_str())
+                out.entry(&a.blob)
                     .or_insert_with(|| format!("{name}: {}", a.name));
             }
         }
@@ -158,6 +291,11 @@ impl Manifest {
             })
             .sum()
     }
+
+    /// The record of a component, by its canonical name.
+    pub fn component(&self, name: &str) -> Option<&ComponentRecord> {
+        self.components.get(name)
+    }
 }
 
 #[cfg(test)]
@@ -167,7 +305,7 @@ mod tests {
     #[test]
     fn manifests_round_trip_and_reject_unknown_fields() {
         let entry = Entry {
-            path: "example.org/alice/Maildir/cur/1:2,S".into(),
+            path: RelPath::parse("example.org/alice/Maildir/cur/1:2,S").unwrap(),
             kind: Kind::File,
             mode: 0o100600,
             uid: 5000,
@@ -175,7 +313,7 @@ mod tests {
             mtime: 1_700_000_000,
             mtime_ns: 5,
             size: 3,
-            blob: Some("ab".repeat(32)),
+            blob: Some(BlobId::parse(&"ab".repeat(32)).unwrap()),
             target: None,
         };
         let json = serde_json::to_string(&entry).unwrap();

@@ -41,12 +41,7 @@ pub enum Overwrite {
 /// Which entries to write: all of them, or those under one path prefix.
 pub fn under<'a>(entries: &'a [Entry], prefix: &str) -> Vec<&'a Entry> {
     let prefix = prefix.trim_end_matches('/');
-    entries
-        .iter()
-        .filter(|e| {
-            prefix.is_empty() || e.path == prefix || e.path.starts_with(&format!("{prefix}/"))
-        })
-        .collect()
+    entries.iter().filter(|e| e.path.is_under(prefix)).collect()
 }
 
 fn cpath(p: &Path) -> CString {
@@ -106,8 +101,8 @@ pub fn materialize(
     let chown = unsafe { libc::geteuid() } == 0;
     let mut paths = Vec::with_capacity(entries.len());
     for e in entries {
-        let rel = checked_relative(&e.path).map_err(|_| MaterializeError::BadPath {
-            path: e.path.clone(),
+        let rel = checked_relative(e.path.as_str()).map_err(|_| MaterializeError::BadPath {
+            path: e.path.to_string(),
         })?;
         paths.push(dest.join(rel));
     }
@@ -219,7 +214,9 @@ fn write_file(
     {
         return Ok(None);
     }
-    let blob = e.blob.as_deref().unwrap_or_default();
+    let blob = e.blob.as_ref().ok_or_else(|| MaterializeError::BadPath {
+        path: e.path.to_string(),
+    })?;
     let mut src = File::open(repo.blob_path(blob)).map_err(io_err(&repo.blob_path(blob)))?;
     let _ = fs::remove_file(path);
     let mut dst = File::options()

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod hashcache;
 pub mod manifest;
 pub mod materialize;
+pub mod names;
 pub mod store;
 pub mod verify;
 

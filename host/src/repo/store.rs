@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::manifest::{self, Manifest};
+use super::manifest::{self, Manifest, ManifestError};
+use super::names::{BlobId, SnapshotId};
 
 const MARKER: &str = "cshost-repo.toml";
 
@@ -24,10 +25,10 @@ pub enum RepoError {
     NotARepo { path: PathBuf },
     #[error("snapshot `{id}` not found in `{path}`; `cshost snapshots` lists what exists")]
     NoSnapshot { id: String, path: PathBuf },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     #[error("the repository `{path}` has no snapshots yet; run `cshost backup` first")]
     Empty { path: PathBuf },
-    #[error("manifest `{path}` is unreadable: {message}")]
-    BadManifest { path: PathBuf, message: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
@@ -91,11 +92,11 @@ impl LocalRepo {
         &self.root
     }
 
-    pub fn blob_path(&self, hash: &str) -> PathBuf {
-        self.root.join("blobs").join(&hash[..2]).join(hash)
+    pub fn blob_path(&self, hash: &BlobId) -> PathBuf {
+        self.root.join(hash.rel_path())
     }
 
-    pub fn has_blob(&self, hash: &str) -> bool {
+    pub fn has_blob(&self, hash: &BlobId) -> bool {
         self.blob_path(hash).is_file()
     }
 
@@ -119,7 +120,7 @@ impl LocalRepo {
     ///
     /// # Errors
     /// On I/O failure.
-    pub fn put(&self, hash: &str, bytes: &[u8]) -> Result<bool, RepoError> {
+    pub fn put(&self, hash: &BlobId, bytes: &[u8]) -> Result<bool, RepoError> {
         if self.has_blob(hash) {
             return Ok(false);
         }
@@ -131,7 +132,7 @@ impl LocalRepo {
 
     /// Move a finished temporary file to its blob name, or drop it when the
     /// blob already exists. Returns whether it was new.
-    fn settle(&self, tmp: &Path, hash: &str) -> Result<bool, RepoError> {
+    fn settle(&self, tmp: &Path, hash: &BlobId) -> Result<bool, RepoError> {
         let dest = self.blob_path(hash);
         let dir = dest.parent().expect("blob paths have a parent");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -174,10 +175,7 @@ impl LocalRepo {
     pub fn publish(&self, manifest: &Manifest) -> Result<PathBuf, RepoError> {
         sync_filesystem(&self.root)?;
         let json = serde_json::to_vec(manifest).expect("manifests serialise");
-        let path = self
-            .root
-            .join("snapshots")
-            .join(format!("{}.json", manifest.id));
+        let path = self.root.join(manifest.id.rel_path());
         fs::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
         write_atomic(&path, &json, 0o600)?;
         Ok(path)
@@ -187,67 +185,82 @@ impl LocalRepo {
     ///
     /// # Errors
     /// When the snapshots directory cannot be read.
-    pub fn snapshot_ids(&self) -> Result<Vec<String>, RepoError> {
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>, RepoError> {
         let dir = self.root.join("snapshots");
-        let mut ids: Vec<String> = fs::read_dir(&dir)
+        // Only names that are snapshot ids: a stray file is not a snapshot.
+        let mut ids: Vec<SnapshotId> = fs::read_dir(&dir)
             .map_err(io_err(&dir))?
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".json")
-                    .map(str::to_string)
-            })
-            .filter(|id| !id.starts_with('.'))
+            .filter_map(|e| SnapshotId::from_file_name(e.ok()?.file_name().to_str()?))
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    /// Every snapshot: readable manifests oldest first, unreadable ones apart.
+    ///
+    /// # Errors
+    /// When the snapshots directory cannot be read.
+    pub fn catalog(&self) -> Result<super::manifest::Catalog, RepoError> {
+        let mut catalog = super::manifest::Catalog::default();
+        for id in self.snapshot_ids()? {
+            match self.load_id(&id) {
+                Ok(m) => catalog.manifests.push(m),
+                Err(RepoError::Manifest(e)) => catalog.unreadable.push(e),
+                // Gone since the listing (a concurrent prune is excluded by
+                // the lock, but a hand-made deletion is not).
+                Err(RepoError::NoSnapshot { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// The id `spec` names: an id, or `latest`.
+    ///
+    /// # Errors
+    /// For an invalid id, or `latest` in an empty repository.
+    pub fn resolve(&self, spec: &str) -> Result<SnapshotId, RepoError> {
+        if spec == "latest" {
+            return self.snapshot_ids()?.pop().ok_or_else(|| RepoError::Empty {
+                path: self.root.clone(),
+            });
+        }
+        SnapshotId::parse(spec).map_err(|_| RepoError::NoSnapshot {
+            id: spec.to_string(),
+            path: self.root.clone(),
+        })
     }
 
     /// Load a manifest by id, or `latest`.
     ///
     /// # Errors
     /// When it does not exist or does not parse.
-    pub fn load(&self, id: &str) -> Result<Manifest, RepoError> {
-        let id = if id == "latest" {
-            self.snapshot_ids()?.pop().ok_or_else(|| RepoError::Empty {
-                path: self.root.clone(),
-            })?
-        } else {
-            id.to_string()
-        };
-        if id.contains('/') || id.starts_with('.') {
-            return Err(RepoError::NoSnapshot {
-                id,
-                path: self.root.clone(),
-            });
-        }
-        let path = self.root.join("snapshots").join(format!("{id}.json"));
+    pub fn load(&self, spec: &str) -> Result<Manifest, RepoError> {
+        let id = self.resolve(spec)?;
+        self.load_id(&id)
+    }
+
+    /// Load the manifest of a known id; it must carry that id.
+    ///
+    /// # Errors
+    /// When it does not exist or does not parse.
+    pub fn load_id(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {
+        let path = self.root.join(id.rel_path());
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(RepoError::NoSnapshot {
-                    id,
+                    id: id.to_string(),
                     path: self.root.clone(),
                 });
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| RepoError::BadManifest {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if m.format != manifest::FORMAT {
-            return Err(RepoError::BadManifest {
-                path,
-                message: format!(
-                    "format {} is not supported by this cshost (it reads format {})",
-                    m.format,
-                    manifest::FORMAT
-                ),
-            });
-        }
-        Ok(m)
+        Ok(Manifest::parse(
+            &bytes,
+            &path.display().to_string(),
+            Some(id),
+        )?)
     }
 }
 
@@ -256,8 +269,8 @@ impl LocalRepo {
     ///
     /// # Errors
     /// On I/O failure.
-    pub fn remove_snapshot(&self, id: &str) -> Result<(), RepoError> {
-        let path = self.root.join("snapshots").join(format!("{id}.json"));
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), RepoError> {
+        let path = self.root.join(id.rel_path());
         fs::remove_file(&path).map_err(io_err(&path))
     }
 
@@ -268,7 +281,7 @@ impl LocalRepo {
     /// On I/O failure.
     pub fn gc(
         &self,
-        referenced: &std::collections::BTreeSet<String>,
+        referenced: &std::collections::BTreeSet<BlobId>,
     ) -> Result<(u64, u64), RepoError> {
         let (mut n, mut bytes) = (0, 0);
         let blobs = self.root.join("blobs");
@@ -283,10 +296,10 @@ impl LocalRepo {
             for f in fs::read_dir(&dir).map_err(io_err(&dir))? {
                 let f = f.map_err(io_err(&dir))?;
                 let name = f.file_name().to_string_lossy().into_owned();
-                let ours = name.len() == 64
-                    && name.starts_with(&prefix)
-                    && name.chars().all(|c| c.is_ascii_hexdigit());
-                if ours && !referenced.contains(&name) {
+                let ours = BlobId::parse(&name)
+                    .ok()
+                    .filter(|id| id.as_str().starts_with(&prefix));
+                if ours.is_some_and(|id| !referenced.contains(&id)) {
                     bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
                     fs::remove_file(f.path()).map_err(io_err(&f.path()))?;
                     n += 1;
@@ -328,7 +341,7 @@ impl Write for BlobWriter<'_> {
 /// A stored blob: its name and whether this write added it.
 #[derive(Debug, Clone)]
 pub struct Stored {
-    pub hash: String,
+    pub hash: BlobId,
     pub size: u64,
     pub new: bool,
 }
@@ -340,7 +353,7 @@ impl BlobWriter<'_> {
     /// On I/O failure.
     pub fn finish(mut self) -> Result<Stored, RepoError> {
         self.file.flush().map_err(io_err(&self.path))?;
-        let hash = hex::encode(self.hasher.finalize_reset());
+        let hash = BlobId::of_digest(&self.hasher.finalize_reset().into());
         let new = self.repo.settle(&self.path, &hash)?;
         Ok(Stored {
             hash,
@@ -403,7 +416,7 @@ mod tests {
         let mut w = repo.writer().unwrap();
         w.write_all(b"hello").unwrap();
         let s = w.finish().unwrap();
-        assert_eq!(s.hash, crate::repo::sha256_hex(b"hello"));
+        assert_eq!(s.hash, BlobId::of_bytes(b"hello"));
         assert!(s.new);
         assert_eq!(fs::read(repo.blob_path(&s.hash)).unwrap(), b"hello");
         assert!(!repo.put(&s.hash, b"hello").unwrap());

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use sha2::{Digest, Sha256};
 
 use super::manifest::Manifest;
+use super::names::BlobId;
 use super::store::LocalRepo;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +68,7 @@ pub fn verify(repo: &LocalRepo, manifest: &Manifest, threads: usize) -> VerifyRe
     let blobs = manifest
         .blobs()
         .into_iter()
-        .map(|(b, u)| (b.to_string(), u))
+        .map(|(b, u)| (b.clone(), u))
         .collect();
     verify_blobs(repo, &blobs, threads)
 }
@@ -75,10 +76,10 @@ pub fn verify(repo: &LocalRepo, manifest: &Manifest, threads: usize) -> VerifyRe
 /// Re-hash the given blobs (hash → where it is used), `threads` at a time.
 pub fn verify_blobs(
     repo: &LocalRepo,
-    blobs: &std::collections::BTreeMap<String, String>,
+    blobs: &std::collections::BTreeMap<BlobId, String>,
     threads: usize,
 ) -> VerifyReport {
-    let blobs: Vec<(&str, &String)> = blobs.iter().map(|(b, u)| (b.as_str(), u)).collect();
+    let blobs: Vec<(&BlobId, &String)> = blobs.iter().collect();
     let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
     let problems = Mutex::new(Vec::new());
@@ -94,7 +95,7 @@ pub fn verify_blobs(
                     let problem = match hash_file(&repo.blob_path(blob), &mut buf) {
                         Ok((actual, n)) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
-                            (actual != *blob).then(|| Problem::Mismatch {
+                            (actual != blob.as_str()).then(|| Problem::Mismatch {
                                 blob: blob.to_string(),
                                 used_by: used_by.to_string(),
                                 actual,
@@ -129,7 +130,16 @@ pub fn verify_blobs(
 }
 
 fn hash_file(path: &std::path::Path, buf: &mut [u8]) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // A blob is a regular file: a symlink or device planted in a repository
+    // (a third party's disk) is reported, never followed or read forever.
+    let mut f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut h = Sha256::new();
     let mut n = 0u64;
     loop {

@@ -25,7 +25,7 @@ pub use bindings::types::{
 };
 use bindings::{Component as World, ComponentPre as WorldPre};
 pub use grants::{Grants, Mode};
-pub use state::{CaptureRecord, RestoreJournal, RestoreSource, RunEnv};
+pub use state::{CaptureRecord, RestoreSource, RunEnv};
 use state::{HostState, LimitHit};
 
 /// The WIT package version this host implements.

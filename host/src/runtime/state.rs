@@ -23,8 +23,10 @@ use crate::repo::capture::{self, Counts};
 use crate::repo::hashcache::HashCache;
 use crate::repo::manifest::{Artifact, ComponentRecord, Entry};
 use crate::repo::materialize::{self, Overwrite};
+use crate::repo::names::VolumeName;
 use crate::repo::{LocalRepo, artifact::ArtifactSink};
 use crate::services::{ExecSpec, ServiceRuntime};
+use crate::txn::{RestoreTxn, Step};
 
 /// Captured stdout is capped so a plugin cannot make the host buffer a dump.
 const CAPTURE_LIMIT: usize = 1 << 20;
@@ -64,28 +66,18 @@ impl RunEnv {
 /// What a component's backup put into the snapshot.
 #[derive(Debug, Default)]
 pub struct CaptureRecord {
-    pub volumes: BTreeMap<String, Vec<Entry>>,
+    pub volumes: BTreeMap<VolumeName, Vec<Entry>>,
     pub artifacts: Vec<Artifact>,
     pub counts: Counts,
 }
 
-/// What a restore has changed so far, so that it can be undone (R14) and the
-/// services it stopped started again (R12).
-#[derive(Debug, Default)]
-pub struct RestoreJournal {
-    /// Names this restore's moved-aside copies with.
-    pub restore_id: String,
-    /// (live path, moved-aside path) of every volume replaced so far.
-    pub moved: Vec<(PathBuf, PathBuf)>,
-    /// Services stopped so far, in order.
-    pub stopped: Vec<String>,
-    pub counts: Counts,
-}
-
-/// The snapshot side of a restore call.
+/// The snapshot side of a restore call, and the transaction that records
+/// every change to the live system before it is made.
 pub struct RestoreSource {
     pub component: ComponentRecord,
-    pub journal: Arc<Mutex<RestoreJournal>>,
+    pub txn: Arc<Mutex<RestoreTxn>>,
+    /// Files and bytes written so far by this restore.
+    pub counts: Arc<Mutex<Counts>>,
 }
 
 /// Which limit stopped a plugin, if one did.
@@ -246,7 +238,8 @@ impl HostState {
             StdoutSink::Artifact(name) => {
                 capture::checked_relative(name).map_err(failed)?;
                 let repo = self.repo()?;
-                let mut sink = ArtifactSink::new(&repo, name).map_err(failed)?;
+                let checked = crate::repo::names::artifact_name(name).map_err(failed)?;
+                let mut sink = ArtifactSink::new(&repo, checked).map_err(failed)?;
                 loop {
                     let n = running.stdout.read(&mut buf).await.map_err(io)?;
                     if n == 0 {
@@ -258,7 +251,7 @@ impl HostState {
                 let (record, stored, tail) = sink.finish().map_err(failed)?;
                 artifact = Some(ArtifactSummary {
                     name: name.clone(),
-                    blob: record.blob.clone(),
+                    blob: record.blob.to_string(),
                     stored_size: record.size,
                     raw_size: record.raw_size,
                     tail,
@@ -299,13 +292,13 @@ impl HostState {
             .expect("record lock")
             .artifacts
             .iter()
-            .find(|a| a.name == name)
+            .find(|a| a.name.as_str() == name)
             .map(|a| a.blob.clone());
         let from_snapshot = self.source.as_ref().and_then(|s| {
             s.component
                 .artifacts
                 .iter()
-                .find(|a| a.name == name)
+                .find(|a| a.name.as_str() == name)
                 .map(|a| a.blob.clone())
         });
         own.or(from_snapshot)
@@ -323,27 +316,27 @@ impl HostState {
             .source
             .clone()
             .ok_or_else(|| failed("restore-tree needs a restore run"))?;
-        let entries: Vec<Entry> =
-            source
-                .component
-                .volumes
-                .get(&volume)
-                .cloned()
-                .ok_or_else(|| {
-                    failed(format!(
-                        "the snapshot has no copy of volume `{volume}` for this component"
-                    ))
-                })?;
+        let entries: Vec<Entry> = source
+            .component
+            .volumes
+            .get(volume.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                failed(format!(
+                    "the snapshot has no copy of volume `{volume}` for this component"
+                ))
+            })?;
         let live = self.volume_root(&volume)?;
         let overwrite = match mode {
             RestoreMode::Replace => {
-                let id = source
-                    .journal
-                    .lock()
-                    .expect("journal lock")
-                    .restore_id
-                    .clone();
-                let aside = live.with_file_name(format!("_data.cshost-previous-{id}"));
+                let mut txn = source.txn.lock().expect("restore transaction lock");
+                let aside =
+                    live.with_file_name(format!("_data.cshost-previous-{}", txn.restore_id()));
+                txn.record(Step::MoveAside {
+                    live: live.clone(),
+                    aside: aside.clone(),
+                })
+                .map_err(failed)?;
                 std::fs::rename(&live, &aside).map_err(|e| {
                     failed(format!(
                         "moving `{}` aside to `{}`: {e}",
@@ -351,16 +344,18 @@ impl HostState {
                         aside.display()
                     ))
                 })?;
-                source
-                    .journal
-                    .lock()
-                    .expect("journal lock")
-                    .moved
-                    .push((live.clone(), aside));
+                drop(txn);
+                crate::failpoint::hit("restore-after-move-aside");
                 Overwrite::Replace
             }
             RestoreMode::Merge => Overwrite::KeepNewer,
         };
+        source
+            .txn
+            .lock()
+            .expect("restore transaction lock")
+            .record(Step::Write { path: live.clone() })
+            .map_err(failed)?;
         let repo = self.repo()?;
         let threads = self.env.threads;
         let what = format!("{}_{volume}", self.env.project);
@@ -371,9 +366,9 @@ impl HostState {
         .await
         .map_err(failed)?
         .map_err(|e| failed(format!("restoring {what}: {e}")))?;
-        let mut j = source.journal.lock().expect("journal lock");
-        j.counts.files += counts.files;
-        j.counts.bytes += counts.bytes;
+        let mut c = source.counts.lock().expect("restore counts lock");
+        c.files += counts.files;
+        c.bytes += counts.bytes;
         Ok(summary(counts))
     }
 
@@ -384,26 +379,28 @@ impl HostState {
             HostCall::ServiceStart { service: &service }
         };
         self.check(&call)?;
-        let journal = self.source.as_ref().map(|s| s.journal.clone());
-        if stop {
-            if journal
-                .as_ref()
-                .is_some_and(|j| j.lock().expect("journal lock").stopped.contains(&service))
-            {
+        // Outside a restore (a drill, a check) there is nothing to record.
+        let txn = self.source.as_ref().map(|s| s.txn.clone());
+        if let Some(txn) = &txn {
+            let mut t = txn.lock().expect("restore transaction lock");
+            if stop && t.journal().stopped().contains(&service) {
                 return Ok(());
             }
+            let step = if stop {
+                Step::Stop {
+                    service: service.clone(),
+                }
+            } else {
+                Step::Start {
+                    service: service.clone(),
+                }
+            };
+            t.record(step).map_err(failed)?;
+        }
+        if stop {
             self.env.services.stop(&service).await.map_err(failed)?;
-            if let Some(j) = journal {
-                j.lock().expect("journal lock").stopped.push(service);
-            }
         } else {
             self.env.services.start(&service).await.map_err(failed)?;
-            if let Some(j) = journal {
-                j.lock()
-                    .expect("journal lock")
-                    .stopped
-                    .retain(|s| *s != service);
-            }
         }
         Ok(())
     }
@@ -438,6 +435,7 @@ impl HostState {
         .await
         .map_err(failed)?
         .map_err(|e| failed(format!("capturing {what}: {e}")))?;
+        let key = VolumeName::parse(&volume).map_err(failed)?;
         let mut rec = self.record.lock().expect("record lock");
         let c = captured.counts;
         rec.counts.files += c.files;
@@ -446,10 +444,7 @@ impl HostState {
         rec.counts.bytes += c.bytes;
         rec.counts.new_blobs += c.new_blobs;
         rec.counts.new_bytes += c.new_bytes;
-        rec.volumes
-            .entry(volume)
-            .or_default()
-            .extend(captured.entries);
+        rec.volumes.entry(key).or_default().extend(captured.entries);
         Ok(summary(c))
     }
 }

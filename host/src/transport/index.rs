@@ -4,12 +4,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::storagebox::{BoxRepo, TransportError};
+use crate::repo::names::BlobId;
 
 /// Blobs known to be on the box, so a run never has to list the box. Rebuilt
 /// from the box's manifests when missing (blobs go up before their manifest).
 pub struct RemoteIndex {
     path: PathBuf,
-    pub blobs: BTreeSet<String>,
+    pub blobs: BTreeSet<BlobId>,
 }
 
 impl RemoteIndex {
@@ -20,12 +21,17 @@ impl RemoteIndex {
         if let Ok(text) = std::fs::read_to_string(&path) {
             return Ok(Self {
                 path,
-                blobs: text.lines().map(str::to_string).collect(),
+                // A line that is not a blob id cannot name a blob on the box.
+                blobs: text.lines().filter_map(|l| BlobId::parse(l).ok()).collect(),
             });
         }
         let mut blobs = BTreeSet::new();
-        for m in remote.manifests().await? {
-            blobs.extend(m.blobs().into_keys().map(str::to_string));
+        let catalog = remote.catalog().await?;
+        if let Some(bad) = catalog.unreadable_summary() {
+            tracing::warn!("{bad}");
+        }
+        for m in &catalog.manifests {
+            blobs.extend(m.blobs().into_keys().cloned());
         }
         tracing::info!(
             "rebuilt the index of {} from its manifests: {} blobs",

@@ -12,7 +12,8 @@ use super::boxcmd::{BoxCommand, Caps, PROBED};
 use super::rsync::{self, Stats};
 use crate::config::StorageBoxRepository;
 use crate::repo::LocalRepo;
-use crate::repo::manifest::Manifest;
+use crate::repo::manifest::{Catalog, Manifest, ManifestError};
+use crate::repo::names::{BlobId, SnapshotId};
 use crate::repo::verify::Problem;
 
 pub use super::df::{Usage, parse_df};
@@ -48,8 +49,8 @@ pub enum TransportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("a manifest on {target} is unreadable: {detail}")]
-    Manifest { target: String, detail: String },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
 }
 
 pub struct BoxRepo {
@@ -381,15 +382,12 @@ impl BoxRepo {
     pub async fn upload_blobs(
         &self,
         local: &LocalRepo,
-        blobs: &[String],
+        blobs: &[BlobId],
     ) -> Result<Stats, TransportError> {
         if blobs.is_empty() {
             return Ok(Stats::default());
         }
-        let lines: Vec<String> = blobs
-            .iter()
-            .map(|h| format!("blobs/{}/{h}", &h[..2]))
-            .collect();
+        let lines: Vec<String> = blobs.iter().map(|h| h.rel_path()).collect();
         let list = self.list_file("upload.list", &lines)?;
         let mut args = vec![
             "-rt".to_string(),
@@ -410,9 +408,9 @@ impl BoxRepo {
     pub async fn publish_manifest(
         &self,
         local: &LocalRepo,
-        id: &str,
+        id: &SnapshotId,
     ) -> Result<Stats, TransportError> {
-        let file = local.root().join("snapshots").join(format!("{id}.json"));
+        let file = local.root().join(id.rel_path());
         let args = vec![
             "-t".to_string(),
             "--stats".into(),
@@ -429,12 +427,12 @@ impl BoxRepo {
     pub async fn download_blobs(
         &self,
         local: &LocalRepo,
-        blobs: &[String],
+        blobs: &[BlobId],
     ) -> Result<Stats, TransportError> {
         let missing: Vec<String> = blobs
             .iter()
             .filter(|h| !local.has_blob(h))
-            .map(|h| format!("blobs/{}/{h}", &h[..2]))
+            .map(|h| h.rel_path())
             .collect();
         if missing.is_empty() {
             return Ok(Stats::default());
@@ -459,14 +457,14 @@ impl BoxRepo {
     pub async fn verify_blobs(
         &self,
         local: &LocalRepo,
-        blobs: &[(String, String)],
+        blobs: &[(BlobId, String)],
     ) -> Result<Vec<Problem>, TransportError> {
         let mut problems = Vec::new();
         if self.caps.sha256sum {
             for chunk in blobs.chunks(BATCH) {
                 let paths: Vec<String> = chunk
                     .iter()
-                    .map(|(h, _)| self.path(&format!("blobs/{}/{h}", &h[..2])))
+                    .map(|(h, _)| self.path(&h.rel_path()))
                     .collect();
                 let cmd = BoxCommand::new("sha256sum", &paths, &self.cfg.path, &self.caps)
                     .map_err(|message| TransportError::Refused {
@@ -481,14 +479,14 @@ impl BoxRepo {
                         .find(|l| l.ends_with(&format!("/{h}")))
                         .and_then(|l| l.split_whitespace().next());
                     match found {
-                        Some(actual) if actual == h => {}
+                        Some(actual) if actual == h.as_str() => {}
                         Some(actual) => problems.push(Problem::Mismatch {
-                            blob: h.clone(),
+                            blob: h.to_string(),
                             used_by: used_by.clone(),
                             actual: actual.into(),
                         }),
                         None => problems.push(Problem::Missing {
-                            blob: h.clone(),
+                            blob: h.to_string(),
                             used_by: used_by.clone(),
                         }),
                     }
@@ -498,10 +496,7 @@ impl BoxRepo {
         }
         let (held, absent): (Vec<_>, Vec<_>) = blobs.iter().partition(|(h, _)| local.has_blob(h));
         if !held.is_empty() {
-            let lines: Vec<String> = held
-                .iter()
-                .map(|(h, _)| format!("blobs/{}/{h}", &h[..2]))
-                .collect();
+            let lines: Vec<String> = held.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("check.list", &lines)?;
             let args = vec![
                 "-rc".to_string(),
@@ -515,7 +510,7 @@ impl BoxRepo {
             for (h, used_by) in held {
                 if differ.iter().any(|d| d.ends_with(h.as_str())) {
                     problems.push(Problem::Mismatch {
-                        blob: h.clone(),
+                        blob: h.to_string(),
                         used_by: used_by.clone(),
                         actual: "(differs from the verified local copy)".into(),
                     });
@@ -526,10 +521,7 @@ impl BoxRepo {
             let dir = self.cache.join("readback");
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
-            let lines: Vec<String> = absent
-                .iter()
-                .map(|(h, _)| format!("blobs/{}/{h}", &h[..2]))
-                .collect();
+            let lines: Vec<String> = absent.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("readback.list", &lines)?;
             // Missing files make rsync exit 23; each absent one is reported below.
             let args = vec![
@@ -540,19 +532,19 @@ impl BoxRepo {
             ];
             let _ = self.rsync(&args).await;
             for (h, used_by) in absent {
-                match std::fs::read(dir.join("blobs").join(&h[..2]).join(h)) {
+                match std::fs::read(dir.join(h.rel_path())) {
                     Ok(bytes) => {
                         let actual = crate::repo::sha256_hex(&bytes);
-                        if actual != *h {
+                        if actual != h.as_str() {
                             problems.push(Problem::Mismatch {
-                                blob: h.clone(),
+                                blob: h.to_string(),
                                 used_by: used_by.clone(),
                                 actual,
                             });
                         }
                     }
                     Err(_) => problems.push(Problem::Missing {
-                        blob: h.clone(),
+                        blob: h.to_string(),
                         used_by: used_by.clone(),
                     }),
                 }
@@ -587,11 +579,13 @@ impl BoxRepo {
         Ok(crate::repo::sha256_hex(&bytes))
     }
 
-    /// Mirror the box's manifests into the cache and parse them, oldest first.
+    /// Mirror the box's manifests into the cache and parse them, oldest
+    /// first. A manifest that does not parse is listed apart, not fatal: the
+    /// others stay usable.
     ///
     /// # Errors
-    /// When they cannot be fetched or parsed.
-    pub async fn manifests(&self) -> Result<Vec<Manifest>, TransportError> {
+    /// When they cannot be fetched.
+    pub async fn catalog(&self) -> Result<Catalog, TransportError> {
         let dir = self.cache.join("snapshots");
         std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
         let args = vec![
@@ -602,22 +596,42 @@ impl BoxRepo {
             format!("{}/", dir.display()),
         ];
         self.rsync(&args).await?;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        let mut ids: Vec<SnapshotId> = std::fs::read_dir(&dir)
             .map_err(local_err(&dir))?
-            .filter_map(|e| Some(e.ok()?.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter_map(|e| SnapshotId::from_file_name(e.ok()?.file_name().to_str()?))
             .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|p| {
-                let bytes = std::fs::read(p).map_err(local_err(p))?;
-                serde_json::from_slice(&bytes).map_err(|e| TransportError::Manifest {
-                    target: self.target(),
-                    detail: format!("{}: {e}", p.display()),
-                })
-            })
-            .collect()
+        ids.sort();
+        let mut catalog = Catalog::default();
+        for id in ids {
+            let path = dir.join(id.file_name());
+            let bytes = std::fs::read(&path).map_err(local_err(&path))?;
+            let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
+            match Manifest::parse(&bytes, &origin, Some(&id)) {
+                Ok(m) => catalog.manifests.push(m),
+                Err(e) => catalog.unreadable.push(e),
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// One manifest from the box, fetched fresh (the cache is never trusted
+    /// over the box).
+    ///
+    /// # Errors
+    /// When it cannot be fetched or does not parse.
+    pub async fn manifest(&self, id: &SnapshotId) -> Result<Manifest, TransportError> {
+        let dir = self.cache.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        let dest = dir.join(id.file_name());
+        self.rsync(&[
+            "-t".into(),
+            self.remote(&id.rel_path()),
+            dest.display().to_string(),
+        ])
+        .await?;
+        let bytes = std::fs::read(&dest).map_err(local_err(&dest))?;
+        let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
+        Ok(Manifest::parse(&bytes, &origin, Some(id))?)
     }
 
     /// Every file under `blobs/` on the box, as names relative to it.

@@ -1,0 +1,40 @@
+//! The core operations. Each takes typed inputs and returns a typed report;
+//! `commands/` parses flags, calls one operation and renders its report
+//! (human or `--json`), and the notification renders the same report. No
+//! operation prints, and no command calls another command.
+//!
+//! | operation | module |
+//! |---|---|
+//! | restore (drill, in place, one mailbox) | [`restore`] |
+
+pub mod restore;
+
+use std::sync::Arc;
+
+use crate::context::Context;
+use crate::error::{CommandError, Failure, ResultExt};
+use crate::runtime::{LoadedPlugin, PluginHost, RunEnv};
+
+/// Load the built-in and approved plugins. Approved plugins that were refused
+/// are returned as failures of their own, so a run that needs them fails.
+///
+/// # Errors
+/// When the plugin directory cannot be read.
+pub async fn load_plugins(
+    ctx: &Context,
+    host: &PluginHost,
+    env: &Arc<RunEnv>,
+) -> Result<(Vec<LoadedPlugin>, Vec<String>), CommandError> {
+    let catalog = crate::plugins::load(host, env, &ctx.config)
+        .await
+        .class(Failure::Internal)?;
+    for file in crate::plugins::unapproved(&ctx.config.backup.plugin_dir, &ctx.config) {
+        tracing::warn!(
+            "ignoring `{}`: it is not approved in the config (`cshost plugins inspect {}` shows how)",
+            file.display(),
+            file.display()
+        );
+    }
+    let refused = catalog.refused.iter().map(|e| e.to_string()).collect();
+    Ok((catalog.plugins, refused))
+}

@@ -1,0 +1,437 @@
+//! The restore transaction. Every change a restore makes to the live system
+//! (a service stopped, a volume's contents moved aside, a file written, a
+//! safety dump taken) is written to an on-disk journal, fsynced, *before* the
+//! change is made. A restore that dies midway (SIGKILL, power loss) therefore
+//! leaves a record of exactly what to undo, and the next run can say so.
+//!
+//! Rollback, commit and cleanup are methods here; the restore pipeline decides
+//! when to call them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::services::ServiceRuntime;
+
+/// The journal's file name inside the state directory.
+pub const JOURNAL: &str = "restore-journal.json";
+const WATCHDOG: &str = "watchdog-mailcow";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error(
+        "a restore (id {restore_id}, snapshot {snapshot}, started {started}) was interrupted and its journal `{path}` says what it left: {state}; inspect it before starting another restore"
+    )]
+    Unfinished {
+        path: PathBuf,
+        restore_id: String,
+        snapshot: String,
+        started: String,
+        state: String,
+    },
+    #[error(
+        "restore journal `{path}`: {detail}; check that the state directory ([backup] cache-dir) is writable"
+    )]
+    Io { path: PathBuf, detail: String },
+}
+
+/// One change to the live system, recorded before it is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "step", deny_unknown_fields)]
+pub enum Step {
+    /// A service is being stopped.
+    Stop { service: String },
+    /// A stopped service is being started again.
+    Start { service: String },
+    /// A volume's contents are being moved from `live` to `aside`.
+    MoveAside { live: PathBuf, aside: PathBuf },
+    /// A moved-aside volume is being put back (rollback).
+    PutBack { live: PathBuf },
+    /// Files of the snapshot are being written under `path`.
+    Write { path: PathBuf },
+    /// A dump of the live database is being taken into `path` before an import.
+    SafetyDump { path: PathBuf },
+    /// A live file is being rewritten; its previous contents are kept in `previous`.
+    Rewrite { path: PathBuf, previous: PathBuf },
+}
+
+/// Where a restore is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Running,
+    RollingBack,
+    Committing,
+}
+
+/// The journal as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Journal {
+    pub restore_id: String,
+    pub snapshot: String,
+    pub components: Vec<String>,
+    pub started: String,
+    pub pid: u32,
+    pub phase: Phase,
+    pub steps: Vec<Step>,
+}
+
+impl Journal {
+    /// Services stopped and not started again, in the order they were stopped.
+    pub fn stopped(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.steps {
+            match s {
+                Step::Stop { service } if !out.contains(service) => out.push(service.clone()),
+                Step::Start { service } => out.retain(|x| x != service),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Volumes moved aside and not put back: (live, aside).
+    pub fn moved(&self) -> Vec<(PathBuf, PathBuf)> {
+        let mut out: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for s in &self.steps {
+            match s {
+                Step::MoveAside { live, aside } => out.push((live.clone(), aside.clone())),
+                Step::PutBack { live } => out.retain(|(l, _)| l != live),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// One sentence on what the live system looks like, for errors and `status`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (live, aside) in self.moved() {
+            let state = if aside.exists() {
+                "moved aside to"
+            } else {
+                "was about to move to"
+            };
+            parts.push(format!(
+                "the previous contents of `{}` {state} `{}`",
+                live.display(),
+                aside.display()
+            ));
+        }
+        for s in &self.steps {
+            match s {
+                Step::SafetyDump { path } => parts.push(format!(
+                    "a safety dump of the database is in `{}`",
+                    path.display()
+                )),
+                Step::Rewrite { path, previous } => parts.push(format!(
+                    "`{}` was rewritten, its previous contents are in `{}`",
+                    path.display(),
+                    previous.display()
+                )),
+                _ => {}
+            }
+        }
+        let stopped = self.stopped();
+        if !stopped.is_empty() {
+            parts.push(format!("stopped services: {}", stopped.join(", ")));
+        }
+        if parts.is_empty() {
+            "nothing had been changed yet".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// An open restore transaction: the journal file and its contents.
+pub struct RestoreTxn {
+    path: PathBuf,
+    journal: Journal,
+}
+
+impl RestoreTxn {
+    /// Start a transaction, refusing while another one's journal is present.
+    ///
+    /// # Errors
+    /// [`TxnError::Unfinished`] when an interrupted restore left its journal;
+    /// [`TxnError::Io`] when the journal cannot be written.
+    pub fn begin(
+        state_dir: &Path,
+        restore_id: &str,
+        snapshot: &str,
+        components: &[String],
+    ) -> Result<Self, TxnError> {
+        if let Some((path, j)) = unfinished(state_dir) {
+            return Err(unfinished_error(path, &j));
+        }
+        let txn = Self {
+            path: state_dir.join(JOURNAL),
+            journal: Journal {
+                restore_id: restore_id.into(),
+                snapshot: snapshot.into(),
+                components: components.to_vec(),
+                started: crate::clock::now_rfc3339(),
+                pid: std::process::id(),
+                phase: Phase::Running,
+                steps: Vec::new(),
+            },
+        };
+        txn.save()?;
+        Ok(txn)
+    }
+
+    pub fn restore_id(&self) -> &str {
+        &self.journal.restore_id
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Record a change, durably, before it is made.
+    ///
+    /// # Errors
+    /// When the journal cannot be written; the change must then not be made.
+    pub fn record(&mut self, step: Step) -> Result<(), TxnError> {
+        self.journal.steps.push(step);
+        self.save()
+    }
+
+    fn save(&self) -> Result<(), TxnError> {
+        let json = serde_json::to_vec_pretty(&self.journal).expect("journals serialise");
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        }
+        crate::repo::store::write_atomic(&self.path, &json, 0o600).map_err(|e| TxnError::Io {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> TxnError {
+        TxnError::Io {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Put every moved-aside volume back (the half-written one is removed) and
+    /// start every stopped service, watchdog last. Returns what could not be
+    /// undone; the journal is removed only when everything was.
+    pub async fn rollback(&mut self, services: &ServiceRuntime) -> Vec<String> {
+        self.journal.phase = Phase::RollingBack;
+        let mut problems = Vec::new();
+        if let Err(e) = self.save() {
+            problems.push(e.to_string());
+        }
+        for (live, aside) in self.journal.moved().into_iter().rev() {
+            match put_back(&live, &aside) {
+                Ok(()) => {
+                    tracing::info!("put `{}` back as it was", live.display());
+                    if let Err(e) = self.record(Step::PutBack { live }) {
+                        problems.push(e.to_string());
+                    }
+                }
+                Err(e) => problems.push(format!(
+                    "could not put `{}` back ({e}); the previous contents are in `{}`",
+                    live.display(),
+                    aside.display()
+                )),
+            }
+        }
+        problems.extend(self.restart(services).await);
+        if problems.is_empty() {
+            self.remove_journal(&mut problems);
+        }
+        problems
+    }
+
+    /// Start every service this restore stopped, watchdog last (R12).
+    pub async fn restart(&mut self, services: &ServiceRuntime) -> Vec<String> {
+        let mut problems = Vec::new();
+        for service in start_order(&self.journal.stopped()) {
+            if let Err(e) = self.record(Step::Start {
+                service: service.clone(),
+            }) {
+                problems.push(e.to_string());
+            }
+            if let Err(e) = services.start(&service).await {
+                problems.push(format!("service `{service}` did not start: {e}"));
+            }
+        }
+        problems
+    }
+
+    /// The restore is complete: drop the moved-aside copies (unless they are
+    /// to be kept) and the journal. Returns the kept copies and any problems.
+    pub fn commit(mut self, keep_previous: bool) -> (Vec<(PathBuf, PathBuf)>, Vec<String>) {
+        self.journal.phase = Phase::Committing;
+        let mut problems = Vec::new();
+        if let Err(e) = self.save() {
+            problems.push(e.to_string());
+        }
+        let mut kept = Vec::new();
+        for (live, aside) in self.journal.moved() {
+            if keep_previous {
+                kept.push((live, aside));
+            } else if let Err(e) = std::fs::remove_dir_all(&aside)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                problems.push(format!(
+                    "could not remove the previous contents `{}`: {e}",
+                    aside.display()
+                ));
+            }
+        }
+        self.remove_journal(&mut problems);
+        (kept, problems)
+    }
+
+    fn remove_journal(&mut self, problems: &mut Vec<String>) {
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            problems.push(self.io(e).to_string());
+        }
+    }
+}
+
+/// Remove what a failed restore wrote and rename the previous contents back.
+/// A live path that was never created (the restore failed before writing) is
+/// not an error.
+fn put_back(live: &Path, aside: &Path) -> std::io::Result<()> {
+    if !aside.exists() {
+        // The move itself never happened: the live data is untouched.
+        return Ok(());
+    }
+    match std::fs::remove_dir_all(live) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::rename(aside, live)
+}
+
+/// Services to start again: in the order they were stopped, watchdog last (R2).
+pub fn start_order(stopped: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = stopped.iter().filter(|s| *s != WATCHDOG).cloned().collect();
+    if stopped.iter().any(|s| s == WATCHDOG) {
+        v.push(WATCHDOG.into());
+    }
+    v
+}
+
+/// The journal an interrupted restore left, if any (read-only: for `status`,
+/// `doctor`, `backup` and the next restore).
+pub fn unfinished(state_dir: &Path) -> Option<(PathBuf, Journal)> {
+    let path = state_dir.join(JOURNAL);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<Journal>(&bytes) {
+        Ok(j) => Some((path, j)),
+        Err(e) => {
+            // Unreadable still means "a restore did not finish".
+            let j = Journal {
+                restore_id: "unknown".into(),
+                snapshot: "unknown".into(),
+                components: vec![],
+                started: "unknown".into(),
+                pid: 0,
+                phase: Phase::Running,
+                steps: vec![],
+            };
+            tracing::warn!("restore journal `{}` is unreadable: {e}", path.display());
+            Some((path, j))
+        }
+    }
+}
+
+pub fn unfinished_error(path: PathBuf, j: &Journal) -> TxnError {
+    TxnError::Unfinished {
+        path,
+        restore_id: j.restore_id.clone(),
+        snapshot: j.snapshot.clone(),
+        started: j.started.clone(),
+        state: j.describe(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn watchdog_starts_last() {
+        assert_eq!(
+            start_order(&s(&[
+                "watchdog-mailcow",
+                "dovecot-mailcow",
+                "postfix-mailcow"
+            ])),
+            s(&["dovecot-mailcow", "postfix-mailcow", "watchdog-mailcow"])
+        );
+        assert_eq!(
+            start_order(&s(&["dovecot-mailcow"])),
+            s(&["dovecot-mailcow"])
+        );
+    }
+
+    #[test]
+    fn the_journal_is_on_disk_before_the_change_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut txn = RestoreTxn::begin(dir.path(), "r1", "snap", &s(&["vmail"])).unwrap();
+        txn.record(Step::Stop {
+            service: "dovecot-mailcow".into(),
+        })
+        .unwrap();
+        txn.record(Step::MoveAside {
+            live: "/v/_data".into(),
+            aside: "/v/_data.prev".into(),
+        })
+        .unwrap();
+        let (_, j) = unfinished(dir.path()).expect("journal present");
+        assert_eq!(j.stopped(), s(&["dovecot-mailcow"]));
+        assert_eq!(j.moved(), vec![("/v/_data".into(), "/v/_data.prev".into())]);
+        assert!(j.describe().contains("/v/_data.prev"), "{}", j.describe());
+        // A second restore is refused while the first one's journal is there.
+        let e = RestoreTxn::begin(dir.path(), "r2", "snap", &[])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("interrupted"), "{e}");
+    }
+
+    #[test]
+    fn put_back_tolerates_a_live_path_that_was_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("_data");
+        let aside = dir.path().join("_data.prev");
+        std::fs::create_dir(&aside).unwrap();
+        std::fs::write(aside.join("f"), "x").unwrap();
+        put_back(&live, &aside).unwrap();
+        assert_eq!(std::fs::read(live.join("f")).unwrap(), b"x");
+        // Nothing moved: nothing to do.
+        put_back(&dir.path().join("other"), &dir.path().join("none")).unwrap();
+    }
+
+    #[test]
+    fn commit_removes_the_copies_and_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let aside = dir.path().join("aside");
+        std::fs::create_dir(&aside).unwrap();
+        let mut txn = RestoreTxn::begin(dir.path(), "r1", "snap", &[]).unwrap();
+        txn.record(Step::MoveAside {
+            live: dir.path().join("live"),
+            aside: aside.clone(),
+        })
+        .unwrap();
+        let (kept, problems) = txn.commit(false);
+        assert!(kept.is_empty() && problems.is_empty(), "{problems:?}");
+        assert!(!aside.exists());
+        assert!(unfinished(dir.path()).is_none());
+    }
+}

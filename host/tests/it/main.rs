@@ -6,7 +6,9 @@
 mod backup;
 mod cli;
 mod config;
+mod crash;
 mod docker;
+mod hostile;
 mod ops;
 mod plugins;
 mod restore;

@@ -5,8 +5,12 @@
 //!
 //! | operation | module |
 //! |---|---|
-//! | restore (drill, in place, one mailbox) | [`restore`] |
+//! | restore in place (phases, transaction) | [`restore`] |
+//! | a snapshot written into a directory | [`drill`] |
+//! | one mailbox or domain merged | [`mail`] |
 
+pub mod drill;
+pub mod mail;
 pub mod restore;
 
 use std::sync::Arc;

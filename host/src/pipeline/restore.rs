@@ -17,12 +17,14 @@ use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::LocalRepo;
 use crate::repo::capture::Counts;
 use crate::repo::manifest::{Catalog, Kind, Manifest};
-use crate::repo::materialize::{self, Overwrite};
 use crate::repo::names::{BlobId, SnapshotId};
 use crate::restore as rules;
 use crate::runtime::{RestoreMode, RestoreRequest, RestoreSource, RunEnv};
 use crate::transport::BoxRepo;
 use crate::txn::{RestoreTxn, Step};
+
+pub use super::drill::write_snapshot;
+pub use super::mail::{MailReport, mail_subset, merge_mail};
 
 const WATCHDOG: &str = "watchdog-mailcow";
 
@@ -169,64 +171,6 @@ pub fn subset(m: &Manifest, comps: &[String]) -> Manifest {
         .components
         .retain(|c, _| comps.iter().any(|x| x == c.as_str()));
     needed
-}
-
-/// Write components into `dir`: each volume to `<dir>/<component>/<volume>`
-/// with owners, modes and mtimes, each artifact decompressed to
-/// `<dir>/<component>/<name without .zst>` (mode 600: dumps hold secrets), and
-/// `mailcow.conf` (600). Returns the number of files written. No service is
-/// touched: this is the drill and the restore test.
-///
-/// # Errors
-/// On an unsafe path or an I/O failure.
-pub fn write_snapshot(
-    repo: &LocalRepo,
-    m: &Manifest,
-    comps: &[String],
-    dir: &Path,
-    threads: usize,
-) -> Result<u64, CommandError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut files = 0;
-    for c in comps {
-        let rec = &m.components[c.as_str()];
-        for (vol, entries) in &rec.volumes {
-            let refs: Vec<_> = entries.iter().collect();
-            let counts = materialize::materialize(
-                repo,
-                &refs,
-                &dir.join(c).join(vol.as_str()),
-                Overwrite::Replace,
-                threads,
-            )
-            .class(Failure::Restore)?;
-            files += counts.files;
-        }
-        for a in &rec.artifacts {
-            let dest = dir.join(c).join(a.name.as_str().trim_end_matches(".zst"));
-            std::fs::create_dir_all(dest.parent().expect("artifact paths have a parent"))
-                .class(Failure::Restore)?;
-            let mut src = zstd::stream::read::Decoder::new(
-                std::fs::File::open(repo.blob_path(&a.blob)).class(Failure::Restore)?,
-            )
-            .class(Failure::Restore)?;
-            let _ = std::fs::remove_file(&dest);
-            let mut dst = std::fs::File::options()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&dest)
-                .map_err(|e| anyhow::anyhow!("`{}`: {e}", dest.display()))
-                .class(Failure::Restore)?;
-            std::io::copy(&mut src, &mut dst).class(Failure::Restore)?;
-            files += 1;
-        }
-    }
-    let conf = dir.join("mailcow.conf");
-    let bytes = std::fs::read(repo.blob_path(&m.mailcow.conf_blob)).class(Failure::Restore)?;
-    crate::repo::store::write_atomic(&conf, &bytes, 0o600).class(Failure::Restore)?;
-    Ok(files)
 }
 
 /// A restore that was interrupted left its journal: nothing may change the
@@ -531,100 +475,4 @@ fn carry_db_keys(
         path.display()
     );
     Ok(())
-}
-
-/// What a `--mailbox`/`--domain` merge did.
-#[derive(Debug)]
-pub struct MailReport {
-    pub prefix: String,
-    pub files: u64,
-    pub bytes: u64,
-}
-
-/// The vmail entries under one mailbox or domain, and the part of the
-/// snapshot they need.
-///
-/// # Errors
-/// For an invalid name, or a snapshot without that mail.
-pub fn mail_subset(
-    m: &Manifest,
-    mailbox: Option<&str>,
-    domain: Option<&str>,
-) -> Result<(String, Manifest), CommandError> {
-    let prefix = rules::mail_prefix(mailbox, domain).map_err(|e| fail(Failure::Config, e))?;
-    let entries = m
-        .components
-        .get("vmail")
-        .and_then(|c| c.volumes.get("vmail-vol-1"))
-        .ok_or_else(|| {
-            fail(
-                Failure::Config,
-                format!("snapshot {} has no vmail component", m.id),
-            )
-        })?;
-    if !entries.iter().any(|e| e.path.is_under(&prefix)) {
-        return Err(fail(
-            Failure::Config,
-            format!(
-                "snapshot {} has no mail under `{prefix}`; `cshost snapshots` lists others",
-                m.id
-            ),
-        ));
-    }
-    let mut needed = subset(m, &["vmail".to_string()]);
-    if let Some(v) = needed.components.get_mut("vmail") {
-        v.artifacts.clear();
-        v.volumes
-            .values_mut()
-            .for_each(|es| es.retain(|e| e.path.is_under(&prefix) || parent_of(&e.path, &prefix)));
-    }
-    Ok((prefix, needed))
-}
-
-/// Is `dir` a directory above `prefix` (not the volume root)? Those come
-/// along so a mailbox whose domain is missing on a standby is created with
-/// the snapshot's owners and modes.
-fn parent_of(dir: &crate::repo::names::RelPath, prefix: &str) -> bool {
-    !dir.is_root()
-        && prefix
-            .strip_prefix(dir.as_str())
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// Merge one mailbox or domain into the live mail store, keeping files that
-/// are newer there. Dovecot keeps running: new files in a maildir are picked
-/// up like delivered mail.
-///
-/// # Errors
-/// A missing volume, no room, or a write failure.
-pub fn merge_mail(
-    env: &RunEnv,
-    repo: &LocalRepo,
-    needed: &Manifest,
-    prefix: &str,
-    threads: usize,
-) -> Result<MailReport, CommandError> {
-    let entries: Vec<_> = needed
-        .components
-        .get("vmail")
-        .and_then(|c| c.volumes.get("vmail-vol-1"))
-        .map(|es| es.iter().collect())
-        .unwrap_or_default();
-    let live = env
-        .services
-        .volume_path(&format!("{}_vmail-vol-1", env.project))
-        .class(Failure::Preflight)?;
-    let size = entries
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.size)
-        .sum();
-    crate::disk::check(&[(live.clone(), size)]).class(Failure::Preflight)?;
-    let counts = materialize::materialize(repo, &entries, &live, Overwrite::KeepNewer, threads)
-        .class(Failure::Restore)?;
-    Ok(MailReport {
-        prefix: prefix.to_string(),
-        files: counts.files,
-        bytes: counts.bytes,
-    })
 }

@@ -138,8 +138,7 @@ pub fn ensure_packages() -> Result<()> {
         "apt-get install -y --no-install-recommends {}",
         missing.join(" ")
     );
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("missing Debian packages; run as root: {cmd}");
     }
     eprintln!("installing missing Debian packages: {}", missing.join(" "));

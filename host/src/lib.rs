@@ -24,4 +24,5 @@ pub mod retention;
 pub mod runtime;
 pub mod services;
 pub mod status;
+pub mod toml_text;
 pub mod transport;

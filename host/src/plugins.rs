@@ -171,11 +171,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// The config table that approves a plugin with exactly what it requests.
 pub fn approval_snippet(plugin: &LoadedPlugin, file: &Path) -> String {
+    use crate::toml_text::{key, value};
     format!(
-        "[plugins.{}]\nfile = {:?}\nsha256 = {:?}\ngrants = {}\n",
-        plugin.info.name,
-        file.display().to_string(),
-        plugin.sha256,
+        "[plugins.{}]\nfile = {}\nsha256 = {}\ngrants = {}\n",
+        key(&plugin.info.name),
+        value(&file.display().to_string()),
+        value(&plugin.sha256),
         Grants::from(&plugin.info.grants).to_toml()
     )
 }

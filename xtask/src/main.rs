@@ -9,8 +9,6 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const PLUGINS: [&str; 6] = ["vmail", "crypt", "redis", "rspamd", "postfix", "mysql"];
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let release = args.iter().any(|a| a == "--release");
@@ -65,12 +63,25 @@ fn cargo() -> Command {
 pub fn plugins() -> Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "--release", "--target", "wasm32-wasip2"]);
-    for p in PLUGINS {
+    for p in builtin_plugins()? {
         c.args(["-p", &format!("cshost-plugin-{p}")]);
     }
     c.args(["-p", "cshost-test-hostile", "-p", "cshost-example-sogo"]);
     run(&mut c)?;
     Ok(target_dir().join("wasm32-wasip2").join("release"))
+}
+
+/// The built-in plugins, from the list `host/build.rs` also reads.
+fn builtin_plugins() -> Result<Vec<String>> {
+    let list = root().join("plugins").join("builtin.txt");
+    let text =
+        std::fs::read_to_string(&list).with_context(|| format!("reading `{}`", list.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Build the plugins, then cshost with them embedded. Returns the binary path.

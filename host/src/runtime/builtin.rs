@@ -3,11 +3,8 @@
 
 use std::path::PathBuf;
 
-include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
-
-/// Built-in plugin names, in the order a full backup runs them: the database
-/// dump and the redis SAVE first (seconds), then the volumes (minutes to hours).
-pub const NAMES: [&str; 6] = ["mysql", "redis", "crypt", "vmail", "postfix", "rspamd"];
+// `NAMES` (the backup order, from `plugins/builtin.txt`) and `EMBEDDED`.
+include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -1,13 +1,23 @@
 //! Generates `runtime::builtin::NAMES` from `plugins/builtin.txt`, and embeds
 //! the built-in plugins when `CSHOST_EMBED_DIR` names the directory they were
-//! built into (`cargo xtask build` sets it). Without it the binary looks for
-//! them at run time beside itself (see `runtime::builtin`).
+//! built into (`cargo xtask build` sets it).
+//!
+//! A cshost binary without its plugins cannot back anything up, so without
+//! `CSHOST_EMBED_DIR` linking the binary fails, with a message that names the
+//! command to use. Only linking: `cargo check`, `cargo clippy` and
+//! rust-analyzer never link, so they work without the plugins. Packagers who
+//! ship the `.wasm` files in a `plugins/` directory beside the binary set
+//! `CSHOST_PLUGINS_BESIDE_BINARY=1`.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+/// The linker reports this symbol as missing; its name is the hint.
+const NO_PLUGINS_SYMBOL: &str = "cshost_has_no_plugins__build_it_with__cargo_xtask_build_release";
+
 fn main() {
     println!("cargo:rerun-if-env-changed=CSHOST_EMBED_DIR");
+    println!("cargo:rerun-if-env-changed=CSHOST_PLUGINS_BESIDE_BINARY");
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let list = manifest.join("../plugins/builtin.txt");
     println!("cargo:rerun-if-changed={}", list.display());
@@ -39,7 +49,17 @@ fn main() {
                 .expect("writing to a String");
             }
         }
-        None => {}
+        None if std::env::var_os("CSHOST_PLUGINS_BESIDE_BINARY").is_some_and(|v| v == "1") => {}
+        None => {
+            println!(
+                "cargo:warning=this cshost embeds no plugins and would not work; build it with \
+                 `cargo xtask build --release` (the binary is then target/release/cshost; install it \
+                 with `install -m 755 target/release/cshost /usr/local/bin/` or `cshost install`), \
+                 or set CSHOST_PLUGINS_BESIDE_BINARY=1 if you ship the .wasm files in a plugins/ \
+                 directory beside the binary"
+            );
+            println!("cargo:rustc-link-arg-bins=-Wl,--require-defined={NO_PLUGINS_SYMBOL}");
+        }
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtin.rs"), code).expect("OUT_DIR is writable");

@@ -1,5 +1,6 @@
 //! The built-in plugins: embedded in the binary when it was built with
-//! `cargo xtask`, otherwise read from a directory beside it.
+//! `cargo xtask`, otherwise (`CSHOST_PLUGINS_BESIDE_BINARY=1`, for packagers)
+//! read from a `plugins/` directory beside it.
 
 use std::path::PathBuf;
 

@@ -117,10 +117,12 @@ fn test(extra: &[String]) -> Result<()> {
     run(&mut c)
 }
 
-/// Debian packages the tests and the demo use: real MariaDB and Redis servers
-/// and their clients. Installed when missing and running as root; otherwise
-/// the exact command is printed.
-const PACKAGES: [(&str, &str); 9] = [
+/// Debian packages the tests and the demo use, as (a program it installs,
+/// the package): real MariaDB, Redis and sshd servers and their clients,
+/// debootstrap and compose for the Docker end-to-end test's images and
+/// project. Installed when missing and running as root; otherwise the exact
+/// command is printed. This is the only list: CI relies on it too.
+const PACKAGES: [(&str, &str); 11] = [
     ("mariadbd", "mariadb-server"),
     ("mariadb", "mariadb-client"),
     ("redis-server", "redis-server"),
@@ -130,6 +132,8 @@ const PACKAGES: [(&str, &str); 9] = [
     ("rsync", "rsync"),
     ("systemd-analyze", "systemd"),
     ("flock", "util-linux"),
+    ("debootstrap", "debootstrap"),
+    ("docker-compose", "docker-compose"),
 ];
 
 pub fn ensure_packages() -> Result<()> {

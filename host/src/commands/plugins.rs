@@ -103,8 +103,8 @@ async fn list(ctx: &Context) -> Result<(), CommandError> {
 }
 
 async fn describe_file(host: &PluginHost, file: &Path) -> Result<LoadedPlugin, CommandError> {
-    let wasm = std::fs::read(file)
-        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))
+    let wasm = crate::plugins::read_wasm(file)
+        .map_err(|e| anyhow::anyhow!("cannot read the plugin `{}`: {e}", file.display()))
         .class(Failure::Config)?;
     let name = file
         .file_stem()

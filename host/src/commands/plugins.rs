@@ -161,7 +161,12 @@ async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
     let mut p = inspect(ctx, &host, file).await?;
     let requested = Grants::from(&p.info.grants);
     p.grants = Arc::new(requested.clone());
-    let scratch = tempdir()?;
+    // A fresh private directory, removed when dropped (also on an error).
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("cshost-check-")
+        .tempdir()
+        .class(Failure::Internal)?;
+    let scratch = scratch_dir.path();
     let volumes = scratch.join("volumes");
     for v in &requested.volumes {
         let d = volumes.join(format!("mailcowdockerized_{v}")).join("_data");
@@ -195,7 +200,7 @@ async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
             arch: crate::mailcow::arch().into(),
         };
         match host
-            .backup(&p, env.clone(), &req, record.clone(), &scratch)
+            .backup(&p, env.clone(), &req, record.clone(), scratch)
             .await
         {
             Ok(r) => out(&format!(
@@ -214,7 +219,6 @@ async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
         rec.counts.files,
         rec.artifacts.len()
     ));
-    let _ = std::fs::remove_dir_all(&scratch);
     if failures.is_empty() {
         Ok(())
     } else {
@@ -223,10 +227,4 @@ async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
             anyhow::anyhow!("plugin check failed: {}", failures.join("; ")),
         ))
     }
-}
-
-fn tempdir() -> Result<std::path::PathBuf, CommandError> {
-    let dir = std::env::temp_dir().join(format!("cshost-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).class(Failure::Internal)?;
-    Ok(dir)
 }

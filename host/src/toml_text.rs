@@ -66,7 +66,7 @@ mod tests {
         };
         assert_eq!(
             value(&g),
-            r#"{ volumes = ["v\"1"], exec = { svc = ["prog"] } }"#
+            r#"{ volumes = ['v"1'], exec = { svc = ["prog"] } }"#
         );
     }
 }

@@ -400,7 +400,12 @@ impl StorageBoxRepository {
             );
         }
         for (key, value, example, forbidden) in [
-            ("host", &self.host, "u123456.your-storagebox.de", &['@', '/'][..]),
+            (
+                "host",
+                &self.host,
+                "u123456.your-storagebox.de",
+                &['@', '/'][..],
+            ),
             ("user", &self.user, "u123456", &['@', ':', '/'][..]),
         ] {
             let problem = if value.is_empty() {
@@ -567,11 +572,26 @@ mod tests {
             (good, "u1", "0", "port = 0"),
             ("", "u1", "23", "host = \"\" is empty"),
             (good, "", "23", "user = \"\" is empty"),
-            ("-oProxyCommand=sh", "u1", "23", "host = \"-oProxyCommand=sh\" starts with `-`"),
+            (
+                "-oProxyCommand=sh",
+                "u1",
+                "23",
+                "host = \"-oProxyCommand=sh\" starts with `-`",
+            ),
             (good, "-lroot", "23", "user = \"-lroot\" starts with `-`"),
             ("box .de", "u1", "23", "host = \"box .de\" contains a space"),
-            (good, "u1\tx", "23", "user = \"u1\\tx\" contains a space or a control"),
-            ("box\n-oX", "u1", "23", "host = \"box\\n-oX\" contains a space or a control"),
+            (
+                good,
+                "u1\tx",
+                "23",
+                "user = \"u1\\tx\" contains a space or a control",
+            ),
+            (
+                "box\n-oX",
+                "u1",
+                "23",
+                "host = \"box\\n-oX\" contains a space or a control",
+            ),
             (good, "u1\u{7}", "23", "control character"),
             ("root@box", "u1", "23", "host = \"root@box\" contains `@`"),
             (good, "u1@evil", "23", "user = \"u1@evil\" contains `@`"),

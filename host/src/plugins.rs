@@ -263,8 +263,12 @@ mod tests {
             .set_len(MAX_PLUGIN_BYTES + 1)
             .unwrap();
         let fifo = tmp.path().join("fifo.wasm");
-        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600))
-            .unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
         let fifo_link = tmp.path().join("fifo-link.wasm");
         std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
         let cases: [(&Path, Result<&[u8], &str>); 8] = [

@@ -171,8 +171,12 @@ pub fn materialize(
                         .map_err(io_err(p))?;
                 }
                 _ => {
-                    rustix::fs::mkfifoat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(0o600))
-                        .map_err(|e| io_err(p)(e.into()))?;
+                    rustix::fs::mkfifoat(
+                        rustix::fs::CWD,
+                        p,
+                        rustix::fs::Mode::from_raw_mode(0o600),
+                    )
+                    .map_err(|e| io_err(p)(e.into()))?;
                 }
             }
             set_meta(p, e, chown)?;

@@ -556,6 +556,19 @@ mod tests {
     }
 
     #[test]
+    fn the_minimal_config_parses() {
+        let c = parse(include_str!("../../config.minimal.toml")).unwrap();
+        assert_eq!(c.mailcow.runtime, RuntimeKind::Native);
+        assert!(
+            c.repository
+                .local
+                .unwrap()
+                .path
+                .starts_with("/tmp/cshost-try")
+        );
+    }
+
+    #[test]
     fn storage_box_addresses_that_ssh_could_misread_are_refused() {
         let config = |host: &str, user: &str, port: &str| {
             format!(

@@ -7,6 +7,7 @@ mod backup;
 mod cli;
 mod config;
 mod docker;
+mod noconfig;
 mod ops;
 mod plugins;
 mod restore;

@@ -3,8 +3,8 @@
 //! built into (`cargo xtask build` sets it).
 //!
 //! A cshost binary without its plugins cannot back anything up, so without
-//! `CSHOST_EMBED_DIR` linking the binary fails, with a message that names the
-//! command to use. Only linking: `cargo check`, `cargo clippy` and
+//! `CSHOST_EMBED_DIR` linking the binary fails, with a warning that names the
+//! command to use and a missing library named after it. Only linking: `cargo check`, `cargo clippy` and
 //! rust-analyzer never link, so they work without the plugins. Packagers who
 //! ship the `.wasm` files in a `plugins/` directory beside the binary set
 //! `CSHOST_PLUGINS_BESIDE_BINARY=1`.
@@ -12,8 +12,9 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// The linker reports this symbol as missing; its name is the hint.
-const NO_PLUGINS_SYMBOL: &str = "cshost_has_no_plugins__build_it_with__cargo_xtask_build_release";
+/// The linker reports this library as missing; its name is the hint. (A
+/// missing library fails with every linker; `--require-defined` is GNU-only.)
+const NO_PLUGINS_LIB: &str = "cshost-has-no-plugins--build-it-with--cargo-xtask-build-release";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=CSHOST_EMBED_DIR");
@@ -58,7 +59,7 @@ fn main() {
                  or set CSHOST_PLUGINS_BESIDE_BINARY=1 if you ship the .wasm files in a plugins/ \
                  directory beside the binary"
             );
-            println!("cargo:rustc-link-arg-bins=-Wl,--require-defined={NO_PLUGINS_SYMBOL}");
+            println!("cargo:rustc-link-arg-bins=-l{NO_PLUGINS_LIB}");
         }
     }
     code.push_str("];\n");

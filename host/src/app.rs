@@ -41,19 +41,36 @@ fn name(c: &Command) -> &'static str {
 
 /// Run the command line; the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    // Commands that need no config (or create one).
-    let early = match &cli.command {
-        Command::Completions { shell } => Some(crate::commands::ops::completions(*shell)),
-        Command::Man => Some(crate::commands::ops::man()),
-        Command::Config(ConfigCommand::Example) => Some(crate::commands::ops::example()),
-        Command::Config(ConfigCommand::Migrate { from, output }) => {
-            Some(crate::commands::ops::migrate(from, output.as_deref()))
-        }
-        Command::Install(args) => Some(crate::commands::install::run(args, &cli.config)),
-        _ => None,
-    };
-    if let Some(r) = early {
+    // Commands that need no config (or create one, or read one only if it
+    // exists). Logging first, so their warnings are seen.
+    let early = matches!(
+        &cli.command,
+        Command::Completions { .. }
+            | Command::Man
+            | Command::Config(ConfigCommand::Example { .. } | ConfigCommand::Migrate { .. })
+            | Command::Install(_)
+            | Command::Plugins(
+                crate::cli::PluginsCommand::Inspect { .. }
+                    | crate::cli::PluginsCommand::Check { .. }
+            )
+    );
+    if early {
         let _ = crate::logging::init(cli.verbose, cli.quiet, None);
+        let r = match &cli.command {
+            Command::Completions { shell } => crate::commands::ops::completions(*shell),
+            Command::Man => crate::commands::ops::man(),
+            Command::Config(ConfigCommand::Example { minimal }) => {
+                crate::commands::ops::example(*minimal)
+            }
+            Command::Config(ConfigCommand::Migrate { from, output }) => {
+                crate::commands::ops::migrate(from, output.as_deref())
+            }
+            Command::Install(args) => crate::commands::install::run(args, &cli.config),
+            Command::Plugins(cmd) => {
+                crate::commands::plugins::run_without_config(&cli.config, cli.json, cmd)
+            }
+            _ => unreachable!("only the commands matched above"),
+        };
         return finish(r);
     }
     let config = Config::load(&cli.config)

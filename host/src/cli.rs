@@ -81,7 +81,11 @@ pub enum ConfigCommand {
     /// Parse the config and report the first problem.
     Check,
     /// Print an example config with every option.
-    Example,
+    Example {
+        /// A short config for trying a plugin on a machine without mailcow (native runtime, everything under /tmp/cshost-try).
+        #[arg(long)]
+        minimal: bool,
+    },
     /// Turn the old mailcow-backup `.env` into a cshost config (printed, or written to --output).
     Migrate {
         #[arg(long, default_value = "/etc/mailcow-backup/.env")]

@@ -389,6 +389,46 @@ impl StorageBoxRepository {
         )
     }
 
+    /// Host, user and port go on ssh's and rsync's command lines: refuse
+    /// what ssh would read as an option (`-oProxyCommand=…`), what would
+    /// split into other words or another `user@host`, and what is no address.
+    fn check_address(&self) -> Result<(), String> {
+        if self.port == 0 {
+            return Err(
+                "[repository.storagebox] port = 0 is not a port; a Storage Box listens on 23 (port = 23)"
+                    .into(),
+            );
+        }
+        for (key, value, example, forbidden) in [
+            (
+                "host",
+                &self.host,
+                "u123456.your-storagebox.de",
+                &['@', '/'][..],
+            ),
+            ("user", &self.user, "u123456", &['@', ':', '/'][..]),
+        ] {
+            let problem = if value.is_empty() {
+                Some("is empty".to_string())
+            } else if value.starts_with('-') {
+                Some("starts with `-`, so ssh would read it as an option".into())
+            } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Some("contains a space or a control character".into())
+            } else {
+                forbidden
+                    .iter()
+                    .find(|c| value.contains(**c))
+                    .map(|c| format!("contains `{c}`"))
+            };
+            if let Some(problem) = problem {
+                return Err(format!(
+                    "[repository.storagebox] {key} = {value:?} {problem}; set the bare {key}, e.g. {key} = \"{example}\""
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `user@host:port`, for messages.
     pub fn display(&self) -> String {
         format!("{}@{}:{}", self.user, self.host, self.port)
@@ -484,10 +524,11 @@ impl Config {
                 )));
             }
         }
-        if let Some(b) = &config.repository.storagebox
-            && let Err(e) = crate::transport::boxcmd::check_repo_path(&b.path)
-        {
-            return Err(invalid(format!("[repository.storagebox] path: {e}")));
+        if let Some(b) = &config.repository.storagebox {
+            if let Err(e) = crate::transport::boxcmd::check_repo_path(&b.path) {
+                return Err(invalid(format!("[repository.storagebox] path: {e}")));
+            }
+            b.check_address().map_err(invalid)?;
         }
         if config.repository.local.is_none() {
             return Err(invalid(
@@ -512,6 +553,70 @@ mod tests {
         let c = parse(text).unwrap();
         assert_eq!(c.backup.components, vec!["all".to_string()]);
         assert!(c.native.services.contains_key("mysql-mailcow"));
+    }
+
+    #[test]
+    fn the_minimal_config_parses() {
+        let c = parse(include_str!("../../config.minimal.toml")).unwrap();
+        assert_eq!(c.mailcow.runtime, RuntimeKind::Native);
+        assert!(
+            c.repository
+                .local
+                .unwrap()
+                .path
+                .starts_with("/tmp/cshost-try")
+        );
+    }
+
+    #[test]
+    fn storage_box_addresses_that_ssh_could_misread_are_refused() {
+        let config = |host: &str, user: &str, port: &str| {
+            format!(
+                "[mailcow]\n[repository.local]\npath = \"/r\"\n[repository.storagebox]\n\
+                 host = {}\nuser = {}\nport = {port}\nidentity = \"/k\"\nknown-hosts = \"/h\"\n",
+                crate::toml_text::value(host),
+                crate::toml_text::value(user),
+            )
+        };
+        let good = "u1.your-storagebox.de";
+        assert!(parse(&config(good, "u1", "23")).is_ok());
+        assert!(parse(&config("192.0.2.1", "u1-sub2", "22")).is_ok());
+        for (host, user, port, needle) in [
+            (good, "u1", "0", "port = 0"),
+            ("", "u1", "23", "host = \"\" is empty"),
+            (good, "", "23", "user = \"\" is empty"),
+            (
+                "-oProxyCommand=sh",
+                "u1",
+                "23",
+                "host = \"-oProxyCommand=sh\" starts with `-`",
+            ),
+            (good, "-lroot", "23", "user = \"-lroot\" starts with `-`"),
+            ("box .de", "u1", "23", "host = \"box .de\" contains a space"),
+            (
+                good,
+                "u1\tx",
+                "23",
+                "user = \"u1\\tx\" contains a space or a control",
+            ),
+            (
+                "box\n-oX",
+                "u1",
+                "23",
+                "host = \"box\\n-oX\" contains a space or a control",
+            ),
+            (good, "u1\u{7}", "23", "control character"),
+            ("root@box", "u1", "23", "host = \"root@box\" contains `@`"),
+            (good, "u1@evil", "23", "user = \"u1@evil\" contains `@`"),
+            (good, "u1:x", "23", "contains `:`"),
+        ] {
+            let err = parse(&config(host, user, port)).unwrap_err().to_string();
+            assert!(
+                err.contains(needle) && err.contains("test.toml") && err.contains("e.g.")
+                    || (needle == "port = 0" && err.contains(needle) && err.contains("port = 23")),
+                "{needle}: {err}"
+            );
+        }
     }
 
     #[test]

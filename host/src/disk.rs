@@ -1,8 +1,6 @@
 //! Free space on the filesystems a run will write, checked before anything
 //! changes, with the numbers in the error.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,18 +22,11 @@ pub enum DiskError {
 
 /// (device id, bytes available to unprivileged writers… and root) of the filesystem holding `path`.
 pub fn free(path: &Path) -> Result<(u64, u64), DiskError> {
-    let stat_err = |source| DiskError::Stat {
+    let s = rustix::fs::statvfs(path).map_err(|e| DiskError::Stat {
         path: path.into(),
-        source,
-    };
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| stat_err(std::io::Error::other(e)))?;
-    // SAFETY: statvfs writes into the zeroed struct we pass; `c` is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(stat_err(std::io::Error::last_os_error()));
-    }
-    Ok((s.f_fsid as u64, s.f_bavail as u64 * s.f_frsize as u64))
+        source: e.into(),
+    })?;
+    Ok((s.f_fsid, s.f_bavail * s.f_frsize))
 }
 
 /// Check that each filesystem has room for what will be written to it.

@@ -27,5 +27,6 @@ pub mod retention;
 pub mod runtime;
 pub mod services;
 pub mod status;
+pub mod toml_text;
 pub mod transport;
 pub mod txn;

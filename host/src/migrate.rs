@@ -11,7 +11,7 @@ pub struct Migrated {
 }
 
 fn q(s: &str) -> String {
-    format!("{s:?}")
+    crate::toml_text::value(s)
 }
 
 /// Translate the old `.env`.
@@ -165,6 +165,29 @@ mod tests {
         );
         assert!(m.notes.iter().any(|n| n.contains("LOCK_TIMEOUT_HOURS")));
         assert!(m.notes.iter().any(|n| n.contains("/tmp")));
+    }
+
+    #[test]
+    fn hostile_values_survive_as_toml() {
+        for value in [
+            r#"/opt/with "quotes""#,
+            r"/opt/back\slash\",
+            "/opt/tab\there\u{1b}[31m",
+            "/opt/grüße/🙂",
+            "/opt/'single'",
+        ] {
+            let env = OLD
+                .replace("/opt/mailcow-dockerized", value)
+                .replace("/root/.ssh/id_rsa_hetzner", value)
+                .replace("/var/log/mailcow-backup.log", value);
+            let m = migrate(&env).unwrap();
+            let c = Config::parse(std::path::Path::new("migrated.toml"), &m.toml)
+                .unwrap_or_else(|e| panic!("{value:?}: {e}\n{}", m.toml));
+            assert_eq!(c.mailcow.dir, std::path::PathBuf::from(value), "{}", m.toml);
+            let b = c.repository.storagebox.unwrap();
+            assert_eq!(b.identity, std::path::PathBuf::from(value));
+            assert_eq!(c.log.file, Some(value.into()));
+        }
     }
 
     #[test]

@@ -61,6 +61,71 @@ pub struct Catalog {
     pub refused: Vec<PluginError>,
 }
 
+/// Plugin files larger than this are refused before they are read: real
+/// plugins are a few MiB, and a file of any size must not exhaust memory.
+pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+
+/// Read a plugin file: a regular file (or a symlink to one) of at most
+/// [`MAX_PLUGIN_BYTES`]. It is checked before it is opened and again once
+/// open, and opened without blocking, so `/dev/zero` or a FIFO is refused
+/// rather than read forever or waited on.
+///
+/// # Errors
+/// When the file is missing, not a regular file, or too large; the message
+/// says which.
+pub fn read_wasm(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = |m: &std::fs::Metadata| {
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
+            "a FIFO"
+        } else if std::os::unix::fs::FileTypeExt::is_char_device(&ft)
+            || std::os::unix::fs::FileTypeExt::is_block_device(&ft)
+        {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}; give the path of the plugin's .wasm file"),
+        )
+    };
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    // The path may have been swapped between the check and the open.
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let too_large = |len: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it has {len} bytes or more, and a plugin may have at most {MAX_PLUGIN_BYTES} (64 MiB); is this the right file?"
+            ),
+        )
+    };
+    if meta.len() > MAX_PLUGIN_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut wasm = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_PLUGIN_BYTES + 1).read_to_end(&mut wasm)?;
+    if wasm.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(too_large(wasm.len() as u64));
+    }
+    Ok(wasm)
+}
+
 /// Hash, compile, describe and check one approved third-party plugin.
 ///
 /// # Errors
@@ -71,7 +136,7 @@ pub async fn load_approved(
     name: &str,
     approved: &ApprovedPlugin,
 ) -> Result<LoadedPlugin, PluginError> {
-    let wasm = std::fs::read(&approved.file).map_err(|source| PluginError::Read {
+    let wasm = read_wasm(&approved.file).map_err(|source| PluginError::Read {
         name: name.into(),
         path: approved.file.clone(),
         source,
@@ -171,11 +236,59 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// The config table that approves a plugin with exactly what it requests.
 pub fn approval_snippet(plugin: &LoadedPlugin, file: &Path) -> String {
+    use crate::toml_text::{key, value};
     format!(
-        "[plugins.{}]\nfile = {:?}\nsha256 = {:?}\ngrants = {}\n",
-        plugin.info.name,
-        file.display().to_string(),
-        plugin.sha256,
+        "[plugins.{}]\nfile = {}\nsha256 = {}\ngrants = {}\n",
+        key(&plugin.info.name),
+        value(&file.display().to_string()),
+        value(&plugin.sha256),
         Grants::from(&plugin.info.grants).to_toml()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bounded_regular_files_are_read_as_plugins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ok = tmp.path().join("ok.wasm");
+        std::fs::write(&ok, b"\0asm").unwrap();
+        let link = tmp.path().join("link.wasm");
+        std::os::unix::fs::symlink(&ok, &link).unwrap();
+        let big = tmp.path().join("big.wasm");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_PLUGIN_BYTES + 1)
+            .unwrap();
+        let fifo = tmp.path().join("fifo.wasm");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let fifo_link = tmp.path().join("fifo-link.wasm");
+        std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
+        let cases: [(&Path, Result<&[u8], &str>); 8] = [
+            (&ok, Ok(b"\0asm")),
+            (&link, Ok(b"\0asm")),
+            (&big, Err("at most 67108864")),
+            (&fifo, Err("a FIFO")),
+            (&fifo_link, Err("a FIFO")),
+            (Path::new("/dev/zero"), Err("a device")),
+            (tmp.path(), Err("a directory")),
+            (&tmp.path().join("missing.wasm"), Err("No such file")),
+        ];
+        for (path, want) in cases {
+            match (read_wasm(path), want) {
+                (Ok(bytes), Ok(want)) => assert_eq!(bytes, want, "{}", path.display()),
+                (Err(e), Err(needle)) => {
+                    assert!(e.to_string().contains(needle), "{}: {e}", path.display())
+                }
+                (got, want) => panic!("{}: got {got:?}, want {want:?}", path.display()),
+            }
+        }
+    }
 }

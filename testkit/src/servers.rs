@@ -44,7 +44,7 @@ pub fn require(program: &str, package: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{program}` is not installed; install the Debian package `{package}` (.ci/run does)"
+            "`{program}` is not installed; install the Debian package `{package}` (`cargo xtask test` does)"
         ))
     }
 }

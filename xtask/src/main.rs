@@ -9,8 +9,6 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const PLUGINS: [&str; 6] = ["vmail", "crypt", "redis", "rspamd", "postfix", "mysql"];
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let release = args.iter().any(|a| a == "--release");
@@ -65,12 +63,25 @@ fn cargo() -> Command {
 pub fn plugins() -> Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "--release", "--target", "wasm32-wasip2"]);
-    for p in PLUGINS {
+    for p in builtin_plugins()? {
         c.args(["-p", &format!("cshost-plugin-{p}")]);
     }
     c.args(["-p", "cshost-test-hostile", "-p", "cshost-example-sogo"]);
     run(&mut c)?;
     Ok(target_dir().join("wasm32-wasip2").join("release"))
+}
+
+/// The built-in plugins, from the list `host/build.rs` also reads.
+fn builtin_plugins() -> Result<Vec<String>> {
+    let list = root().join("plugins").join("builtin.txt");
+    let text =
+        std::fs::read_to_string(&list).with_context(|| format!("reading `{}`", list.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Build the plugins, then cshost with them embedded. Returns the binary path.
@@ -106,10 +117,12 @@ fn test(extra: &[String]) -> Result<()> {
     run(&mut c)
 }
 
-/// Debian packages the tests and the demo use: real MariaDB and Redis servers
-/// and their clients. Installed when missing and running as root; otherwise
-/// the exact command is printed.
-const PACKAGES: [(&str, &str); 9] = [
+/// Debian packages the tests and the demo use, as (a program it installs,
+/// the package): real MariaDB, Redis and sshd servers and their clients,
+/// debootstrap and compose for the Docker end-to-end test's images and
+/// project. Installed when missing and running as root; otherwise the exact
+/// command is printed. This is the only list: CI relies on it too.
+const PACKAGES: [(&str, &str); 11] = [
     ("mariadbd", "mariadb-server"),
     ("mariadb", "mariadb-client"),
     ("redis-server", "redis-server"),
@@ -119,6 +132,8 @@ const PACKAGES: [(&str, &str); 9] = [
     ("rsync", "rsync"),
     ("systemd-analyze", "systemd"),
     ("flock", "util-linux"),
+    ("debootstrap", "debootstrap"),
+    ("docker-compose", "docker-compose"),
 ];
 
 pub fn ensure_packages() -> Result<()> {
@@ -138,8 +153,7 @@ pub fn ensure_packages() -> Result<()> {
         "apt-get install -y --no-install-recommends {}",
         missing.join(" ")
     );
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("missing Debian packages; run as root: {cmd}");
     }
     eprintln!("installing missing Debian packages: {}", missing.join(" "));

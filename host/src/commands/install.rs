@@ -67,10 +67,10 @@ fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> Result<bool, Comm
 fn config_for(mailcow: &Path) -> String {
     format!(
         "# Written by `cshost install`. Every option: `cshost config example`.\n\n\
-         [mailcow]\ndir = {:?}\nruntime = \"auto\"\n\n\
+         [mailcow]\ndir = {}\nruntime = \"auto\"\n\n\
          [backup]\ncomponents = [\"all\"]\n\n\
          [repository.local]\npath = \"/var/backups/cshost\"\nkeep-daily = 7\n",
-        mailcow.display().to_string()
+        crate::toml_text::value(&mailcow.display().to_string())
     )
 }
 
@@ -171,4 +171,21 @@ pub fn run(args: &InstallArgs, config_path: &Path) -> Result<(), CommandError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_written_config_holds_any_mailcow_dir() {
+        for dir in [
+            "/opt/mailcow-dockerized",
+            r#"/srv/"quoted" \back\slash"#,
+            "/home/jürgen/mailcow\u{7}\ttab",
+        ] {
+            let text = super::config_for(std::path::Path::new(dir));
+            let c = crate::config::Config::parse(std::path::Path::new("install.toml"), &text)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(c.mailcow.dir, std::path::PathBuf::from(dir), "{text}");
+        }
+    }
 }

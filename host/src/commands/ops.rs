@@ -131,9 +131,10 @@ pub fn man() -> Result<(), CommandError> {
 }
 
 pub const EXAMPLE: &str = include_str!("../../../config.example.toml");
+pub const MINIMAL: &str = include_str!("../../../config.minimal.toml");
 
-pub fn example() -> Result<(), CommandError> {
-    out(EXAMPLE.trim_end());
+pub fn example(minimal: bool) -> Result<(), CommandError> {
+    out(if minimal { MINIMAL } else { EXAMPLE }.trim_end());
     Ok(())
 }
 

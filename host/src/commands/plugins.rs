@@ -1,23 +1,91 @@
 //! `cshost plugins list|inspect|check`: what plugins exist, what they ask
 //! for, and whether a plugin file works, before an admin approves it.
+//! `inspect` and `check` need no config (a plugin author may have none): they
+//! take the limits and the compile cache from one when it exists.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::app::Context;
 use crate::cli::PluginsCommand;
 use crate::commands::out;
+use crate::config::{Config, ConfigError, LimitsSection};
 use crate::error::{CommandError, Failure, ResultExt};
-use crate::runtime::{BackupRequest, CaptureRecord, Grants, LoadedPlugin, PluginHost, RunEnv};
+use crate::runtime::{
+    BackupRequest, CaptureRecord, Grants, Limits, LoadedPlugin, PluginHost, RunEnv,
+};
+
+/// What `inspect` and `check` use: no mailcow, no repository.
+struct FileTools {
+    json: bool,
+    limits: LimitsSection,
+    /// wasmtime's compile cache; none without a config (no cache dir to trust).
+    cache_dir: Option<PathBuf>,
+}
+
+impl FileTools {
+    fn from_config(config: Option<&Config>, json: bool) -> Self {
+        Self {
+            json,
+            limits: config.map(|c| c.limits).unwrap_or_default(),
+            cache_dir: config.map(|c| c.backup.cache_dir.clone()),
+        }
+    }
+
+    fn plugin_host(&self) -> Result<PluginHost, CommandError> {
+        let l = self.limits;
+        let limits = Limits {
+            memory_mib: l.memory_mib,
+            cpu_seconds: l.cpu_seconds,
+            log_kib: l.log_kib,
+        };
+        PluginHost::new(self.cache_dir.as_deref(), limits).class(Failure::Internal)
+    }
+}
 
 pub async fn run(ctx: &Context, cmd: PluginsCommand) -> Result<(), CommandError> {
+    let tools = FileTools::from_config(Some(&ctx.config), ctx.json);
     match cmd {
         PluginsCommand::List => list(ctx).await,
-        PluginsCommand::Inspect { file } => {
-            inspect(ctx, &ctx.plugin_host()?, &file).await.map(|_| ())
-        }
-        PluginsCommand::Check { file } => check(ctx, &file).await,
+        PluginsCommand::Inspect { file } => inspect(&tools, &tools.plugin_host()?, &file)
+            .await
+            .map(|_| ()),
+        PluginsCommand::Check { file } => check(&tools, &file).await,
     }
+}
+
+/// `plugins inspect|check FILE` before (or without) a config: the config at
+/// `config_path` is used when it exists, defaults otherwise.
+pub fn run_without_config(
+    config_path: &Path,
+    json: bool,
+    cmd: &PluginsCommand,
+) -> Result<(), CommandError> {
+    let config = match Config::load(config_path) {
+        Ok(c) => Some(c),
+        Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!(
+                "no config at `{}`: default limits, no compile cache",
+                config_path.display()
+            );
+            None
+        }
+        Err(e) => return Err(CommandError::new(Failure::Config, e)),
+    };
+    let tools = FileTools::from_config(config.as_ref(), json);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .class(Failure::Internal)?;
+    runtime.block_on(async {
+        match cmd {
+            PluginsCommand::Inspect { file } => inspect(&tools, &tools.plugin_host()?, file)
+                .await
+                .map(|_| ()),
+            PluginsCommand::Check { file } => check(&tools, file).await,
+            PluginsCommand::List => unreachable!("`plugins list` reads the config"),
+        }
+    })
 }
 
 fn grants_line(g: &Grants) -> String {
@@ -103,8 +171,8 @@ async fn list(ctx: &Context) -> Result<(), CommandError> {
 }
 
 async fn describe_file(host: &PluginHost, file: &Path) -> Result<LoadedPlugin, CommandError> {
-    let wasm = std::fs::read(file)
-        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))
+    let wasm = crate::plugins::read_wasm(file)
+        .map_err(|e| anyhow::anyhow!("cannot read the plugin `{}`: {e}", file.display()))
         .class(Failure::Config)?;
     let name = file
         .file_stem()
@@ -116,13 +184,13 @@ async fn describe_file(host: &PluginHost, file: &Path) -> Result<LoadedPlugin, C
 }
 
 async fn inspect(
-    ctx: &Context,
+    tools: &FileTools,
     host: &PluginHost,
     file: &Path,
 ) -> Result<LoadedPlugin, CommandError> {
     let p = describe_file(host, file).await?;
     let requested = Grants::from(&p.info.grants);
-    if ctx.json {
+    if tools.json {
         out(&serde_json::json!({
             "file": file, "sha256": p.sha256, "name": p.info.name, "version": p.info.version,
             "wit": crate::runtime::WIT_VERSION, "components": p.info.components,
@@ -155,13 +223,18 @@ async fn inspect(
     Ok(p)
 }
 
-async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
+async fn check(tools: &FileTools, file: &Path) -> Result<(), CommandError> {
     // One engine for both steps: a compiled plugin belongs to the engine that compiled it.
-    let host = ctx.plugin_host()?;
-    let mut p = inspect(ctx, &host, file).await?;
+    let host = tools.plugin_host()?;
+    let mut p = inspect(tools, &host, file).await?;
     let requested = Grants::from(&p.info.grants);
     p.grants = Arc::new(requested.clone());
-    let scratch = tempdir()?;
+    // A fresh private directory, removed when dropped (also on an error).
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("cshost-check-")
+        .tempdir()
+        .class(Failure::Internal)?;
+    let scratch = scratch_dir.path();
     let volumes = scratch.join("volumes");
     for v in &requested.volumes {
         let d = volumes.join(format!("mailcowdockerized_{v}")).join("_data");
@@ -195,7 +268,7 @@ async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
             arch: crate::mailcow::arch().into(),
         };
         match host
-            .backup(&p, env.clone(), &req, record.clone(), &scratch)
+            .backup(&p, env.clone(), &req, record.clone(), scratch)
             .await
         {
             Ok(r) => out(&format!(
@@ -214,7 +287,6 @@ async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
         rec.counts.files,
         rec.artifacts.len()
     ));
-    let _ = std::fs::remove_dir_all(&scratch);
     if failures.is_empty() {
         Ok(())
     } else {
@@ -223,10 +295,4 @@ async fn check(ctx: &Context, file: &Path) -> Result<(), CommandError> {
             anyhow::anyhow!("plugin check failed: {}", failures.join("; ")),
         ))
     }
-}
-
-fn tempdir() -> Result<std::path::PathBuf, CommandError> {
-    let dir = std::env::temp_dir().join(format!("cshost-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).class(Failure::Internal)?;
-    Ok(dir)
 }

@@ -233,8 +233,11 @@ fn import(
             .parse::<u64>()
             .unwrap_or(0))
     })();
-    // SAFETY: kill our own child with SIGTERM, mariadbd's clean shutdown.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // SIGTERM is mariadbd's clean shutdown.
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    );
     let _ = child.wait();
     result
 }

@@ -2,10 +2,8 @@
 //! mtimes from the manifest (never from what a storage box kept). Symlinks are
 //! created last, so no path written here ever passes through one.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -44,45 +42,35 @@ pub fn under<'a>(entries: &'a [Entry], prefix: &str) -> Vec<&'a Entry> {
     entries.iter().filter(|e| e.path.is_under(prefix)).collect()
 }
 
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("paths from the manifest have no NUL")
-}
-
 /// Owner, mode and mtime of one written object (mode not for symlinks).
+/// Nothing here follows a symlink: ownership and times go to the link itself.
 fn set_meta(path: &Path, e: &Entry, chown: bool) -> Result<(), MaterializeError> {
-    let c = cpath(path);
-    let err = || io_err(path)(io::Error::last_os_error());
-    // SAFETY: `c` is a valid NUL-terminated path for the duration of each call.
-    unsafe {
-        if chown && libc::lchown(c.as_ptr(), e.uid, e.gid) != 0 {
-            return Err(err());
-        }
-        if e.kind != Kind::Symlink
-            && libc::chmod(c.as_ptr(), (e.mode & 0o7777) as libc::mode_t) != 0
-        {
-            return Err(err());
-        }
-        let t = libc::timespec {
-            tv_sec: e.mtime as libc::time_t,
-            tv_nsec: e.mtime_ns as libc::c_long,
-        };
-        let times = [
-            libc::timespec {
-                tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
-            },
-            t,
-        ];
-        if libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) != 0
-        {
-            return Err(err());
-        }
+    use rustix::fs::{AtFlags, CWD, Timestamps};
+    let err = |e: rustix::io::Errno| io_err(path)(e.into());
+    if chown {
+        rustix::fs::chownat(
+            CWD,
+            path,
+            Some(rustix::fs::Uid::from_raw(e.uid)),
+            Some(rustix::fs::Gid::from_raw(e.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(err)?;
     }
+    if e.kind != Kind::Symlink {
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(e.mode & 0o7777)).map_err(err)?;
+    }
+    let times = Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: e.mtime,
+            tv_nsec: e.mtime_ns.into(),
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
     Ok(())
 }
 
@@ -97,8 +85,7 @@ pub fn materialize(
     overwrite: Overwrite,
     threads: usize,
 ) -> Result<Counts, MaterializeError> {
-    // SAFETY: geteuid has no preconditions.
-    let chown = unsafe { libc::geteuid() } == 0;
+    let chown = rustix::process::geteuid().is_root();
     let mut paths = Vec::with_capacity(entries.len());
     for e in entries {
         let rel = checked_relative(e.path.as_str()).map_err(|_| MaterializeError::BadPath {
@@ -179,10 +166,12 @@ pub fn materialize(
                         .map_err(io_err(p))?;
                 }
                 _ => {
-                    // SAFETY: valid NUL-terminated path.
-                    if unsafe { libc::mkfifo(cpath(p).as_ptr(), 0o600) } != 0 {
-                        return Err(io_err(p)(io::Error::last_os_error()));
-                    }
+                    rustix::fs::mkfifoat(
+                        rustix::fs::CWD,
+                        p,
+                        rustix::fs::Mode::from_raw_mode(0o600),
+                    )
+                    .map_err(|e| io_err(p)(e.into()))?;
                 }
             }
             set_meta(p, e, chown)?;
@@ -222,7 +211,7 @@ fn write_file(
     let mut dst = File::options()
         .write(true)
         .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .mode(0o600)
         .open(path)
         .map_err(io_err(path))?;

@@ -395,14 +395,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RepoErro
 
 /// One `syncfs` for the whole repository instead of an fsync per blob.
 fn sync_filesystem(root: &Path) -> Result<(), RepoError> {
-    use std::os::fd::AsRawFd;
     let dir = File::open(root).map_err(io_err(root))?;
-    // SAFETY: syncfs takes a valid open descriptor, which `dir` owns for the call.
-    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
-    if rc != 0 {
-        return Err(io_err(root)(io::Error::last_os_error()));
-    }
-    Ok(())
+    rustix::fs::syncfs(&dir).map_err(|e| io_err(root)(e.into()))
 }
 
 #[cfg(test)]

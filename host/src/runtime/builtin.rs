@@ -1,13 +1,11 @@
 //! The built-in plugins: embedded in the binary when it was built with
-//! `cargo xtask`, otherwise read from a directory beside it.
+//! `cargo xtask`, otherwise (`CSHOST_PLUGINS_BESIDE_BINARY=1`, for packagers)
+//! read from a `plugins/` directory beside it.
 
 use std::path::PathBuf;
 
-include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
-
-/// Built-in plugin names, in the order a full backup runs them: the database
-/// dump and the redis SAVE first (seconds), then the volumes (minutes to hours).
-pub const NAMES: [&str; 6] = ["mysql", "redis", "crypt", "vmail", "postfix", "rspamd"];
+// `NAMES` (the backup order, from `plugins/builtin.txt`) and `EMBEDDED`.
+include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -88,27 +88,20 @@ impl Grants {
 
     /// The grants as a TOML inline table, as `[plugins.<name>] grants = …` takes it.
     pub fn to_toml(&self) -> String {
-        let list = |v: &BTreeSet<String>| {
-            format!(
-                "[{}]",
-                v.iter()
-                    .map(|s| format!("{s:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        let exec = self
-            .exec
-            .iter()
-            .map(|(s, p)| format!("{s:?} = {}", list(p)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "{{ volumes = {}, exec = {{ {exec} }}, conf-keys = {}, services = {} }}",
-            list(&self.volumes),
-            list(&self.conf_keys),
-            list(&self.services)
-        )
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Inline<'a> {
+            volumes: &'a BTreeSet<String>,
+            exec: &'a BTreeMap<String, BTreeSet<String>>,
+            conf_keys: &'a BTreeSet<String>,
+            services: &'a BTreeSet<String>,
+        }
+        crate::toml_text::value(&Inline {
+            volumes: &self.volumes,
+            exec: &self.exec,
+            conf_keys: &self.conf_keys,
+            services: &self.services,
+        })
     }
 }
 

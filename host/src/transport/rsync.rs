@@ -54,9 +54,83 @@ pub fn parse_list(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// The command line for rsync's `-e`. No shell runs it: rsync splits it on
+/// spaces itself and honours single and double quotes, with no backslash
+/// escapes. So a word that needs it is put in single quotes, and a single quote
+/// inside it is written as `'"'"'` (close, a double-quoted `'`, reopen); a
+/// cache dir with a space or a quote in its name then stays one argument.
+pub fn remote_shell(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let plain = !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b));
+            if plain {
+                (*w).to_string()
+            } else {
+                format!("'{}'", w.replace('\'', r#"'"'"'"#))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_shell_quotes_for_rsync() {
+        for (words, line) in [
+            (
+                &["ssh", "-S", "/var/cache/cshost/m", "-p", "23"][..],
+                "ssh -S /var/cache/cshost/m -p 23",
+            ),
+            (&["ssh", "-S", "/a b/m"][..], "ssh -S '/a b/m'"),
+            (&["ssh", "-S", "/it's/m"][..], r#"ssh -S '/it'"'"'s/m'"#),
+            (&["ssh", "-S", r#"/"q"\m"#][..], r#"ssh -S '/"q"\m'"#),
+            (&["ssh", ""][..], "ssh ''"),
+        ] {
+            assert_eq!(remote_shell(words), line);
+        }
+    }
+
+    /// Real rsync splits the line back into the same words: a stand-in for
+    /// ssh, in a directory whose name needs quoting, records what it was given
+    /// and runs the remote rsync locally.
+    #[test]
+    fn real_rsync_splits_the_line_back_into_the_words() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let odd = tmp.path().join(r#"it's a "dir" \ with  spaces"#);
+        std::fs::create_dir(&odd).unwrap();
+        let fake = odd.join("fake ssh");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$0.args\"\nwhile [ \"$1\" != rsync ]; do shift; done\nexec \"$@\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = odd.join("sock'et").display().to_string();
+        let fake = fake.display().to_string();
+        let words = [fake.as_str(), "-S", &socket, "-o", "BatchMode=yes"];
+        let src = tmp.path().join("src");
+        std::fs::write(&src, "payload").unwrap();
+        let dst = tmp.path().join("dst");
+        let out = std::process::Command::new("rsync")
+            .arg("-e")
+            .arg(remote_shell(&words))
+            .arg(&src)
+            .arg(format!("box@localhost:{}", dst.display()))
+            .output()
+            .expect("rsync runs (apt-get install rsync)");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read_to_string(&dst).unwrap(), "payload");
+        let args = std::fs::read_to_string(format!("{fake}.args")).unwrap();
+        let args: Vec<&str> = args.lines().collect();
+        assert_eq!(args[..4], words[1..], "{args:?}");
+    }
 
     #[test]
     fn stats() {

@@ -161,11 +161,15 @@ impl BoxRepo {
                 });
             }
         };
-        let ssh = format!(
-            "ssh -S {} -p {} -o BatchMode=yes",
-            session.control_socket().display(),
-            cfg.port
-        );
+        let ssh = super::rsync::remote_shell(&[
+            "ssh",
+            "-S",
+            &session.control_socket().display().to_string(),
+            "-p",
+            &cfg.port.to_string(),
+            "-o",
+            "BatchMode=yes",
+        ]);
         let mut repo = Self {
             session,
             cfg: cfg.clone(),

@@ -1,7 +1,7 @@
 #![allow(unreachable_pub)] // a test binary has no public API
 //! cshost's integration tests: one binary. They need the plugins built for
 //! wasm32-wasip2 (`cargo xtask test` does that) and, for the backup tests,
-//! MariaDB and Redis from the Debian packages (`.ci/run` installs them).
+//! MariaDB and Redis from the Debian packages (`cargo xtask test` installs them).
 
 mod backup;
 mod cli;
@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod docker;
 mod hostile;
+mod noconfig;
 mod ops;
 mod plugins;
 mod restore;

@@ -298,3 +298,25 @@ fn restore_from_the_box_onto_a_machine_without_the_local_repository() {
         before
     );
 }
+
+#[test]
+fn a_cache_dir_with_a_space_and_quotes_still_reaches_the_box() {
+    let BoxWorld { w, b: _b } = with_box(Mode::Strict, "");
+    let cache = w.dir.path().join(r#"cache it's "odd""#);
+    let config = std::fs::read_to_string(&w.config).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("cache-dir = ") {
+                format!("cache-dir = '''{}'''\n", cache.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&w.config, config).unwrap();
+    let out = w.cshost(&["--json", "backup", "--components", "crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(json(&out)["storagebox"]["bytes-sent"].as_u64().unwrap() > 0);
+    assert!(cache.join("storagebox").is_dir());
+}

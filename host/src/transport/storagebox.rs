@@ -9,18 +9,14 @@ use std::time::Duration;
 use openssh::{KnownHosts, Session, SessionBuilder};
 
 use super::boxcmd::{BoxCommand, Caps, PROBED};
-use super::rsync::{self, Stats};
 use crate::config::StorageBoxRepository;
-use crate::repo::LocalRepo;
-use crate::repo::manifest::{Catalog, Manifest, ManifestError};
-use crate::repo::names::{BlobId, SnapshotId};
-use crate::repo::verify::Problem;
+use crate::repo::manifest::ManifestError;
 
 pub use super::df::{Usage, parse_df};
 pub use super::index::RemoteIndex;
 
 /// Arguments per remote command, so no line grows unreasonably long.
-const BATCH: usize = 200;
+pub(super) const BATCH: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -55,9 +51,9 @@ pub enum TransportError {
 
 pub struct BoxRepo {
     session: Session,
-    cfg: StorageBoxRepository,
-    caps: Caps,
-    cache: PathBuf,
+    pub(super) cfg: StorageBoxRepository,
+    pub(super) caps: Caps,
+    pub(super) cache: PathBuf,
     ssh: String,
 }
 
@@ -81,7 +77,7 @@ fn connect_hint(detail: &str) -> &'static str {
     }
 }
 
-fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
+pub(super) fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
     move |source| TransportError::Local {
         path: path.into(),
         source,
@@ -189,7 +185,7 @@ impl BoxRepo {
         &self.caps
     }
 
-    fn path(&self, rel: &str) -> String {
+    pub(super) fn path(&self, rel: &str) -> String {
         if rel.is_empty() {
             self.cfg.path.clone()
         } else {
@@ -197,7 +193,7 @@ impl BoxRepo {
         }
     }
 
-    async fn run(&self, cmd: &BoxCommand) -> Result<Output, TransportError> {
+    pub(super) async fn run(&self, cmd: &BoxCommand) -> Result<Output, TransportError> {
         let mut c = self.session.raw_command(cmd.program);
         c.raw_args(&cmd.args);
         c.output().await.map_err(|e| TransportError::Command {
@@ -208,7 +204,11 @@ impl BoxRepo {
     }
 
     /// Run a command that must succeed.
-    async fn run_ok(&self, program: &str, paths: &[String]) -> Result<Vec<u8>, TransportError> {
+    pub(super) async fn run_ok(
+        &self,
+        program: &str,
+        paths: &[String],
+    ) -> Result<Vec<u8>, TransportError> {
         let cmd =
             BoxCommand::new(program, paths, &self.cfg.path, &self.caps).map_err(|message| {
                 TransportError::Refused {
@@ -277,7 +277,7 @@ impl BoxRepo {
     }
 
     /// rsync over the master connection; `remote` arguments are prefixed with `user@host:`.
-    async fn rsync(&self, args: &[String]) -> Result<String, TransportError> {
+    pub(super) async fn rsync(&self, args: &[String]) -> Result<String, TransportError> {
         let out = tokio::process::Command::new("rsync")
             .arg("-e")
             .arg(&self.ssh)
@@ -301,7 +301,7 @@ impl BoxRepo {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn remote(&self, rel: &str) -> String {
+    pub(super) fn remote(&self, rel: &str) -> String {
         format!("{}@{}:{}", self.cfg.user, self.cfg.host, self.path(rel))
     }
 
@@ -363,302 +363,22 @@ impl BoxRepo {
         Ok(())
     }
 
-    fn list_file(&self, name: &str, lines: &[String]) -> Result<PathBuf, TransportError> {
+    pub(super) fn list_file(
+        &self,
+        name: &str,
+        lines: &[String],
+    ) -> Result<PathBuf, TransportError> {
         let path = self.cache.join(name);
         std::fs::write(&path, lines.join("\n") + "\n").map_err(local_err(&path))?;
         Ok(path)
     }
 
-    fn bwlimit(&self) -> Vec<String> {
+    pub(super) fn bwlimit(&self) -> Vec<String> {
         if self.cfg.bwlimit_kib > 0 {
             vec![format!("--bwlimit={}", self.cfg.bwlimit_kib)]
         } else {
             vec![]
         }
-    }
-
-    /// Send blobs (hashes) from the local repository. Blobs already on the box
-    /// with the same size and mtime (an interrupted run) are not sent again.
-    /// No `-z`: most stored bytes do not shrink and the CPU is better spent hashing.
-    ///
-    /// # Errors
-    /// When rsync fails.
-    pub async fn upload_blobs(
-        &self,
-        local: &LocalRepo,
-        blobs: &[BlobId],
-    ) -> Result<Stats, TransportError> {
-        if blobs.is_empty() {
-            return Ok(Stats::default());
-        }
-        let lines: Vec<String> = blobs.iter().map(|h| h.rel_path()).collect();
-        let list = self.list_file("upload.list", &lines)?;
-        let mut args = vec![
-            "-rt".to_string(),
-            "--stats".into(),
-            format!("--files-from={}", list.display()),
-        ];
-        args.extend(self.bwlimit());
-        args.push(format!("{}/", local.root().display()));
-        args.push(self.remote(""));
-        Ok(rsync::parse_stats(&self.rsync(&args).await?))
-    }
-
-    /// Publish a manifest: rsync writes it under a temporary name and renames
-    /// it into place, so readers see either no snapshot or the whole manifest.
-    ///
-    /// # Errors
-    /// When rsync fails.
-    pub async fn publish_manifest(
-        &self,
-        local: &LocalRepo,
-        id: &SnapshotId,
-    ) -> Result<Stats, TransportError> {
-        let file = local.root().join(id.rel_path());
-        let args = vec![
-            "-t".to_string(),
-            "--stats".into(),
-            file.display().to_string(),
-            self.remote("snapshots/"),
-        ];
-        Ok(rsync::parse_stats(&self.rsync(&args).await?))
-    }
-
-    /// Fetch blobs (hashes) into the local repository, skipping those it has.
-    ///
-    /// # Errors
-    /// When rsync fails.
-    pub async fn download_blobs(
-        &self,
-        local: &LocalRepo,
-        blobs: &[BlobId],
-    ) -> Result<Stats, TransportError> {
-        let missing: Vec<String> = blobs
-            .iter()
-            .filter(|h| !local.has_blob(h))
-            .map(|h| h.rel_path())
-            .collect();
-        if missing.is_empty() {
-            return Ok(Stats::default());
-        }
-        let list = self.list_file("download.list", &missing)?;
-        let args = vec![
-            "-rt".to_string(),
-            "--stats".into(),
-            format!("--files-from={}", list.display()),
-            self.remote(""),
-            format!("{}/", local.root().display()),
-        ];
-        Ok(rsync::parse_stats(&self.rsync(&args).await?))
-    }
-
-    /// Check blobs on the box against their names: remote `sha256sum` when the
-    /// box has it, otherwise rsync's full-checksum comparison with the local
-    /// copies, or a read-back for blobs not held locally.
-    ///
-    /// # Errors
-    /// When the box cannot be reached; mismatches are returned as problems.
-    pub async fn verify_blobs(
-        &self,
-        local: &LocalRepo,
-        blobs: &[(BlobId, String)],
-    ) -> Result<Vec<Problem>, TransportError> {
-        let mut problems = Vec::new();
-        if self.caps.sha256sum {
-            for chunk in blobs.chunks(BATCH) {
-                let paths: Vec<String> = chunk
-                    .iter()
-                    .map(|(h, _)| self.path(&h.rel_path()))
-                    .collect();
-                let cmd = BoxCommand::new("sha256sum", &paths, &self.cfg.path, &self.caps)
-                    .map_err(|message| TransportError::Refused {
-                        target: self.target(),
-                        message,
-                    })?;
-                let out = self.run(&cmd).await?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                for (h, used_by) in chunk {
-                    let found = text
-                        .lines()
-                        .find(|l| l.ends_with(&format!("/{h}")))
-                        .and_then(|l| l.split_whitespace().next());
-                    match found {
-                        Some(actual) if actual == h.as_str() => {}
-                        Some(actual) => problems.push(Problem::Mismatch {
-                            blob: h.to_string(),
-                            used_by: used_by.clone(),
-                            actual: actual.into(),
-                        }),
-                        None => problems.push(Problem::Missing {
-                            blob: h.to_string(),
-                            used_by: used_by.clone(),
-                        }),
-                    }
-                }
-            }
-            return Ok(problems);
-        }
-        let (held, absent): (Vec<_>, Vec<_>) = blobs.iter().partition(|(h, _)| local.has_blob(h));
-        if !held.is_empty() {
-            let lines: Vec<String> = held.iter().map(|(h, _)| h.rel_path()).collect();
-            let list = self.list_file("check.list", &lines)?;
-            let args = vec![
-                "-rc".to_string(),
-                "--dry-run".into(),
-                "--itemize-changes".into(),
-                format!("--files-from={}", list.display()),
-                format!("{}/", local.root().display()),
-                self.remote(""),
-            ];
-            let differ = rsync::parse_itemized(&self.rsync(&args).await?);
-            for (h, used_by) in held {
-                if differ.iter().any(|d| d.ends_with(h.as_str())) {
-                    problems.push(Problem::Mismatch {
-                        blob: h.to_string(),
-                        used_by: used_by.clone(),
-                        actual: "(differs from the verified local copy)".into(),
-                    });
-                }
-            }
-        }
-        if !absent.is_empty() {
-            let dir = self.cache.join("readback");
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
-            let lines: Vec<String> = absent.iter().map(|(h, _)| h.rel_path()).collect();
-            let list = self.list_file("readback.list", &lines)?;
-            // Missing files make rsync exit 23; each absent one is reported below.
-            let args = vec![
-                "-rt".to_string(),
-                format!("--files-from={}", list.display()),
-                self.remote(""),
-                format!("{}/", dir.display()),
-            ];
-            let _ = self.rsync(&args).await;
-            for (h, used_by) in absent {
-                match std::fs::read(dir.join(h.rel_path())) {
-                    Ok(bytes) => {
-                        let actual = crate::repo::sha256_hex(&bytes);
-                        if actual != h.as_str() {
-                            problems.push(Problem::Mismatch {
-                                blob: h.to_string(),
-                                used_by: used_by.clone(),
-                                actual,
-                            });
-                        }
-                    }
-                    Err(_) => problems.push(Problem::Missing {
-                        blob: h.to_string(),
-                        used_by: used_by.clone(),
-                    }),
-                }
-            }
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        Ok(problems)
-    }
-
-    /// The SHA-256 of one file on the box (relative to the repository): remote
-    /// `sha256sum` when offered, otherwise read back and hashed here.
-    ///
-    /// # Errors
-    /// When the file cannot be read.
-    pub async fn file_hash(&self, rel: &str) -> Result<String, TransportError> {
-        if self.caps.sha256sum {
-            let out = self.run_ok("sha256sum", &[self.path(rel)]).await?;
-            let text = String::from_utf8_lossy(&out);
-            return Ok(text
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string());
-        }
-        let dir = self.cache.join("readback-file");
-        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
-        let dest = dir.join("file");
-        self.rsync(&["-t".into(), self.remote(rel), dest.display().to_string()])
-            .await?;
-        let bytes = std::fs::read(&dest).map_err(local_err(&dest))?;
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(crate::repo::sha256_hex(&bytes))
-    }
-
-    /// Mirror the box's manifests into the cache and parse them, oldest
-    /// first. A manifest that does not parse is listed apart, not fatal: the
-    /// others stay usable.
-    ///
-    /// # Errors
-    /// When they cannot be fetched.
-    pub async fn catalog(&self) -> Result<Catalog, TransportError> {
-        let dir = self.cache.join("snapshots");
-        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
-        let args = vec![
-            "-rt".to_string(),
-            "--delete".into(),
-            "--exclude=.*".into(),
-            self.remote("snapshots/"),
-            format!("{}/", dir.display()),
-        ];
-        self.rsync(&args).await?;
-        let mut ids: Vec<SnapshotId> = std::fs::read_dir(&dir)
-            .map_err(local_err(&dir))?
-            .filter_map(|e| SnapshotId::from_file_name(e.ok()?.file_name().to_str()?))
-            .collect();
-        ids.sort();
-        let mut catalog = Catalog::default();
-        for id in ids {
-            let path = dir.join(id.file_name());
-            let bytes = std::fs::read(&path).map_err(local_err(&path))?;
-            let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
-            match Manifest::parse(&bytes, &origin, Some(&id)) {
-                Ok(m) => catalog.manifests.push(m),
-                Err(e) => catalog.unreadable.push(e),
-            }
-        }
-        Ok(catalog)
-    }
-
-    /// One manifest from the box, fetched fresh (the cache is never trusted
-    /// over the box).
-    ///
-    /// # Errors
-    /// When it cannot be fetched or does not parse.
-    pub async fn manifest(&self, id: &SnapshotId) -> Result<Manifest, TransportError> {
-        let dir = self.cache.join("snapshots");
-        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
-        let dest = dir.join(id.file_name());
-        self.rsync(&[
-            "-t".into(),
-            self.remote(&id.rel_path()),
-            dest.display().to_string(),
-        ])
-        .await?;
-        let bytes = std::fs::read(&dest).map_err(local_err(&dest))?;
-        let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
-        Ok(Manifest::parse(&bytes, &origin, Some(id))?)
-    }
-
-    /// Every file under `blobs/` on the box, as names relative to it.
-    ///
-    /// # Errors
-    /// When the listing fails.
-    pub async fn list_blob_files(&self) -> Result<Vec<String>, TransportError> {
-        let out = self
-            .rsync(&["--list-only".into(), "-r".into(), self.remote("blobs/")])
-            .await?;
-        Ok(rsync::parse_list(&out))
-    }
-
-    /// Remove files (paths relative to the repository), in batches.
-    ///
-    /// # Errors
-    /// When `rm` fails.
-    pub async fn remove(&self, rel_paths: &[String]) -> Result<(), TransportError> {
-        for chunk in rel_paths.chunks(BATCH) {
-            let paths: Vec<String> = chunk.iter().map(|p| self.path(p)).collect();
-            self.run_ok("rm", &paths).await?;
-        }
-        Ok(())
     }
 
     /// Size, use and free space of the box.

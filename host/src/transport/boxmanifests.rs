@@ -1,0 +1,112 @@
+//! Manifests on the Storage Box: publication (rsync writes a temporary name
+//! and renames it, so readers see all of a manifest or none), listing, and
+//! fetching one fresh copy. A manifest from the box is untrusted input and is
+//! parsed like any other.
+
+use super::rsync::{self, Stats};
+use super::storagebox::{BoxRepo, TransportError, local_err};
+use crate::repo::LocalRepo;
+use crate::repo::manifest::{Catalog, Manifest};
+use crate::repo::names::SnapshotId;
+
+impl BoxRepo {
+    /// Publish a manifest: rsync writes it under a temporary name and renames
+    /// it into place, so readers see either no snapshot or the whole manifest.
+    ///
+    /// # Errors
+    /// When rsync fails.
+    pub async fn publish_manifest(
+        &self,
+        local: &LocalRepo,
+        id: &SnapshotId,
+    ) -> Result<Stats, TransportError> {
+        let file = local.root().join(id.rel_path());
+        let args = vec![
+            "-t".to_string(),
+            "--stats".into(),
+            file.display().to_string(),
+            self.remote("snapshots/"),
+        ];
+        Ok(rsync::parse_stats(&self.rsync(&args).await?))
+    }
+
+    /// The SHA-256 of one file on the box (relative to the repository): remote
+    /// `sha256sum` when offered, otherwise read back and hashed here.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub async fn file_hash(&self, rel: &str) -> Result<String, TransportError> {
+        if self.caps.sha256sum {
+            let out = self.run_ok("sha256sum", &[self.path(rel)]).await?;
+            let text = String::from_utf8_lossy(&out);
+            return Ok(text
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string());
+        }
+        let dir = self.cache.join("readback-file");
+        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        let dest = dir.join("file");
+        self.rsync(&["-t".into(), self.remote(rel), dest.display().to_string()])
+            .await?;
+        let bytes = std::fs::read(&dest).map_err(local_err(&dest))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(crate::repo::sha256_hex(&bytes))
+    }
+
+    /// Mirror the box's manifests into the cache and parse them, oldest
+    /// first. A manifest that does not parse is listed apart, not fatal: the
+    /// others stay usable.
+    ///
+    /// # Errors
+    /// When they cannot be fetched.
+    pub async fn catalog(&self) -> Result<Catalog, TransportError> {
+        let dir = self.cache.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        let args = vec![
+            "-rt".to_string(),
+            "--delete".into(),
+            "--exclude=.*".into(),
+            self.remote("snapshots/"),
+            format!("{}/", dir.display()),
+        ];
+        self.rsync(&args).await?;
+        let mut ids: Vec<SnapshotId> = std::fs::read_dir(&dir)
+            .map_err(local_err(&dir))?
+            .filter_map(|e| SnapshotId::from_file_name(e.ok()?.file_name().to_str()?))
+            .collect();
+        ids.sort();
+        let mut catalog = Catalog::default();
+        for id in ids {
+            let path = dir.join(id.file_name());
+            let bytes = std::fs::read(&path).map_err(local_err(&path))?;
+            let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
+            match Manifest::parse(&bytes, &origin, Some(&id)) {
+                Ok(m) => catalog.manifests.push(m),
+                Err(e) => catalog.unreadable.push(e),
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// One manifest from the box, fetched fresh (the cache is never trusted
+    /// over the box).
+    ///
+    /// # Errors
+    /// When it cannot be fetched or does not parse.
+    pub async fn manifest(&self, id: &SnapshotId) -> Result<Manifest, TransportError> {
+        let dir = self.cache.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        let dest = dir.join(id.file_name());
+        self.rsync(&[
+            "-t".into(),
+            self.remote(&id.rel_path()),
+            dest.display().to_string(),
+        ])
+        .await?;
+        let bytes = std::fs::read(&dest).map_err(local_err(&dest))?;
+        let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
+        Ok(Manifest::parse(&bytes, &origin, Some(id))?)
+    }
+}

@@ -13,3 +13,5 @@ mod restore;
 mod sandbox;
 mod storagebox;
 mod support;
+mod template;
+mod wit_versions;

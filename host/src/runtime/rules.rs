@@ -112,3 +112,28 @@ pub fn serving<'a>(plugins: &'a [LoadedPlugin], component: &str) -> Option<&'a L
         .iter()
         .find(|p| p.info.components.iter().any(|c| c == component))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_and_carried_keys_must_be_granted() {
+        let mut g = Grants::default();
+        g.services.insert("dovecot-mailcow".into());
+        g.conf_keys.insert("DBNAME".into());
+        let d = Declarations {
+            stops: vec!["dovecot-mailcow".into(), "mysql-mailcow".into()],
+            carry_conf_keys: vec!["DBNAME".into(), "DBROOT".into()],
+            ..Declarations::default()
+        };
+        assert_eq!(
+            d.beyond(&g),
+            vec![
+                "restore-rules.stops names `mysql-mailcow`, which is not in grants.services",
+                "restore-rules.carry-conf-keys names `DBROOT`, which is not in grants.conf-keys",
+            ]
+        );
+        assert!(Declarations::default().beyond(&g).is_empty());
+    }
+}

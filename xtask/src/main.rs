@@ -67,6 +67,9 @@ pub fn plugins() -> Result<PathBuf> {
         c.args(["-p", &format!("cshost-plugin-{p}")]);
     }
     c.args(["-p", "cshost-test-hostile", "-p", "cshost-example-sogo"]);
+    // Guests for the WIT version tests: one built for the frozen 0.1.0, one
+    // for a version no host supports.
+    c.args(["-p", "cshost-test-v01", "-p", "cshost-test-v09"]);
     run(&mut c)?;
     Ok(target_dir().join("wasm32-wasip2").join("release"))
 }

@@ -13,6 +13,10 @@ pub enum Mode {
     Estimate,
     Backup,
     Restore,
+    /// After a restore, with services back up (0.2 plugins).
+    PostRestore,
+    /// Health checks for `cshost doctor` (0.2 plugins): read-only.
+    Doctor,
 }
 
 /// Approved grants, in a form that is quick to check.
@@ -173,7 +177,7 @@ pub fn check(g: &Grants, mode: Mode, call: &HostCall<'_>) -> Result<(), Denied> 
             stdin_artifact,
             stdout_artifact,
         } => {
-            in_mode(mode, &[Estimate, Backup, Restore], "exec")?;
+            in_mode(mode, &[Estimate, Backup, Restore, PostRestore], "exec")?;
             let programs = g.exec.get(*service);
             need(programs.is_some(), || {
                 format!("no exec grant for service `{service}`")
@@ -430,6 +434,36 @@ mod tests {
                 },
                 None,
             ),
+            (
+                PostRestore,
+                exec("mysql-mailcow", "mariadb-dump", vec![], false, false),
+                None,
+            ),
+            (
+                PostRestore,
+                exec("mysql-mailcow", "mariadb-dump", vec![], true, false),
+                Some("writing an artifact"),
+            ),
+            (
+                PostRestore,
+                HostCall::ServiceStop {
+                    service: "dovecot-mailcow",
+                },
+                Some("stopping"),
+            ),
+            (
+                Doctor,
+                exec("mysql-mailcow", "mariadb-dump", vec![], false, false),
+                Some("Doctor"),
+            ),
+            (
+                Doctor,
+                HostCall::Measure {
+                    volume: "vmail-vol-1",
+                },
+                Some("measure"),
+            ),
+            (Doctor, HostCall::ConfGet { key: "DBROOT" }, None),
         ];
         for (mode, call, want) in cases {
             let got = check(&grants(), mode, &call);

@@ -6,7 +6,11 @@
 mod bindings;
 pub mod builtin;
 pub mod grants;
+mod instance;
+pub mod order;
+pub mod rules;
 mod state;
+mod v0_1;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +27,19 @@ pub use bindings::types::{
     BackupReport, BackupRequest, ComponentInfo, RestoreMode, RestoreReport, RestoreRequest,
     SizeEstimate,
 };
-use bindings::{Component as World, ComponentPre as WorldPre};
 pub use grants::{Grants, Mode};
+use instance::{Call, Pre};
+pub use order::{CycleError, restore_order};
+pub use rules::{Declarations, DoctorCheck, plan_order};
 pub use state::{CaptureRecord, RestoreSource, RunEnv};
 use state::{HostState, LimitHit};
 
-/// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version this host is written against; plugins built for it
+/// get every feature.
+pub const WIT_VERSION: &str = "0.2.0";
+/// Every WIT package version this host loads plugins for (0.x: any patch of
+/// these minors). Older ones are adapted to the newest.
+pub const SUPPORTED_WIT: [&str; 2] = ["0.1.0", "0.2.0"];
 const WIT_EXPORT: &str = "cshost:plugin/plugin@";
 const TICK: Duration = Duration::from_millis(10);
 
@@ -40,9 +50,15 @@ pub enum RuntimeError {
     #[error("plugin `{plugin}` is not a valid component: {detail}")]
     Compile { plugin: String, detail: String },
     #[error(
-        "plugin `{plugin}` was built for cshost:plugin@{found}, and this cshost implements @{WIT_VERSION}; rebuild the plugin against WIT {WIT_VERSION}"
+        "plugin `{plugin}` was built for cshost:plugin@{found}, and this cshost supports cshost:plugin@{}; rebuild the plugin against WIT {WIT_VERSION} (or use a cshost that supports {found})",
+        SUPPORTED_WIT.join(" and @")
     )]
     WitVersion { plugin: String, found: String },
+    #[error(
+        "plugin `{plugin}` declares restore rules beyond its grants: {}; ask its author to add them to its grants",
+        lines.join("; ")
+    )]
+    RulesBeyondGrants { plugin: String, lines: Vec<String> },
     #[error("plugin `{plugin}` does not export cshost:plugin/plugin; is it a cshost plugin?")]
     NotAPlugin { plugin: String },
     #[error(transparent)]
@@ -96,11 +112,15 @@ pub struct PluginHost {
 pub struct LoadedPlugin {
     pub name: String,
     pub sha256: String,
+    /// The WIT package version the plugin was built for (one of [`SUPPORTED_WIT`]'s minors).
+    pub wit: String,
     pub info: ComponentInfo,
+    /// What a restore of its components needs from the host.
+    pub rules: Declarations,
     pub grants: Arc<Grants>,
     /// Shipped with cshost (pre-approved) rather than approved in the config.
     pub builtin: bool,
-    pre: WorldPre<HostState>,
+    pre: Pre,
 }
 
 impl Drop for PluginHost {
@@ -124,7 +144,17 @@ impl PluginHost {
         let engine = Engine::new(&config).map_err(err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
-        World::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(err)?;
+        // One linker for both versions: their imports have distinct names.
+        bindings::v0_2::Component::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(err)?;
+        bindings::v0_1::Component::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(err)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), ticker_stop.clone());
         std::thread::Builder::new()
@@ -144,8 +174,9 @@ impl PluginHost {
         })
     }
 
-    /// Compile (or fetch from the cache), check the WIT version, link, and ask
-    /// the plugin to describe itself.
+    /// Compile (or fetch from the cache), pick the bindings of the WIT version
+    /// the plugin was built for, link, and ask the plugin to describe itself
+    /// and its restore rules.
     ///
     /// # Errors
     /// When the bytes are not a compatible cshost component.
@@ -169,31 +200,44 @@ impl PluginHost {
                 plugin: name.into(),
             })?;
         let found = &export[WIT_EXPORT.len()..];
-        if !compatible(found, WIT_VERSION) {
+        let compile = |e: wasmtime::Error| RuntimeError::Compile {
+            plugin: name.into(),
+            detail: format!("{e:#}"),
+        };
+        let linked = self.linker.instantiate_pre(&component).map_err(compile)?;
+        let pre = if compatible(found, "0.2.0") {
+            Pre::V0_2(bindings::v0_2::ComponentPre::new(linked).map_err(compile)?)
+        } else if compatible(found, "0.1.0") {
+            Pre::V0_1(bindings::v0_1::ComponentPre::new(linked).map_err(compile)?)
+        } else {
             return Err(RuntimeError::WitVersion {
                 plugin: name.into(),
                 found: found.into(),
             });
-        }
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(WorldPre::new)
-            .map_err(|e| RuntimeError::Compile {
-                plugin: name.into(),
-                detail: format!("{e:#}"),
-            })?;
+        };
         let mut plugin = LoadedPlugin {
             name: name.into(),
             sha256,
+            wit: found.into(),
             info: placeholder_info(name),
+            rules: Declarations::default(),
             grants: Arc::new(Grants::default()),
             builtin: true,
             pre,
         };
-        let info = self.describe(&plugin, env).await?;
-        plugin.grants = Arc::new(Grants::from(&info.grants));
+        let (info, rules) = self.describe(&plugin, env).await?;
+        let grants = Grants::from(&info.grants);
+        let rules = rules.map(Declarations::from).unwrap_or_default();
+        let lines = rules.beyond(&grants);
+        if !lines.is_empty() {
+            return Err(RuntimeError::RulesBeyondGrants {
+                plugin: name.into(),
+                lines,
+            });
+        }
+        plugin.grants = Arc::new(grants);
         plugin.info = info;
+        plugin.rules = rules;
         Ok(plugin)
     }
 
@@ -201,15 +245,16 @@ impl PluginHost {
         &self,
         plugin: &LoadedPlugin,
         env: Arc<RunEnv>,
-    ) -> Result<ComponentInfo, PluginFailure> {
+    ) -> Result<(ComponentInfo, Option<bindings::types::RestoreRules>), PluginFailure> {
         let mut call = self
             .start(plugin, Mode::Describe, env, None, None, None)
             .await?;
-        let r = call
-            .world
-            .cshost_plugin_plugin()
-            .call_describe(&mut call.store)
-            .await;
+        let r = async {
+            let info = call.world.describe(&mut call.store).await?;
+            let rules = call.world.restore_rules(&mut call.store).await?;
+            Ok((info, rules))
+        }
+        .await;
         call.finish(r, &self.limits)
     }
 
@@ -226,11 +271,7 @@ impl PluginHost {
         let mut call = self
             .start(plugin, Mode::Estimate, env, None, None, None)
             .await?;
-        let r = call
-            .world
-            .cshost_plugin_plugin()
-            .call_estimate(&mut call.store, req)
-            .await;
+        let r = call.world.estimate(&mut call.store, req).await;
         call.finish_result(r, &self.limits)
     }
 
@@ -249,11 +290,7 @@ impl PluginHost {
         let mut call = self
             .start(plugin, Mode::Backup, env, Some(record), Some(scratch), None)
             .await?;
-        let r = call
-            .world
-            .cshost_plugin_plugin()
-            .call_backup(&mut call.store, req)
-            .await;
+        let r = call.world.backup(&mut call.store, req).await;
         call.finish_result(r, &self.limits)
     }
 
@@ -279,12 +316,68 @@ impl PluginHost {
                 Some(source),
             )
             .await?;
-        let r = call
-            .world
-            .cshost_plugin_plugin()
-            .call_restore(&mut call.store, req)
-            .await;
+        let r = call.world.restore(&mut call.store, req).await;
         call.finish_result(r, &self.limits)
+    }
+
+    /// Let a plugin act once restored components are in place and services
+    /// run again. Nothing happens for a plugin built for WIT 0.1.0.
+    ///
+    /// # Errors
+    /// When the plugin fails or hits a limit.
+    pub async fn post_restore(
+        &self,
+        plugin: &LoadedPlugin,
+        env: Arc<RunEnv>,
+        req: &RestoreRequest,
+    ) -> Result<RestoreReport, PluginFailure> {
+        if matches!(plugin.pre, Pre::V0_1(_)) {
+            return Ok(RestoreReport {
+                warnings: Vec::new(),
+            });
+        }
+        let mut call = self
+            .start(plugin, Mode::PostRestore, env, None, None, None)
+            .await?;
+        let r = call.world.post_restore(&mut call.store, req).await;
+        call.finish_result(r, &self.limits)
+    }
+
+    /// A plugin's own health checks, given the services and those of its
+    /// granted volumes that this mailcow has. None for a plugin built for WIT
+    /// 0.1.0.
+    ///
+    /// # Errors
+    /// When the plugin traps or hits a limit.
+    pub async fn doctor(
+        &self,
+        plugin: &LoadedPlugin,
+        env: Arc<RunEnv>,
+    ) -> Result<Vec<DoctorCheck>, PluginFailure> {
+        if matches!(plugin.pre, Pre::V0_1(_)) {
+            return Ok(Vec::new());
+        }
+        let req = bindings::types::DoctorRequest {
+            services: env.services.services(),
+            volumes: plugin
+                .grants
+                .volumes
+                .iter()
+                .filter(|v| {
+                    env.services
+                        .volume_path(&format!("{}_{v}", env.project))
+                        .is_ok()
+                })
+                .cloned()
+                .collect(),
+            arch: crate::mailcow::arch().into(),
+        };
+        let mut call = self
+            .start(plugin, Mode::Doctor, env, None, None, None)
+            .await?;
+        let r = call.world.doctor(&mut call.store, &req).await;
+        let checks = call.finish(r, &self.limits)?;
+        Ok(checks.into_iter().map(DoctorCheck::from).collect())
     }
 
     /// A fresh store and instance: preopens for the granted volumes (read-only
@@ -305,7 +398,7 @@ impl PluginHost {
         let stderr = MemoryOutputPipe::new(16 << 10);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stderr(stderr.clone());
-        if matches!(mode, Mode::Estimate | Mode::Backup) {
+        if matches!(mode, Mode::Estimate | Mode::Backup | Mode::Doctor) {
             for volume in &plugin.grants.volumes {
                 // A volume that does not exist is simply not visible; a capture
                 // of it fails with the path named.
@@ -364,20 +457,16 @@ impl PluginHost {
             }
             Ok(UpdateDeadline::Yield(1))
         });
-        let world = plugin
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| {
-                if format!("{e:#}").contains("memory") {
-                    PluginFailure::Memory {
-                        plugin: plugin.name.clone(),
-                        mib: self.limits.memory_mib,
-                    }
-                } else {
-                    instantiate(format!("{e:#}"))
+        let world = plugin.pre.instantiate(&mut store).await.map_err(|e| {
+            if format!("{e:#}").contains("memory") {
+                PluginFailure::Memory {
+                    plugin: plugin.name.clone(),
+                    mib: self.limits.memory_mib,
                 }
-            })?;
+            } else {
+                instantiate(format!("{e:#}"))
+            }
+        })?;
         Ok(Call {
             store,
             world,
@@ -426,74 +515,6 @@ fn placeholder_info(name: &str) -> ComponentInfo {
     }
 }
 
-struct Call {
-    store: Store<HostState>,
-    world: World,
-    stderr: MemoryOutputPipe,
-    plugin: String,
-}
-
-impl Call {
-    fn finish<T>(self, r: wasmtime::Result<T>, limits: &Limits) -> Result<T, PluginFailure> {
-        let plugin = self.plugin.clone();
-        match r {
-            Ok(v) => Ok(v),
-            Err(e) => Err(match self.store.data().limit_hit {
-                Some(LimitHit::Cpu) => PluginFailure::Cpu {
-                    plugin,
-                    secs: limits.cpu_seconds,
-                },
-                Some(LimitHit::Logs) => PluginFailure::Logs {
-                    plugin,
-                    kib: limits.log_kib,
-                },
-                None if format!("{e:#}").contains("forcing trap when growing memory") => {
-                    PluginFailure::Memory {
-                        plugin,
-                        mib: limits.memory_mib,
-                    }
-                }
-                None => {
-                    let detail = match e.downcast_ref::<wasmtime::Trap>() {
-                        Some(t) => format!("wasm trap: {t}"),
-                        None => format!("{e:#}"),
-                    };
-                    let out = String::from_utf8_lossy(&self.stderr.contents())
-                        .trim()
-                        .to_string();
-                    let stderr = if out.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; it printed: {out}")
-                    };
-                    PluginFailure::Trap {
-                        plugin,
-                        detail,
-                        stderr,
-                    }
-                }
-            }),
-        }
-    }
-
-    fn finish_result<T>(
-        self,
-        r: wasmtime::Result<Result<T, bindings::types::Error>>,
-        limits: &Limits,
-    ) -> Result<T, PluginFailure> {
-        let plugin = self.plugin.clone();
-        self.finish(r, limits)?.map_err(|e| {
-            use bindings::types::Error;
-            let message = match e {
-                Error::Denied(m) => format!("denied: {m}"),
-                Error::Failed(m) => m,
-                Error::Unsupported(m) => format!("unsupported: {m}"),
-            };
-            PluginFailure::Returned { plugin, message }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -502,6 +523,8 @@ mod tests {
             ("0.1.0", "0.1.0", true),
             ("0.1.3", "0.1.0", true),
             ("0.2.0", "0.1.0", false),
+            ("0.2.1", "0.2.0", true),
+            ("0.9.0", "0.2.0", false),
             ("1.0.0", "0.1.0", false),
             ("1.4.0", "1.0.0", true),
             ("2.0.0", "1.0.0", false),

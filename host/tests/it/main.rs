@@ -16,3 +16,5 @@ mod restore;
 mod sandbox;
 mod storagebox;
 mod support;
+mod template;
+mod wit_versions;

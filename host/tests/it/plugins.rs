@@ -68,7 +68,7 @@ fn a_dropped_in_plugin_runs_only_once_approved_and_stays_pinned() {
 
     // Approved with what it requests: it backs up and restores like a built-in.
     let info = inspect(&w, &file);
-    assert_eq!(info["wit"], "0.1.0");
+    assert_eq!(info["wit"], "0.2.0");
     assert!(
         info["grants"]
             .as_str()

@@ -196,14 +196,17 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let wasm = std::fs::read(wasm_dir().join("cshost_test_hostile.wasm")).unwrap();
     // Same length, so the component stays well-formed: only the version changes.
-    let needle = b"cshost:plugin/plugin@0.1.0";
+    let needle = b"cshost:plugin/plugin@0.2.0";
     let patched = replace_all(&wasm, needle, b"cshost:plugin/plugin@0.9.0");
     assert_ne!(patched, wasm);
     let err = match rt.block_on(s.host.load("old", &patched, s.env.clone())) {
         Ok(_) => panic!("a plugin built for 0.9.0 was accepted"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("0.9.0") && err.contains("0.1.0"), "{err}");
+    assert!(
+        err.contains("0.9.0") && err.contains("0.1.0") && err.contains("0.2.0"),
+        "{err}"
+    );
 }
 
 fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {

@@ -31,6 +31,29 @@ impl Plugin for Crypt {
         }
     }
 
+    fn restore_rules() -> RestoreRules {
+        RestoreRules {
+            stops: names(&["dovecot-mailcow"]),
+            ..RestoreRules::default()
+        }
+    }
+
+    fn doctor(_host: &impl Host, req: &DoctorRequest) -> Vec<DoctorCheck> {
+        let mut checks = doctor_presence(req, &[VOLUME], &[]);
+        if req.volumes.iter().any(|v| v == VOLUME) {
+            let missing = missing_keys(std::path::Path::new(&volume_dir(VOLUME)));
+            checks.push(DoctorCheck::new(
+                "mail_crypt key pair present",
+                missing.is_empty(),
+                format!(
+                    "{} missing in {VOLUME}: start dovecot-mailcow once so it creates the keys, or restore crypt",
+                    missing.join(" and ")
+                ),
+            ));
+        }
+        checks
+    }
+
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         measure_volume(host, VOLUME)
     }

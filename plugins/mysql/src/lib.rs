@@ -87,6 +87,24 @@ impl Plugin for Mysql {
         }
     }
 
+    fn restore_rules() -> RestoreRules {
+        RestoreRules {
+            // A volume restore can be undone by a rename and an import cannot,
+            // so every volume is in place before the import starts.
+            after: names(&["crypt", "redis", "valkey", "postfix", "rspamd", "vmail"]),
+            // The import runs against the live server: nothing to stop.
+            stops: Vec::new(),
+            needs_matching: Vec::new(),
+            // The dump holds the users and passwords of the snapshot's
+            // mailcow.conf; the live one must name the same.
+            carry_conf_keys: names(&["DBNAME", "DBUSER", "DBPASS", "DBROOT"]),
+        }
+    }
+
+    fn doctor(_host: &impl Host, req: &DoctorRequest) -> Vec<DoctorCheck> {
+        doctor_presence(req, &[], &[SERVICE])
+    }
+
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         let bytes = query(
             host,
@@ -336,5 +354,23 @@ mod tests {
             err.message().contains("mysql-mailcow") && err.message().contains("2002"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn doctor_fails_when_the_database_service_is_unknown() {
+        let host = testing::FakeHost::new();
+        let req = |services: &[&str]| DoctorRequest {
+            services: names(services),
+            volumes: vec![],
+            arch: "x86_64".into(),
+        };
+        let checks = Mysql::doctor(&host, &req(&["redis-mailcow"]));
+        assert_eq!(checks.len(), 1);
+        assert!(
+            !checks[0].ok && checks[0].name.contains(SERVICE),
+            "{checks:?}"
+        );
+        assert!(Mysql::doctor(&host, &req(&[SERVICE])).iter().all(|c| c.ok));
+        assert!(host.calls().is_empty());
     }
 }

@@ -113,6 +113,20 @@ impl Plugin for Redis {
         }
     }
 
+    fn restore_rules() -> RestoreRules {
+        RestoreRules {
+            // The server writes its dump on shutdown; it must be down while
+            // the file is put back. Only the flavour this mailcow runs exists.
+            stops: names(&[REDIS.service, VALKEY.service]),
+            ..RestoreRules::default()
+        }
+    }
+
+    fn doctor(_host: &impl Host, req: &DoctorRequest) -> Vec<DoctorCheck> {
+        let f = flavour(&req.services);
+        doctor_presence(req, &[], &[f.service])
+    }
+
     fn estimate(host: &impl Host, req: &BackupRequest) -> Result<SizeEstimate, Error> {
         let t = host.measure(flavour(&req.services).volume, "")?;
         Ok(SizeEstimate {

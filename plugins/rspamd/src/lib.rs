@@ -20,6 +20,17 @@ impl Plugin for Rspamd {
         }
     }
 
+    fn restore_rules() -> RestoreRules {
+        RestoreRules {
+            stops: names(&[SERVICE]),
+            ..RestoreRules::default()
+        }
+    }
+
+    fn doctor(_host: &impl Host, req: &DoctorRequest) -> Vec<DoctorCheck> {
+        doctor_presence(req, &[VOLUME], &[])
+    }
+
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         measure_volume(host, VOLUME)
     }

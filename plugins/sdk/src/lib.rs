@@ -18,7 +18,9 @@ pub mod testing;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "component",
-        path: "../../wit",
+        // The crate's own copy of the repository's `wit/`, so that the crate
+        // builds wherever it is copied or published.
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "cshost_plugin_sdk::bindings",
@@ -30,13 +32,13 @@ pub use bindings::cshost::plugin::host::{
     TreeSummary,
 };
 pub use bindings::cshost::plugin::types::{
-    BackupReport, BackupRequest, ComponentInfo, Error, ExecGrant, Grants, Level, RestoreMode,
-    RestoreReport, RestoreRequest, SizeEstimate,
+    BackupReport, BackupRequest, ComponentInfo, DoctorCheck, DoctorRequest, Error, ExecGrant,
+    Grants, Level, RestoreMode, RestoreReport, RestoreRequest, RestoreRules, SizeEstimate,
 };
 pub use host::{Host, WitHost};
 
 /// The WIT package version this SDK was built against.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// Where a granted volume is visible inside the plugin (read-only during backup).
 pub fn volume_dir(volume: &str) -> String {
@@ -57,6 +59,26 @@ pub trait Plugin {
     fn backup(host: &impl Host, req: &BackupRequest) -> Result<BackupReport, Error>;
     /// Put a captured component back.
     fn restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error>;
+
+    /// What a restore needs from the host: ordering, services to stop,
+    /// components that must match, `mailcow.conf` keys to carry. The default
+    /// asks for nothing.
+    fn restore_rules() -> RestoreRules {
+        RestoreRules::default()
+    }
+    /// Runs after every restored component is in place and services are back
+    /// up. The default does nothing.
+    fn post_restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
+        let _ = (host, req);
+        Ok(RestoreReport {
+            warnings: Vec::new(),
+        })
+    }
+    /// Health checks for `cshost doctor`. The default has none.
+    fn doctor(host: &impl Host, req: &DoctorRequest) -> Vec<DoctorCheck> {
+        let _ = (host, req);
+        Vec::new()
+    }
 }
 
 /// Export a [`Plugin`] implementation as the component's `plugin` interface.
@@ -83,6 +105,17 @@ macro_rules! export_plugin {
                 req: $crate::RestoreRequest,
             ) -> Result<$crate::RestoreReport, $crate::Error> {
                 <$plugin as $crate::Plugin>::restore(&$crate::WitHost, &req)
+            }
+            fn describe_restore() -> $crate::RestoreRules {
+                <$plugin as $crate::Plugin>::restore_rules()
+            }
+            fn post_restore(
+                req: $crate::RestoreRequest,
+            ) -> Result<$crate::RestoreReport, $crate::Error> {
+                <$plugin as $crate::Plugin>::post_restore(&$crate::WitHost, &req)
+            }
+            fn doctor(req: $crate::DoctorRequest) -> Vec<$crate::DoctorCheck> {
+                <$plugin as $crate::Plugin>::doctor(&$crate::WitHost, &req)
             }
         }
         #[cfg(target_arch = "wasm32")]
@@ -143,6 +176,59 @@ pub fn restore_volume(
     })
 }
 
+/// A list of names as owned strings: `names(&["crypt"])`.
+pub fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+// wit-bindgen generates the type, so the impl cannot be a derive.
+#[allow(clippy::derivable_impls)]
+impl Default for RestoreRules {
+    fn default() -> Self {
+        RestoreRules {
+            after: Vec::new(),
+            stops: Vec::new(),
+            needs_matching: Vec::new(),
+            carry_conf_keys: Vec::new(),
+        }
+    }
+}
+
+impl DoctorCheck {
+    /// A check named `name` that passed when `ok`, with `fix` shown otherwise.
+    pub fn new(name: impl Into<String>, ok: bool, fix: impl Into<String>) -> Self {
+        DoctorCheck {
+            name: name.into(),
+            ok,
+            fix: fix.into(),
+        }
+    }
+}
+
+/// The usual doctor checks of a plugin: each volume it needs exists, and each
+/// service it needs is known to the runtime.
+pub fn doctor_presence(
+    req: &DoctorRequest,
+    volumes: &[&str],
+    services: &[&str],
+) -> Vec<DoctorCheck> {
+    let volumes = volumes.iter().map(|v| {
+        DoctorCheck::new(
+            format!("volume {v} exists"),
+            req.volumes.iter().any(|have| have == v),
+            "start mailcow once so that compose creates it, or check [native] volumes-dir",
+        )
+    });
+    let services = services.iter().map(|s| {
+        DoctorCheck::new(
+            format!("service {s} known"),
+            req.services.iter().any(|have| have == s),
+            "start mailcow (docker compose up -d), or add [native.services.<name>]",
+        )
+    });
+    volumes.chain(services).collect()
+}
+
 /// Build a [`Grants`] value tersely: `grants(&["vmail-vol-1"], &[("svc", &["prog"])], &["KEY"], &["svc"])`.
 pub fn grants(
     volumes: &[&str],
@@ -162,5 +248,33 @@ pub fn grants(
             .collect(),
         conf_keys: strings(conf_keys),
         services: strings(services),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The crate's `wit/` must be the repository's `wit/` (the published crate
+    /// carries a copy). Outside the repository there is nothing to compare.
+    #[test]
+    fn vendored_wit_matches_the_repository() {
+        let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let repo = sdk.join("../../wit");
+        if !repo.join("world.wit").is_file() {
+            return;
+        }
+        let list = |dir: &std::path::Path| {
+            let mut v: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "wit"))
+                .map(|e| (e.file_name(), std::fs::read(e.path()).unwrap()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(
+            list(&repo) == list(&sdk.join("wit")),
+            "plugins/sdk/wit differs from wit/: copy wit/*.wit into plugins/sdk/wit/"
+        );
     }
 }

@@ -19,6 +19,17 @@ impl Plugin for Template {
         }
     }
 
+    // Optional (the SDK's defaults ask for nothing): what a restore needs from
+    // the host. See docs/plugins.md, "Restore rules".
+    fn restore_rules() -> RestoreRules {
+        RestoreRules { after: vec![], stops: vec![], needs_matching: vec![], carry_conf_keys: vec![] }
+    }
+
+    // Optional: checks `cshost doctor` shows under the plugin's name.
+    fn doctor(_host: &impl Host, req: &DoctorRequest) -> Vec<DoctorCheck> {
+        doctor_presence(req, &[VOLUME], &[])
+    }
+
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         measure_volume(host, VOLUME)
     }

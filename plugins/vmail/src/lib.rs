@@ -62,6 +62,22 @@ impl Plugin for Vmail {
         }
     }
 
+    fn restore_rules() -> RestoreRules {
+        RestoreRules {
+            // Dovecot must find the keys in place before it reads the mail.
+            after: names(&["crypt"]),
+            stops: names(&[DOVECOT]),
+            // Mail encrypted with mail_crypt is unreadable without the keys it
+            // was written with.
+            needs_matching: names(&["crypt"]),
+            carry_conf_keys: Vec::new(),
+        }
+    }
+
+    fn doctor(_host: &impl Host, req: &DoctorRequest) -> Vec<DoctorCheck> {
+        doctor_presence(req, &[VOLUME], &[])
+    }
+
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         measure_volume(host, VOLUME)
     }
@@ -165,5 +181,13 @@ mod tests {
                 .iter()
                 .any(|c| matches!(c, testing::Call::Stop(_)))
         );
+    }
+
+    #[test]
+    fn vmail_is_restored_after_crypt_and_needs_its_keys() {
+        let rules = Vmail::restore_rules();
+        assert_eq!(rules.after, vec!["crypt".to_string()]);
+        assert_eq!(rules.needs_matching, vec!["crypt".to_string()]);
+        assert_eq!(rules.stops, vec![DOVECOT.to_string()]);
     }
 }

@@ -32,6 +32,17 @@ impl Plugin for Sogo {
         }
     }
 
+    fn restore_rules() -> RestoreRules {
+        RestoreRules {
+            stops: names(&[SERVICE]),
+            ..RestoreRules::default()
+        }
+    }
+
+    fn doctor(_host: &impl Host, req: &DoctorRequest) -> Vec<DoctorCheck> {
+        doctor_presence(req, &[VOLUME], &[SERVICE])
+    }
+
     fn estimate(host: &impl Host, _req: &BackupRequest) -> Result<SizeEstimate, Error> {
         measure_volume(host, VOLUME)
     }

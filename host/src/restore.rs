@@ -1,26 +1,9 @@
-//! Restore decisions that need no I/O: component order, which services come
-//! back in which order, the crypt-before-vmail rule and the `mailcow.conf`
-//! rewrite after a database restore.
+//! Restore decisions that need no I/O: the `mailcow.conf` rewrite when a
+//! plugin carries keys from the snapshot, and the vmail prefix of a mailbox
+//! or domain. Order, stops and checks are the plugins' declarations
+//! (`runtime::rules`).
 
 use std::collections::BTreeMap;
-
-use crate::repo::manifest::{Kind, Manifest};
-
-/// Components in restore order: crypt first, so the keys are in place before
-/// dovecot can start (R4); the database last, because a volume restore can be
-/// undone by a rename and an import cannot, so every volume is in place before
-/// the import starts.
-pub fn order(components: &[String]) -> Vec<String> {
-    const RANK: [&str; 7] = [
-        "crypt", "redis", "valkey", "postfix", "rspamd", "vmail", "mysql",
-    ];
-    let mut v = components.to_vec();
-    v.sort_by_key(|c| RANK.iter().position(|r| r == c).unwrap_or(RANK.len()));
-    v
-}
-
-/// The keys a database restore carries over from the snapshot's mailcow.conf (R6).
-pub const DB_KEYS: [&str; 4] = ["DBNAME", "DBUSER", "DBPASS", "DBROOT"];
 
 /// Replace only the lines that set `keys` in `live` with the snapshot's values
 /// (appending a key the live file lacks). Everything else stays byte for byte.
@@ -72,62 +55,9 @@ pub fn mail_prefix(mailbox: Option<&str>, domain: Option<&str>) -> Result<String
     }
 }
 
-/// The blob of each crypt key file in a snapshot.
-pub fn crypt_keys(m: &Manifest) -> BTreeMap<String, String> {
-    m.components
-        .get("crypt")
-        .and_then(|c| c.volumes.get("crypt-vol-1"))
-        .map(|entries| {
-            entries
-                .iter()
-                .filter(|e| e.kind == Kind::File && e.path.as_str().ends_with(".pem"))
-                .filter_map(|e| Some((e.path.to_string(), e.blob.as_ref()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// R4: vmail may only be restored with its crypt keys in place: either crypt
-/// is restored too, or the live keys are the snapshot's.
-///
-/// # Errors
-/// A message saying what is missing and how to proceed.
-pub fn check_crypt(
-    selected: &[String],
-    snapshot_keys: &BTreeMap<String, String>,
-    live_keys: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    if !selected.iter().any(|c| c == "vmail") || selected.iter().any(|c| c == "crypt") {
-        return Ok(());
-    }
-    if snapshot_keys.is_empty() {
-        return Err("this snapshot has no crypt keys, so the mail it holds may be unreadable after a restore; \
-                    add --force to restore vmail anyway"
-            .into());
-    }
-    if snapshot_keys != live_keys {
-        return Err("the live mail_crypt keys differ from the snapshot's: restore crypt together with vmail \
-                    (--components crypt,vmail), or add --force"
-            .into());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn crypt_comes_first() {
-        assert_eq!(
-            order(&s(&["mysql", "vmail", "rspamd", "crypt"])),
-            s(&["crypt", "rspamd", "vmail", "mysql"])
-        );
-    }
 
     #[test]
     fn only_the_db_keys_change() {
@@ -141,7 +71,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let out = rewrite_conf(live, &snap, &DB_KEYS);
+        let out = rewrite_conf(live, &snap, &["DBNAME", "DBUSER", "DBPASS", "DBROOT"]);
         assert_eq!(
             out,
             "# mailcow\nMAILCOW_HOSTNAME=new.example.org\nDBNAME=mailcow\nDBPASS=oldpass\nDBROOT=oldroot\nTZ=UTC\nDBUSER=mailcow\n"
@@ -169,26 +99,5 @@ mod tests {
         }
         assert!(mail_prefix(None, Some("..")).is_err());
         assert!(mail_prefix(None, Some("localhost")).is_err());
-    }
-
-    #[test]
-    fn vmail_needs_its_keys() {
-        let keys: BTreeMap<String, String> =
-            [("ecprivkey.pem".to_string(), "aa".to_string())].into();
-        let other: BTreeMap<String, String> =
-            [("ecprivkey.pem".to_string(), "bb".to_string())].into();
-        assert!(check_crypt(&s(&["vmail", "crypt"]), &keys, &other).is_ok());
-        assert!(check_crypt(&s(&["vmail"]), &keys, &keys).is_ok());
-        assert!(
-            check_crypt(&s(&["vmail"]), &keys, &other)
-                .unwrap_err()
-                .contains("differ")
-        );
-        assert!(
-            check_crypt(&s(&["vmail"]), &BTreeMap::new(), &keys)
-                .unwrap_err()
-                .contains("no crypt keys")
-        );
-        assert!(check_crypt(&s(&["redis"]), &BTreeMap::new(), &keys).is_ok());
     }
 }

@@ -213,26 +213,30 @@ pub async fn doctor(ctx: &Context) -> Result<(), CommandError> {
                     );
                 }
             }
-            for vol in [
-                "vmail-vol-1",
-                "crypt-vol-1",
-                "rspamd-vol-1",
-                "postfix-vol-1",
-            ] {
-                let found = env.services.volume_path(&format!("{project}_{vol}"));
+            // What each component needs (its volumes, its services) is the
+            // plugin's to check: the host keeps no per-component facts.
+            let host = ctx.plugin_host()?;
+            let (plugins, refused) = crate::pipeline::load_plugins(ctx, &host, &env).await?;
+            for r in refused {
                 add(
-                    found.is_ok(),
-                    format!("volume {project}_{vol}"),
-                    "check [native] volumes-dir",
+                    false,
+                    r,
+                    "fix or remove the plugin's [plugins.<name>] table",
                 );
             }
-            for svc in ["mysql-mailcow", "redis-mailcow"] {
-                let have = env.services.services().iter().any(|s| s == svc);
-                add(
-                    have,
-                    format!("service {svc} configured"),
-                    "add [native.services.<name>] with its socket or port",
-                );
+            for p in &plugins {
+                match host.doctor(p, env.clone()).await {
+                    Ok(found) => {
+                        for c in found {
+                            add(c.ok, format!("{}: {}", p.name, c.name), &c.fix);
+                        }
+                    }
+                    Err(e) => add(
+                        false,
+                        format!("{}: its checks did not run: {e}", p.name),
+                        "run `cshost plugins check` on the plugin file",
+                    ),
+                }
             }
         }
         Err(e) => add(false, e.to_string(), "set [mailcow] dir"),

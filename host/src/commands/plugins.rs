@@ -193,7 +193,7 @@ async fn inspect(
     if tools.json {
         out(&serde_json::json!({
             "file": file, "sha256": p.sha256, "name": p.info.name, "version": p.info.version,
-            "wit": crate::runtime::WIT_VERSION, "components": p.info.components,
+            "wit": p.wit, "components": p.info.components,
             "description": p.info.description, "grants": grants_line(&requested),
             "approve": crate::plugins::approval_snippet(&p, file),
         })
@@ -204,9 +204,7 @@ async fn inspect(
     out(&format!("sha256:      {}", p.sha256));
     out(&format!(
         "plugin:      {} {} (WIT cshost:plugin@{})",
-        p.info.name,
-        p.info.version,
-        crate::runtime::WIT_VERSION
+        p.info.name, p.info.version, p.wit
     ));
     out(&format!("components:  {}", p.info.components.join(", ")));
     out(&format!("about:       {}", p.info.description));

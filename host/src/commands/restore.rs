@@ -83,7 +83,7 @@ async fn restore(
     }
 
     let comps = match (&args.components, interactive && args.target_dir.is_none()) {
-        (None, true) => crate::restore::order(&super::prompt::components(&m)?),
+        (None, true) => super::prompt::components(&m)?,
         (requested, _) => pipeline::select(&m, requested.as_deref())?,
     };
     let needed = pipeline::subset(&m, &comps);
@@ -108,7 +108,8 @@ async fn restore(
 
     pipeline::refuse_if_unfinished(ctx)?;
     let env = ctx.run_env(Some(source.repo.clone())).await?;
-    let plan = pipeline::plan(&env, &m, &comps, args.merge, args.force)?;
+    let plugins = pipeline::load(ctx, &env).await?;
+    let plan = pipeline::plan(&env, &plugins, &m, &comps, args.merge, args.force)?;
     show_plan(m.id.as_str(), &m.finished, &plan, args.merge);
     confirm(args, interactive, "Type `yes` to restore")?;
     let r = pipeline::execute(
@@ -116,6 +117,7 @@ async fn restore(
         &env,
         &Arc::clone(&source.repo),
         &m,
+        &plugins,
         &plan,
         args.keep_previous,
     )
@@ -150,6 +152,9 @@ fn show_plan(id: &str, finished: &str, plan: &Plan, merge: bool) {
             "replaces (current contents moved aside)"
         };
         eprintln!("    {} {how} `{}`", human_bytes(*size), path.display());
+    }
+    if !plan.stops.is_empty() {
+        eprintln!("  stopped during the restore: {}", plan.stops.join(", "));
     }
     if plan.watchdog {
         eprintln!("  watchdog-mailcow is stopped first and started last");

@@ -19,7 +19,9 @@ use crate::repo::capture::Counts;
 use crate::repo::manifest::{Catalog, Kind, Manifest};
 use crate::repo::names::{BlobId, SnapshotId};
 use crate::restore as rules;
-use crate::runtime::{RestoreMode, RestoreRequest, RestoreSource, RunEnv};
+use crate::runtime::{
+    LoadedPlugin, PluginHost, RestoreMode, RestoreRequest, RestoreSource, RunEnv,
+};
 use crate::transport::BoxRepo;
 use crate::txn::{RestoreTxn, Step};
 
@@ -137,8 +139,8 @@ impl Source {
     }
 }
 
-/// The snapshot's component names that match the requested keywords, in
-/// restore order.
+/// The snapshot's component names that match the requested keywords (the
+/// plan puts them in restore order).
 ///
 /// # Errors
 /// For a keyword the snapshot does not hold.
@@ -159,9 +161,7 @@ pub fn select(m: &Manifest, requested: Option<&[String]>) -> Result<Vec<String>,
     let all = vec!["all".to_string()];
     let picked = crate::components::resolve(requested.unwrap_or(&all), &have)
         .map_err(|e| fail(Failure::Config, format!("{e} (in snapshot {})", m.id)))?;
-    Ok(rules::order(
-        &picked.into_iter().map(|s| s.plugin).collect::<Vec<_>>(),
-    ))
+    Ok(picked.into_iter().map(|s| s.plugin).collect())
 }
 
 /// The part of a snapshot a restore of `comps` needs.
@@ -188,29 +188,72 @@ pub fn refuse_if_unfinished(ctx: &Context) -> Result<(), CommandError> {
     }
 }
 
+/// The plugins a restore runs, loaded once: the plan checks their rules, the
+/// execution runs them.
+pub struct Plugins {
+    pub host: PluginHost,
+    pub list: Vec<LoadedPlugin>,
+}
+
+/// Load the built-in and approved plugins for a restore.
+///
+/// # Errors
+/// When the plugin engine cannot start.
+pub async fn load(ctx: &Context, env: &Arc<RunEnv>) -> Result<Plugins, CommandError> {
+    let host = ctx.plugin_host()?;
+    let (list, refused) = super::load_plugins(ctx, &host, env).await?;
+    for r in refused {
+        tracing::warn!("{r}");
+    }
+    Ok(Plugins { host, list })
+}
+
+impl Plugins {
+    /// The plugin that wrote a component of this snapshot.
+    fn of<'a>(&'a self, m: &Manifest, component: &str) -> Result<&'a LoadedPlugin, String> {
+        let name = &m.components[component].plugin.name;
+        self.list.iter().find(|p| p.name == *name).ok_or_else(|| {
+            format!(
+                "{component}: no plugin `{name}` is installed; `cshost plugins list` shows what is"
+            )
+        })
+    }
+}
+
 /// What an in-place restore will do, shown before it is confirmed.
 pub struct Plan {
+    /// Components in restore order (the plugins' declared `after` rules).
     pub comps: Vec<String>,
     /// Each volume written: its live path and the bytes the snapshot holds.
     pub volumes: Vec<(PathBuf, u64)>,
+    /// Services the plugins' rules stop during the restore (besides watchdog).
+    pub stops: Vec<String>,
     pub mode: RestoreMode,
     pub watchdog: bool,
 }
 
-/// Check that an in-place restore can proceed, and say what it will do.
+/// Check that an in-place restore can proceed, and say what it will do:
+/// every component has its plugin, the order the plugins' rules give, the
+/// data they declare they need matches (unless `force`), every volume exists
+/// and has room. Nothing is changed.
 ///
 /// # Errors
-/// The crypt-key rule (R4), a missing volume, or not enough disk space.
+/// A missing plugin, a rule cycle, a mismatch, a missing volume, or not
+/// enough disk space.
 pub fn plan(
     env: &RunEnv,
+    plugins: &Plugins,
     m: &Manifest,
     comps: &[String],
     merge: bool,
     force: bool,
 ) -> Result<Plan, CommandError> {
+    for c in comps {
+        plugins.of(m, c).map_err(|e| fail(Failure::Restore, e))?;
+    }
+    let comps = crate::runtime::plan_order(&plugins.list, comps).class(Failure::Config)?;
     if !force {
-        rules::check_crypt(comps, &rules::crypt_keys(m), &live_crypt_keys(env))
-            .map_err(|e| fail(Failure::Restore, e))?;
+        check_matching(env, plugins, m, &comps).map_err(|e| fail(Failure::Restore, e))?;
     }
     if m.mailcow.project != env.project {
         tracing::warn!(
@@ -220,7 +263,7 @@ pub fn plan(
         );
     }
     let mut volumes: Vec<(PathBuf, u64)> = Vec::new();
-    for c in comps {
+    for c in &comps {
         for (vol, entries) in &m.components[c.as_str()].volumes {
             let size: u64 = entries
                 .iter()
@@ -235,34 +278,72 @@ pub fn plan(
         }
     }
     crate::disk::check(&volumes).class(Failure::Preflight)?;
+    let running = env.services.services();
+    let mut stops: Vec<String> = Vec::new();
+    for c in &comps {
+        let plugin = plugins.of(m, c).map_err(|e| fail(Failure::Restore, e))?;
+        for s in &plugin.rules.stops {
+            if running.contains(s) && !stops.contains(s) && s != WATCHDOG {
+                stops.push(s.clone());
+            }
+        }
+    }
     Ok(Plan {
-        comps: comps.to_vec(),
+        comps,
         volumes,
+        stops,
         mode: if merge {
             RestoreMode::Merge
         } else {
             RestoreMode::Replace
         },
-        watchdog: env.services.services().iter().any(|s| s == WATCHDOG),
+        watchdog: running.iter().any(|s| s == WATCHDOG),
     })
 }
 
-fn live_crypt_keys(env: &RunEnv) -> std::collections::BTreeMap<String, String> {
-    let Ok(root) = env
-        .services
-        .volume_path(&format!("{}_crypt-vol-1", env.project))
-    else {
-        return Default::default();
-    };
-    ["ecprivkey.pem", "ecpubkey.pem"]
-        .iter()
-        .filter_map(|k| {
-            Some((
-                k.to_string(),
-                crate::repo::sha256_hex(&std::fs::read(root.join(k)).ok()?),
-            ))
-        })
-        .collect()
+/// R4, as the plugins declare it (`needs-matching`; vmail declares crypt):
+/// a component whose live data must equal the snapshot's is either restored
+/// in the same run, or every file of its volumes is compared, by hash, with
+/// the snapshot's.
+fn check_matching(
+    env: &RunEnv,
+    plugins: &Plugins,
+    m: &Manifest,
+    comps: &[String],
+) -> Result<(), String> {
+    for c in comps {
+        for need in &plugins.of(m, c)?.rules.needs_matching {
+            let need = crate::repo::names::canonical(need);
+            if comps.iter().any(|x| x == need) {
+                continue;
+            }
+            let Some(rec) = m.component(need) else {
+                return Err(format!(
+                    "this snapshot has no `{need}`, which `{c}` needs to be usable (vmail needs the mail_crypt keys); \
+                     add --force to restore {c} anyway"
+                ));
+            };
+            for (vol, entries) in &rec.volumes {
+                let root = env
+                    .services
+                    .volume_path(&format!("{}_{vol}", env.project))
+                    .map_err(|e| e.to_string())?;
+                for e in entries.iter().filter(|e| e.kind == Kind::File) {
+                    let live = std::fs::read(root.join(e.path.as_str()))
+                        .map(|b| crate::repo::sha256_hex(&b))
+                        .unwrap_or_default();
+                    if e.blob.as_ref().map(|b| b.as_str()) != Some(live.as_str()) {
+                        return Err(format!(
+                            "the live `{need}` data differs from the snapshot's (`{vol}/{}`), so the restored {c} would not be usable: \
+                             restore {need} together with {c} (--components {need},{c}), or add --force",
+                            e.path
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What an in-place restore did.
@@ -289,15 +370,11 @@ pub async fn execute(
     env: &Arc<RunEnv>,
     repo: &Arc<LocalRepo>,
     m: &Manifest,
+    plugins: &Plugins,
     plan: &Plan,
     keep_previous: bool,
 ) -> Result<RestoreReport, CommandError> {
     let t0 = Instant::now();
-    let host = ctx.plugin_host()?;
-    let (plugins, refused) = super::load_plugins(ctx, &host, env).await?;
-    for r in refused {
-        tracing::warn!("{r}");
-    }
     let restore_id = crate::clock::snapshot_id(time::OffsetDateTime::now_utc());
     let txn = RestoreTxn::begin(
         &ctx.config.backup.cache_dir,
@@ -317,11 +394,9 @@ pub async fn execute(
         .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", scratch.display()))
         .class(Failure::Preflight)?;
 
-    let failure = run_components(
-        ctx, env, repo, m, plan, &plugins, &host, &txn, &counts, &scratch,
-    )
-    .await
-    .err();
+    let failure = run_components(ctx, env, repo, m, plan, plugins, &txn, &counts, &scratch)
+        .await
+        .err();
     let _ = std::fs::remove_dir_all(&scratch);
     let mut txn = Arc::try_unwrap(txn)
         .map_err(|_| ())
@@ -346,6 +421,22 @@ pub async fn execute(
         ));
     }
     let mut problems = txn.restart(&env.services).await;
+    // Each plugin's post-restore step, with every service back (e.g. a
+    // re-index of restored mailboxes).
+    for c in &plan.comps {
+        let Ok(plugin) = plugins.of(m, c) else {
+            continue;
+        };
+        if let Err(e) = plugins
+            .host
+            .post_restore(plugin, env.clone(), &request(m, c, plan, env))
+            .await
+        {
+            problems.push(format!(
+                "{c}: the data is restored, but its post-restore step failed: {e}"
+            ));
+        }
+    }
     crate::failpoint::hit("restore-before-commit");
     let (kept_previous, more) = txn.commit(keep_previous);
     problems.extend(more);
@@ -370,6 +461,36 @@ pub async fn execute(
     })
 }
 
+fn request(m: &Manifest, c: &str, plan: &Plan, env: &RunEnv) -> RestoreRequest {
+    RestoreRequest {
+        component: c.to_string(),
+        snapshot_id: m.id.to_string(),
+        mode: plan.mode,
+        facts: m.components[c].facts.clone().into_iter().collect(),
+        services: env.services.services(),
+        arch: crate::mailcow::arch().into(),
+        drill: false,
+    }
+}
+
+/// Stop a service, recorded in the journal first.
+async fn stop(env: &RunEnv, txn: &Arc<Mutex<RestoreTxn>>, service: &str) -> Result<(), String> {
+    {
+        let mut t = txn.lock().expect("restore transaction lock");
+        if t.journal().stopped().iter().any(|s| s == service) {
+            return Ok(());
+        }
+        t.record(Step::Stop {
+            service: service.into(),
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    env.services
+        .stop(service)
+        .await
+        .map_err(|e| format!("stopping {service}: {e}"))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_components(
     ctx: &Context,
@@ -377,66 +498,58 @@ async fn run_components(
     repo: &Arc<LocalRepo>,
     m: &Manifest,
     plan: &Plan,
-    plugins: &[crate::runtime::LoadedPlugin],
-    host: &crate::runtime::PluginHost,
+    plugins: &Plugins,
     txn: &Arc<Mutex<RestoreTxn>>,
     counts: &Arc<Mutex<Counts>>,
     scratch: &Path,
 ) -> Result<(), String> {
     // R2: watchdog first, so it cannot restart what we stop.
     if plan.watchdog {
-        txn.lock()
-            .expect("restore transaction lock")
-            .record(Step::Stop {
-                service: WATCHDOG.into(),
-            })
-            .map_err(|e| e.to_string())?;
-        env.services
-            .stop(WATCHDOG)
-            .await
-            .map_err(|e| format!("stopping {WATCHDOG}: {e}"))?;
+        stop(env, txn, WATCHDOG).await?;
     }
+    let running = env.services.services();
     for c in &plan.comps {
         let rec = &m.components[c.as_str()];
-        let plugin = plugins
-            .iter()
-            .find(|p| p.name == rec.plugin.name)
-            .ok_or_else(|| format!("{c}: no plugin `{}` is installed", rec.plugin.name))?;
-        let req = RestoreRequest {
-            component: c.clone(),
-            snapshot_id: m.id.to_string(),
-            mode: plan.mode,
-            facts: rec.facts.clone().into_iter().collect(),
-            services: env.services.services(),
-            arch: crate::mailcow::arch().into(),
-            drill: false,
-        };
+        let plugin = plugins.of(m, c)?;
+        for s in plugin.rules.stops.iter().filter(|s| running.contains(s)) {
+            stop(env, txn, s).await.map_err(|e| format!("{c}: {e}"))?;
+        }
         let source = Arc::new(RestoreSource {
             component: rec.clone(),
             txn: txn.clone(),
             counts: counts.clone(),
         });
         tracing::info!("restoring {c}");
-        host.restore(plugin, env.clone(), &req, source, scratch)
+        plugins
+            .host
+            .restore(
+                plugin,
+                env.clone(),
+                &request(m, c, plan, env),
+                source,
+                scratch,
+            )
             .await
             .map_err(|e| format!("{c}: {e}"))?;
-        if c == "mysql" {
-            carry_db_keys(ctx, repo, m, env, txn)
-                .map_err(|e| format!("{c}: the databases were restored, but {e}"))?;
+        if !plugin.rules.carry_conf_keys.is_empty() {
+            carry_conf_keys(ctx, repo, m, env, txn, &plugin.rules.carry_conf_keys)
+                .map_err(|e| format!("{c}: the data was restored, but {e}"))?;
         }
     }
     Ok(())
 }
 
-/// R6: the restored databases have the snapshot's users and passwords, so the
-/// live mailcow.conf gets the snapshot's DBNAME/DBUSER/DBPASS/DBROOT, and only
-/// those. The previous file is kept beside the journal until the restore commits.
-fn carry_db_keys(
+/// R6, as the plugins declare it (`carry-conf-keys`; mysql declares DBNAME,
+/// DBUSER, DBPASS and DBROOT: the restored databases have the snapshot's users
+/// and passwords): the live mailcow.conf gets the snapshot's values of those
+/// keys, and only those. The previous file is kept beside the journal.
+fn carry_conf_keys(
     ctx: &Context,
     repo: &LocalRepo,
     m: &Manifest,
     env: &RunEnv,
     txn: &Arc<Mutex<RestoreTxn>>,
+    keys: &[String],
 ) -> Result<(), String> {
     let old = std::fs::read(repo.blob_path(&m.mailcow.conf_blob))
         .map_err(|e| format!("the snapshot's mailcow.conf cannot be read: {e}"))?;
@@ -444,7 +557,8 @@ fn carry_db_keys(
     let path = std::fs::canonicalize(&env.conf.path).unwrap_or_else(|_| env.conf.path.clone());
     let live = std::fs::read_to_string(&path)
         .map_err(|e| format!("`{}` cannot be read: {e}", path.display()))?;
-    let new = rules::rewrite_conf(&live, &old, &rules::DB_KEYS);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let new = rules::rewrite_conf(&live, &old, &keys);
     if new == live {
         return Ok(());
     }
@@ -471,8 +585,9 @@ fn carry_db_keys(
         )
     })?;
     tracing::info!(
-        "`{}` now has the snapshot's DBNAME, DBUSER, DBPASS and DBROOT",
-        path.display()
+        "`{}` now has the snapshot's {}",
+        path.display(),
+        keys.join(", ")
     );
     Ok(())
 }

@@ -115,9 +115,9 @@ impl Plugin for Redis {
 
     fn restore_rules() -> RestoreRules {
         RestoreRules {
-            // The server writes its dump on shutdown; it must be down while
-            // the file is put back. Only the flavour this mailcow runs exists.
-            stops: names(&[REDIS.service, VALKEY.service]),
+            // No `stops`: the restore first asks the live server which RDB
+            // version it reads, so it stops the server itself (service-stop,
+            // recorded by the host like any stop) once the dump is known to load.
             ..RestoreRules::default()
         }
     }

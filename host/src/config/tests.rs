@@ -1,0 +1,104 @@
+//! Table tests for the config: every example parses, bad values are refused
+//! with the key named.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("test.toml"), text)
+}
+
+#[test]
+fn the_example_config_parses() {
+    let text = include_str!("../../../config.example.toml");
+    let c = parse(text).unwrap();
+    assert_eq!(c.backup.components, vec!["all".to_string()]);
+    assert!(c.native.services.contains_key("mysql-mailcow"));
+}
+
+#[test]
+fn the_minimal_config_parses() {
+    let c = parse(include_str!("../../../config.minimal.toml")).unwrap();
+    assert_eq!(c.mailcow.runtime, RuntimeKind::Native);
+    assert!(
+        c.repository
+            .local
+            .unwrap()
+            .path
+            .starts_with("/tmp/cshost-try")
+    );
+}
+
+#[test]
+fn storage_box_addresses_that_ssh_could_misread_are_refused() {
+    let config = |host: &str, user: &str, port: &str| {
+        format!(
+            "[mailcow]\n[repository.local]\npath = \"/r\"\n[repository.storagebox]\n\
+             host = {}\nuser = {}\nport = {port}\nidentity = \"/k\"\nknown-hosts = \"/h\"\n",
+            crate::toml_text::value(host),
+            crate::toml_text::value(user),
+        )
+    };
+    let good = "u1.your-storagebox.de";
+    assert!(parse(&config(good, "u1", "23")).is_ok());
+    assert!(parse(&config("192.0.2.1", "u1-sub2", "22")).is_ok());
+    for (host, user, port, needle) in [
+        (good, "u1", "0", "port = 0"),
+        ("", "u1", "23", "host = \"\" is empty"),
+        (good, "", "23", "user = \"\" is empty"),
+        (
+            "-oProxyCommand=sh",
+            "u1",
+            "23",
+            "host = \"-oProxyCommand=sh\" starts with `-`",
+        ),
+        (good, "-lroot", "23", "user = \"-lroot\" starts with `-`"),
+        ("box .de", "u1", "23", "host = \"box .de\" contains a space"),
+        (
+            good,
+            "u1\tx",
+            "23",
+            "user = \"u1\\tx\" contains a space or a control",
+        ),
+        (
+            "box\n-oX",
+            "u1",
+            "23",
+            "host = \"box\\n-oX\" contains a space or a control",
+        ),
+        (good, "u1\u{7}", "23", "control character"),
+        ("root@box", "u1", "23", "host = \"root@box\" contains `@`"),
+        (good, "u1@evil", "23", "user = \"u1@evil\" contains `@`"),
+        (good, "u1:x", "23", "contains `:`"),
+    ] {
+        let err = parse(&config(host, user, port)).unwrap_err().to_string();
+        assert!(
+            err.contains(needle) && err.contains("test.toml") && err.contains("e.g.")
+                || (needle == "port = 0" && err.contains(needle) && err.contains("port = 23")),
+            "{needle}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_key_named() {
+    let minimal = "[mailcow]\n[repository.local]\npath = \"/r\"\n";
+    assert!(parse(minimal).is_ok());
+    for (text, needle) in [
+        (
+            "[mailcow]\ndri = \"/x\"\n[repository.local]\npath = \"/r\"\n",
+            "dri",
+        ),
+        (
+            "[mailcow]\n[repository.local]\npath = \"/r\"\n[backup]\nthreads = 0\n",
+            "threads",
+        ),
+        ("[mailcow]\n[repository]\n", "no repository"),
+        (
+            "[mailcow]\nruntime = \"kubernetes\"\n[repository.local]\npath = \"/r\"\n",
+            "kubernetes",
+        ),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(needle) && err.contains("test.toml"), "{err}");
+    }
+}

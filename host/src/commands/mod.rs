@@ -1,4 +1,7 @@
-//! One module per subcommand. Commands print; the modules below them do not.
+//! One module per subcommand. A command parses its flags, calls one
+//! operation of [`crate::pipeline`] and renders the report (human or
+//! `--json`). Commands print; the modules below them do not, and no command
+//! calls another command.
 
 pub mod backup;
 pub mod install;
@@ -6,9 +9,7 @@ pub mod ops;
 pub mod plugins;
 pub mod prompt;
 pub mod prune;
-pub mod remote;
 pub mod restore;
-pub mod restore_test;
 pub mod snapshots;
 pub mod verify;
 

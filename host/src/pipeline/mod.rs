@@ -3,11 +3,27 @@
 //! (human or `--json`), and the notification renders the same report. No
 //! operation prints, and no command calls another command.
 //!
-//! | operation | module |
-//! |---|---|
-//! | restore (drill, in place, one mailbox) | [`restore`] |
+//! | operation | module | report |
+//! |---|---|---|
+//! | backup (and its dry run) | [`backup`] | [`backup::BackupReport`], [`backup::DryRunReport`] |
+//! | send a snapshot to the Storage Box | [`sync`] | [`sync::SyncReport`] |
+//! | retention and garbage collection | [`prune`] | [`prune::PruneReport`], [`prune::PruneRun`] |
+//! | verify blobs, locally or on the box | [`verify`] | [`verify::VerifyReport`] |
+//! | restore test (`verify --restore-test`) | [`restore_test`] | [`restore_test::RestoreTestReport`] |
+//! | list a repository | [`snapshots`] | [`snapshots::Listing`] |
+//! | restore (drill, in place, one mailbox) | [`restore`] | [`restore::RestoreReport`], [`restore::MailReport`] |
+//!
+//! A backup syncs and prunes by calling [`sync`] and [`prune`] directly;
+//! everything below the pipeline (repo, transport, runtime, services) is
+//! reached from here in one hop.
 
+pub mod backup;
+pub mod prune;
 pub mod restore;
+pub mod restore_test;
+pub mod snapshots;
+pub mod sync;
+pub mod verify;
 
 use std::sync::Arc;
 

@@ -29,3 +29,4 @@ pub mod services;
 pub mod status;
 pub mod transport;
 pub mod txn;
+pub mod units;

@@ -323,7 +323,7 @@ async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<(), CommandError> {
     crate::disk::check(&[(repo.root().to_path_buf(), need)]).class(Failure::Preflight)?;
     tracing::debug!(
         "pre-flight: about {} of new content",
-        crate::commands::human_bytes(need)
+        crate::units::human_bytes(need)
     );
     Ok(())
 }
@@ -389,7 +389,7 @@ async fn capture_all(plan: &Plan, scratch: &Path) -> Result<Captures, CommandErr
 }
 
 fn log_component(sel: &Selected, b: &ComponentBackup, seconds: f64) {
-    use crate::commands::human_bytes;
+    use crate::units::human_bytes;
     for w in &b.report.warnings {
         tracing::warn!("{}: {w}", sel.keyword);
     }

@@ -212,7 +212,7 @@ pub fn prune_local(
         tracing::info!(
             "local: removed {} snapshots and {blobs} blobs ({})",
             plan.delete.len(),
-            crate::commands::human_bytes(bytes)
+            crate::units::human_bytes(bytes)
         );
     }
     Ok(PruneReport {

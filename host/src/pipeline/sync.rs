@@ -80,7 +80,7 @@ async fn sync_to(
     tracing::info!(
         "{target}: snapshot {} verified on the box ({} sent)",
         m.id,
-        crate::commands::human_bytes(sent.bytes + manifest_bytes)
+        crate::units::human_bytes(sent.bytes + manifest_bytes)
     );
     let prune = prune::prune_remote(remote, &mut index, policy, false)
         .await

@@ -224,38 +224,11 @@ async fn back_up(
     let _ = std::fs::remove_dir_all(&scratch);
     let captured = captured?;
 
-    let env = &plan.env;
-    let conf_blob = BlobId::of_bytes(&env.conf.raw);
-    repo.put(&conf_blob, &env.conf.raw)
-        .class(Failure::Repository)?;
     let manifest = assemble(
-        SnapshotFacts {
-            id: id.clone(),
-            hostname: crate::mailcow::hostname(),
-            started: crate::clock::rfc3339(started),
-            finished: crate::clock::now_rfc3339(),
-            mailcow: MailcowFacts {
-                project: env.project.clone(),
-                maildir_sub: env.conf.get("MAILDIR_SUB").map(str::to_string),
-                arch: crate::mailcow::arch().into(),
-                conf_blob,
-            },
-        },
+        snapshot_facts(&plan.env, repo, id.clone(), started)?,
         captured.records,
     );
-    for w in manifest
-        .warnings
-        .iter()
-        .filter(|w| w.starts_with("vmail was"))
-    {
-        tracing::warn!("{w}");
-    }
-    let path = repo.publish(&manifest).class(Failure::Repository)?;
-    if let Err(e) = env.cache.save() {
-        tracing::warn!(
-            "the hash cache could not be saved ({e}); the next run reads every file again"
-        );
-    }
+    let path = publish(&plan.env, repo, &manifest)?;
     let sync = match (&ctx.config.repository.storagebox, input.local_only) {
         (Some(_), false) => Some(sync::sync_snapshot(ctx, repo, &manifest).await?),
         _ => None,
@@ -276,6 +249,49 @@ async fn back_up(
         sync,
         prune,
     })
+}
+
+/// What the manifest records about this run and this mailcow; stores
+/// `mailcow.conf` (a secret artifact) on the way.
+fn snapshot_facts(
+    env: &RunEnv,
+    repo: &LocalRepo,
+    id: SnapshotId,
+    started: time::OffsetDateTime,
+) -> Result<SnapshotFacts, CommandError> {
+    let conf_blob = BlobId::of_bytes(&env.conf.raw);
+    repo.put(&conf_blob, &env.conf.raw)
+        .class(Failure::Repository)?;
+    Ok(SnapshotFacts {
+        id,
+        hostname: crate::mailcow::hostname(),
+        started: crate::clock::rfc3339(started),
+        finished: crate::clock::now_rfc3339(),
+        mailcow: MailcowFacts {
+            project: env.project.clone(),
+            maildir_sub: env.conf.get("MAILDIR_SUB").map(str::to_string),
+            arch: crate::mailcow::arch().into(),
+            conf_blob,
+        },
+    })
+}
+
+/// Write the manifest last, atomically: from here on the snapshot exists.
+fn publish(env: &RunEnv, repo: &LocalRepo, manifest: &Manifest) -> Result<PathBuf, CommandError> {
+    for w in manifest
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with("vmail was"))
+    {
+        tracing::warn!("{w}");
+    }
+    let path = repo.publish(manifest).class(Failure::Repository)?;
+    if let Err(e) = env.cache.save() {
+        tracing::warn!(
+            "the hash cache could not be saved ({e}); the next run reads every file again"
+        );
+    }
+    Ok(path)
 }
 
 fn prune_local(ctx: &Context, repo: &LocalRepo) -> Result<PruneReport, CommandError> {

@@ -2,26 +2,78 @@
 //! and exit code.
 
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::Config;
-pub use crate::context::{Context, Report};
+pub use crate::context::Context;
 use crate::error::{CommandError, Failure};
+use crate::pipeline::backup::BackupReport;
 
-async fn run(ctx: &Context, command: Command) -> Result<(), CommandError> {
+/// What a successful run tells the status record and the notification; built
+/// by the command from its operation's report. Empty for runs that publish
+/// no snapshot.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RunSummary {
+    pub snapshot: Option<String>,
+    pub size: u64,
+    pub new_bytes: u64,
+    /// (used, total, free) on the Storage Box, and its snapshot count.
+    pub storage: Option<(u64, u64, u64, usize)>,
+    pub location: Option<String>,
+}
+
+impl RunSummary {
+    pub fn from_backup(r: &BackupReport) -> Self {
+        Self {
+            snapshot: Some(r.snapshot.to_string()),
+            size: r.bytes,
+            new_bytes: r.new_bytes,
+            storage: r
+                .sync
+                .as_ref()
+                .and_then(|s| s.usage.map(|u| (u.used, u.total, u.free, s.prune.kept))),
+            location: r.sync.as_ref().map(|s| s.location.clone()),
+        }
+    }
+
+    /// The notification about a run that ended with this summary, or with
+    /// `error` (then the summary is empty).
+    pub fn outcome(
+        self,
+        command: &str,
+        error: Option<String>,
+        seconds: f64,
+    ) -> crate::notify::Outcome {
+        crate::notify::Outcome {
+            command: command.into(),
+            ok: error.is_none(),
+            hostname: crate::mailcow::hostname(),
+            snapshot: self.snapshot,
+            size: self.size,
+            new_bytes: self.new_bytes,
+            seconds,
+            storage: self.storage,
+            location: self.location,
+            error,
+            log_tail: crate::logging::tail(),
+        }
+    }
+}
+
+async fn run(ctx: &Context, command: Command) -> Result<RunSummary, CommandError> {
+    let none = |r: Result<(), CommandError>| r.map(|()| RunSummary::default());
     match command {
         Command::Backup(args) => crate::commands::backup::run(ctx, args).await,
         Command::Snapshots(arg) => crate::commands::snapshots::run(ctx, arg.repo).await,
         Command::Prune(args) => crate::commands::prune::run(ctx, args).await,
         Command::Verify(args) => crate::commands::verify::run(ctx, args).await,
-        Command::Restore(args) => crate::commands::restore::run(ctx, args).await,
-        Command::Plugins(cmd) => crate::commands::plugins::run(ctx, cmd).await,
-        Command::Status => crate::commands::ops::status(ctx),
-        Command::Doctor => crate::commands::ops::doctor(ctx).await,
+        Command::Restore(args) => none(crate::commands::restore::run(ctx, args).await),
+        Command::Plugins(cmd) => none(crate::commands::plugins::run(ctx, cmd).await),
+        Command::Status => none(crate::commands::ops::status(ctx)),
+        Command::Doctor => none(crate::commands::ops::doctor(ctx).await),
         Command::Config(ConfigCommand::Check) => {
             crate::commands::out("config OK");
-            Ok(())
+            Ok(RunSummary::default())
         }
         Command::Install(_) | Command::Completions { .. } | Command::Man | Command::Config(_) => {
             unreachable!("handled before the config is loaded")
@@ -97,15 +149,15 @@ pub fn main(cli: Cli) -> ExitCode {
         config,
         json: cli.json,
         lock_wait: cli.lock_wait,
-        report: Mutex::new(Report::default()),
     };
     let started = crate::clock::now_rfc3339();
     let t = std::time::Instant::now();
     let result = runtime.block_on(run(&ctx, cli.command));
     if command == "other" {
-        return finish(result);
+        return finish(result.map(|_| ()));
     }
-    let report = ctx.report.lock().expect("report lock").clone();
+    // A failed run reports no figures, only its error.
+    let report = result.as_ref().cloned().unwrap_or_default();
     if let Err(e) = &result {
         tracing::error!("{:#}", e.error);
     }
@@ -130,25 +182,13 @@ pub fn main(cli: Cli) -> ExitCode {
         (Some(mail), "backup" | "verify")
             if result.is_err() || mail.on == crate::config::NotifyWhen::Always =>
         {
-            let outcome = crate::notify::Outcome {
-                command: command.into(),
-                ok: result.is_ok(),
-                hostname: crate::commands::backup::hostname(),
-                snapshot: report.snapshot,
-                size: report.size,
-                new_bytes: report.new_bytes,
-                seconds: t.elapsed().as_secs_f64(),
-                storage: report.storage,
-                location: report.location,
-                error,
-                log_tail: crate::logging::tail(),
-            };
+            let outcome = report.outcome(command, error, t.elapsed().as_secs_f64());
             // Outside the async runtime: lettre's SMTP transport blocks.
             crate::notify::send(mail, &outcome)
         }
         _ => Ok(()),
     };
-    match (result, notified) {
+    match (result.map(|_| ()), notified) {
         (Ok(()), Err(e)) => finish(Err(CommandError::new(Failure::Notify, e))),
         (Err(e), Err(n)) => {
             tracing::error!("{n}");
@@ -166,5 +206,63 @@ fn finish(r: Result<(), CommandError>) -> ExitCode {
             tracing::error!("{:#}", e.error);
             e.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::prune::{PruneReport, Repository};
+    use crate::pipeline::sync::SyncReport;
+    use crate::transport::storagebox::Usage;
+
+    fn report(sync: Option<SyncReport>) -> BackupReport {
+        BackupReport {
+            snapshot: crate::clock::snapshot_id(time::OffsetDateTime::UNIX_EPOCH),
+            manifest: "/repo/snapshots/x.json".into(),
+            components: vec![],
+            files: 3,
+            bytes: 300,
+            new_blobs: 1,
+            new_bytes: 100,
+            seconds: 1.0,
+            warnings: vec![],
+            sync,
+            prune: prune(Repository::Local, 1),
+        }
+    }
+
+    fn prune(repository: Repository, kept: usize) -> PruneReport {
+        PruneReport {
+            repository,
+            dry_run: false,
+            plan: Default::default(),
+            kept,
+            deleted: vec![],
+            blobs: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_backup_summary_carries_the_box_usage_and_snapshot_count() {
+        let local = RunSummary::from_backup(&report(None));
+        assert_eq!(local.size, 300);
+        assert_eq!(local.new_bytes, 100);
+        assert!(local.snapshot.is_some() && local.storage.is_none() && local.location.is_none());
+        let synced = RunSummary::from_backup(&report(Some(SyncReport {
+            location: "u1@box:23/backups".into(),
+            new_blobs: 1,
+            bytes_sent: 120,
+            blob_bytes_sent: 100,
+            prune: prune(Repository::Storagebox, 7),
+            usage: Some(Usage {
+                total: 1000,
+                used: 400,
+                free: 600,
+            }),
+        })));
+        assert_eq!(synced.storage, Some((400, 1000, 600, 7)));
+        assert_eq!(synced.location.as_deref(), Some("u1@box:23/backups"));
     }
 }

@@ -2,7 +2,7 @@
 //! and the ways to reach the repository, the Storage Box, mailcow's services
 //! and the plugin engine from it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::RuntimeKind;
@@ -13,22 +13,12 @@ use crate::repo::hashcache::HashCache;
 use crate::runtime::{Limits, PluginHost, RunEnv};
 use crate::services::{DockerRuntime, NativeRuntime, ServiceRuntime};
 
-/// Figures a command reports for the status record and the notification.
-#[derive(Debug, Default, Clone)]
-pub struct Report {
-    pub snapshot: Option<String>,
-    pub size: u64,
-    pub new_bytes: u64,
-    pub storage: Option<(u64, u64, u64, usize)>,
-    pub location: Option<String>,
-}
-
-/// What every command starts from.
+/// What every command starts from. Results do not travel through it: each
+/// operation returns its report.
 pub struct Context {
     pub config: Config,
     pub json: bool,
     pub lock_wait: u64,
-    pub report: Mutex<Report>,
 }
 
 impl Context {
@@ -80,7 +70,7 @@ impl Context {
         }))
     }
 
-    /// The run lock shared by backup, restore and prune.
+    /// The run lock shared by backup, restore, prune and the restore test.
     pub fn lock(&self, command: &str) -> Result<crate::lock::RunLock, CommandError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(self.lock_wait);
         loop {

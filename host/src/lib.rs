@@ -30,3 +30,4 @@ pub mod status;
 pub mod toml_text;
 pub mod transport;
 pub mod txn;
+pub mod units;

@@ -126,6 +126,14 @@ pub fn arch() -> &'static str {
     std::env::consts::ARCH
 }
 
+/// This machine's host name, as the kernel has it; recorded in each manifest
+/// and named in notification mails.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

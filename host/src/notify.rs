@@ -49,7 +49,7 @@ fn esc(s: &str) -> String {
 
 /// Subject, plain text and HTML of a mail.
 pub fn render(o: &Outcome) -> (String, String, String) {
-    use crate::commands::human_bytes as hb;
+    use crate::units::human_bytes as hb;
     let subject = if o.ok {
         format!("cshost {} OK - {}", o.command, o.hostname)
     } else {

@@ -1,31 +1,19 @@
-//! `cshost snapshots`: what a repository holds.
+//! `cshost snapshots`: flags → [`crate::pipeline::snapshots`] → a table (or
+//! `--json`). The readable snapshots are listed; the unreadable ones are
+//! named, and the exit code says the repository needs attention.
 
-use crate::app::Context;
+use crate::app::{Context, RunSummary};
 use crate::cli::RepoKind;
 use crate::commands::{human_bytes, out};
-use crate::error::{CommandError, Failure, ResultExt};
+use crate::error::CommandError;
 use crate::repo::manifest::Manifest;
 
-pub async fn run(ctx: &Context, repo: RepoKind) -> Result<(), CommandError> {
-    let (rows, place) = match repo {
-        RepoKind::Local => {
-            let repo = ctx.open_repo()?;
-            let rows = repo.catalog().class(Failure::Repository)?;
-            (rows, format!("`{}`", repo.root().display()))
-        }
-        RepoKind::Storagebox => {
-            let b = ctx.connect_box().await?;
-            let rows = b.catalog().await.class(Failure::Transport)?;
-            b.close().await;
-            (rows, ctx.storagebox()?.display())
-        }
-    };
-    print(ctx.json, &rows.manifests, &place);
-    // The readable snapshots are listed; the unreadable ones are named, and
-    // the exit code says the repository needs attention.
-    match rows.unreadable_summary() {
-        Some(bad) => Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad))),
-        None => Ok(()),
+pub async fn run(ctx: &Context, repo: RepoKind) -> Result<RunSummary, CommandError> {
+    let listing = crate::pipeline::snapshots::list(ctx, repo).await?;
+    print(ctx.json, &listing.catalog.manifests, &listing.place);
+    match listing.failure() {
+        Some(e) => Err(e),
+        None => Ok(RunSummary::default()),
     }
 }
 

@@ -1,202 +1,67 @@
-//! `cshost verify`: re-hash what a snapshot references, locally or on the box.
+//! `cshost verify`: flags → [`crate::pipeline::verify`] (or, with
+//! `--restore-test`, [`crate::pipeline::restore_test`]) → one line (or
+//! `--json`).
 
-use std::collections::BTreeMap;
-
-use crate::app::Context;
-use crate::cli::{RepoKind, VerifyArgs};
+use crate::app::{Context, RunSummary};
+use crate::cli::VerifyArgs;
 use crate::commands::{human_bytes, out};
-use crate::error::{CommandError, Failure, ResultExt};
-use crate::repo::manifest::Manifest;
-use crate::repo::names::{BlobId, SnapshotId};
-use crate::transport::storagebox::TransportError;
+use crate::error::CommandError;
+use crate::pipeline::restore_test::{self, RestoreTestReport};
+use crate::pipeline::verify::{self, VerifyInput, VerifyReport};
 
-/// A manifest that arrived but does not parse is the repository's problem
-/// (exit 5), not the connection's.
-pub fn transport_class(e: TransportError) -> CommandError {
-    let failure = match e {
-        TransportError::Manifest(_) => Failure::Repository,
-        _ => Failure::Transport,
-    };
-    CommandError::new(failure, e)
-}
-use crate::repo::verify::{self, Problem};
-
-/// The blobs to check: one snapshot's, or every snapshot's with `--full`,
-/// optionally a random `--sample` percentage of them.
-fn select(
-    manifests: &[Manifest],
-    args: &VerifyArgs,
-) -> Result<(String, BTreeMap<BlobId, String>), CommandError> {
-    let chosen: Vec<&Manifest> = if args.full {
-        manifests.iter().collect()
-    } else {
-        let m = if args.snapshot == "latest" {
-            manifests.last()
-        } else {
-            manifests.iter().find(|m| m.id.as_str() == args.snapshot)
-        };
-        vec![m.ok_or_else(|| {
-            CommandError::new(
-                Failure::Repository,
-                anyhow::anyhow!(
-                    "snapshot `{}` not found; `cshost snapshots` lists what exists",
-                    args.snapshot
-                ),
-            )
-        })?]
-    };
-    let mut blobs = BTreeMap::new();
-    for m in &chosen {
-        for (b, used_by) in m.blobs() {
-            blobs
-                .entry(b.clone())
-                .or_insert_with(|| format!("{}: {used_by}", m.id));
-        }
-    }
-    if let Some(pct) = args.sample {
-        let seed = format!("{:?}", std::time::SystemTime::now());
-        let mut ranked: Vec<(String, BlobId, String)> = blobs
-            .into_iter()
-            .map(|(b, u)| {
-                (
-                    crate::repo::sha256_hex(format!("{seed}{b}").as_bytes()),
-                    b,
-                    u,
-                )
-            })
-            .collect();
-        ranked.sort();
-        let n = (ranked.len() * pct as usize).div_ceil(100);
-        blobs = ranked.into_iter().take(n).map(|(_, b, u)| (b, u)).collect();
-    }
-    let what = if args.full {
-        format!("all {} snapshots", chosen.len())
-    } else {
-        format!("snapshot {}", chosen[0].id)
-    };
-    Ok((what, blobs))
-}
-
-pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CommandError> {
+pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<RunSummary, CommandError> {
     if args.restore_test {
-        return super::restore_test::run(ctx, &args.snapshot);
+        let r = restore_test::run(ctx, &args.snapshot)?;
+        render_restore_test(&r);
+        return Ok(RunSummary::default());
     }
-    let local = ctx.open_repo()?;
-    let t = std::time::Instant::now();
-    let (what, place, count, bytes, problems) = match args.repo {
-        RepoKind::Local => {
-            // One snapshot is read alone; only --full needs every manifest.
-            let manifests = if args.full {
-                let catalog = local.catalog().class(Failure::Repository)?;
-                if let Some(bad) = catalog.unreadable_summary() {
-                    return Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad)));
-                }
-                catalog.manifests
-            } else {
-                vec![local.load(&args.snapshot).class(Failure::Repository)?]
-            };
-            if manifests.is_empty() {
-                return Err(CommandError::new(
-                    Failure::Repository,
-                    anyhow::anyhow!(
-                        "the repository `{}` has no snapshots yet",
-                        local.root().display()
-                    ),
-                ));
-            }
-            let (what, blobs) = select(&manifests, &args)?;
-            let report = verify::verify_blobs(&local, &blobs, ctx.config.backup.threads as usize);
-            (
-                what,
-                format!("`{}`", local.root().display()),
-                report.blobs,
-                report.bytes,
-                report.problems,
-            )
-        }
-        RepoKind::Storagebox => {
-            let b = ctx.connect_box().await?;
-            // The box's own copy, never a cached one.
-            let manifests = if args.full {
-                let catalog = b.catalog().await.class(Failure::Transport)?;
-                if let Some(bad) = catalog.unreadable_summary() {
-                    return Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad)));
-                }
-                catalog.manifests
-            } else {
-                let id = if args.snapshot == "latest" {
-                    let catalog = b.catalog().await.class(Failure::Transport)?;
-                    catalog
-                        .manifests
-                        .last()
-                        .map(|m| m.id.clone())
-                        .ok_or_else(|| {
-                            CommandError::new(
-                                Failure::Repository,
-                                anyhow::anyhow!("the Storage Box repository has no snapshots yet"),
-                            )
-                        })?
-                } else {
-                    SnapshotId::parse(&args.snapshot).class(Failure::Config)?
-                };
-                vec![b.manifest(&id).await.map_err(transport_class)?]
-            };
-            let (what, blobs) = select(&manifests, &args)?;
-            let list: Vec<(BlobId, String)> = blobs.into_iter().collect();
-            let problems = b
-                .verify_blobs(&local, &list)
-                .await
-                .class(Failure::Transport)?;
-            b.close().await;
-            (what, ctx.storagebox()?.display(), list.len(), 0, problems)
-        }
+    let input = VerifyInput {
+        snapshot: args.snapshot,
+        repo: args.repo,
+        full: args.full,
+        sample: args.sample,
     };
-    report(
-        ctx,
-        &what,
-        &place,
-        count,
-        bytes,
-        &problems,
-        t.elapsed().as_secs_f64(),
-    )
+    let r = verify::run(ctx, &input).await?;
+    render(ctx.json, &r);
+    match r.failure() {
+        Some(e) => Err(e),
+        None => Ok(RunSummary::default()),
+    }
 }
 
-fn report(
-    ctx: &Context,
-    what: &str,
-    place: &str,
-    count: usize,
-    bytes: u64,
-    problems: &[Problem],
-    secs: f64,
-) -> Result<(), CommandError> {
-    if ctx.json {
-        let p: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        out(&serde_json::json!({"verified": what, "repository": place, "blobs": count, "bytes": bytes, "seconds": secs, "problems": p}).to_string());
+fn render(json: bool, r: &VerifyReport) {
+    if json {
+        let p: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        out(&serde_json::json!({
+            "verified": r.what, "repository": r.place, "blobs": r.blobs, "bytes": r.bytes,
+            "seconds": r.seconds, "problems": p,
+        })
+        .to_string());
     }
-    for p in problems {
+    for p in &r.problems {
         tracing::error!("{p}");
     }
-    if !problems.is_empty() {
-        return Err(CommandError::new(
-            Failure::Verify,
-            anyhow::anyhow!(
-                "{what} in {place} failed verification: {} of {count} blobs are missing or damaged; \
-                 the next backup stores missing content again, but affected snapshots cannot be fully restored",
-                problems.len()
-            ),
-        ));
+    if json || !r.problems.is_empty() {
+        return;
     }
-    if !ctx.json {
-        let size = if bytes > 0 {
-            format!(", {}", human_bytes(bytes))
-        } else {
-            String::new()
-        };
-        out(&format!(
-            "{what} verified in {place}: {count} blobs{size} re-hashed in {secs:.1} s"
-        ));
-    }
-    Ok(())
+    let size = if r.bytes > 0 {
+        format!(", {}", human_bytes(r.bytes))
+    } else {
+        String::new()
+    };
+    out(&format!(
+        "{} verified in {}: {} blobs{size} re-hashed in {:.1} s",
+        r.what, r.place, r.blobs, r.seconds
+    ));
+}
+
+fn render_restore_test(r: &RestoreTestReport) {
+    out(&format!(
+        "restore test of snapshot {}: {} files ({}) restored and re-hashed; {}; {:.1} s",
+        r.snapshot,
+        r.files,
+        human_bytes(r.bytes),
+        r.sql,
+        r.seconds
+    ));
 }

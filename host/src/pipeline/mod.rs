@@ -3,15 +3,31 @@
 //! (human or `--json`), and the notification renders the same report. No
 //! operation prints, and no command calls another command.
 //!
-//! | operation | module |
-//! |---|---|
-//! | restore in place (phases, transaction) | [`restore`] |
-//! | a snapshot written into a directory | [`drill`] |
-//! | one mailbox or domain merged | [`mail`] |
+//! | operation | module | report |
+//! |---|---|---|
+//! | backup (and its dry run) | [`backup`] | [`backup::BackupReport`], [`backup::DryRunReport`] |
+//! | send a snapshot to the Storage Box | [`sync`] | [`sync::SyncReport`] |
+//! | retention and garbage collection | [`prune`] | [`prune::PruneReport`], [`prune::PruneRun`] |
+//! | verify blobs, locally or on the box | [`verify`] | [`verify::VerifyReport`] |
+//! | restore test (`verify --restore-test`) | [`restore_test`] | [`restore_test::RestoreTestReport`] |
+//! | list a repository | [`snapshots`] | [`snapshots::Listing`] |
+//! | restore in place (phases, the transaction) | [`restore`] | [`restore::RestoreReport`] |
+//! | a snapshot written into a directory (drill) | [`drill`] | files written |
+//! | one mailbox or domain merged | [`mail`] | [`mail::MailReport`] |
+//!
+//! A backup syncs and prunes by calling [`sync`] and [`prune`] directly;
+//! everything below the pipeline (repo, transport, runtime, services) is
+//! reached from here in one hop.
 
+pub mod backup;
 pub mod drill;
 pub mod mail;
+pub mod prune;
 pub mod restore;
+pub mod restore_test;
+pub mod snapshots;
+pub mod sync;
+pub mod verify;
 
 use std::sync::Arc;
 

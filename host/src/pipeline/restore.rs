@@ -97,7 +97,7 @@ impl Source {
         })?;
         b.manifest(&id)
             .await
-            .map_err(crate::commands::verify::transport_class)
+            .map_err(super::verify::transport_class)
     }
 
     /// R15: fetch only the blobs `needed` references (from the box), then R1:

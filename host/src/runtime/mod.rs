@@ -31,7 +31,7 @@ pub use grants::{Grants, Mode};
 use instance::{Call, Pre};
 pub use order::{CycleError, restore_order};
 pub use rules::{Declarations, DoctorCheck, plan_order};
-pub use state::{CaptureRecord, RestoreSource, RunEnv};
+pub use state::{CaptureRecord, ComponentBackup, RestoreSource, RunEnv};
 use state::{HostState, LimitHit};
 
 /// The WIT package version this host is written against; plugins built for it
@@ -292,6 +292,25 @@ impl PluginHost {
             .await?;
         let r = call.world.backup(&mut call.store, req).await;
         call.finish_result(r, &self.limits)
+    }
+
+    /// Run a plugin's backup and return what it captured with its report.
+    ///
+    /// # Errors
+    /// When the plugin fails or hits a limit.
+    pub async fn backup_captured(
+        &self,
+        plugin: &LoadedPlugin,
+        env: Arc<RunEnv>,
+        req: &BackupRequest,
+        scratch: &Path,
+    ) -> Result<ComponentBackup, PluginFailure> {
+        let record = Arc::new(Mutex::new(CaptureRecord::default()));
+        let report = self
+            .backup(plugin, env, req, record.clone(), scratch)
+            .await?;
+        let captured = std::mem::take(&mut *record.lock().expect("record lock"));
+        Ok(ComponentBackup { report, captured })
     }
 
     /// Run a plugin's restore of one component from `source`.

@@ -71,6 +71,13 @@ pub struct CaptureRecord {
     pub counts: Counts,
 }
 
+/// A component's backup: what its plugin reported and what it captured.
+#[derive(Debug)]
+pub struct ComponentBackup {
+    pub report: super::bindings::types::BackupReport,
+    pub captured: CaptureRecord,
+}
+
 /// The snapshot side of a restore call, and the transaction that records
 /// every change to the live system before it is made.
 pub struct RestoreSource {

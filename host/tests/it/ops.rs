@@ -186,6 +186,9 @@ fn a_second_run_is_refused_while_the_first_holds_the_lock_and_a_killed_holder_le
         "{}",
         text(&out)
     );
+    // The restore test reads blobs a prune could delete: it waits for the lock too.
+    let out = w.cshost(&["verify", "--restore-test"]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
     // SIGKILL the holder: the kernel drops the lock with it.
     // SAFETY: kill our own child's process group.
     unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };

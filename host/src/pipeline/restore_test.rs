@@ -1,16 +1,58 @@
-//! `cshost verify --restore-test`: prove that a snapshot restores. Everything
-//! is written into a scratch directory (no service is touched), every written
-//! file is hashed again, and the SQL dump is imported into a throwaway
-//! MariaDB server started from this host's own `mariadbd`.
+//! The restore test (`cshost verify --restore-test`): prove that a snapshot
+//! restores. Everything is written into a scratch directory (no service is
+//! touched), every written file is hashed again, and the SQL dump is imported
+//! into a throwaway MariaDB server started from this host's own `mariadbd`.
+//! It runs under the run lock, so a prune cannot delete what it reads.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::app::Context;
-use crate::commands::{human_bytes, out};
+use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::manifest::{Kind, Manifest};
+use crate::repo::names::SnapshotId;
+
+/// What a restore test proved.
+#[derive(Debug)]
+pub struct RestoreTestReport {
+    pub snapshot: SnapshotId,
+    /// Files written and read back with the hash their blob has.
+    pub files: u64,
+    pub bytes: u64,
+    pub sql: SqlCheck,
+    pub seconds: f64,
+}
+
+/// What became of the snapshot's SQL dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlCheck {
+    /// The snapshot holds no SQL dump.
+    NoDump,
+    /// This host has no MariaDB server to import it into.
+    Skipped,
+    /// Imported into a throwaway server, which then held this many tables.
+    Imported { tables: u64 },
+}
+
+impl std::fmt::Display for SqlCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SqlCheck::NoDump => write!(f, "no SQL dump in this snapshot"),
+            SqlCheck::Skipped => write!(f, "SQL import skipped (no mariadbd here)"),
+            SqlCheck::Imported { tables } => write!(
+                f,
+                "SQL dump imported into a throwaway MariaDB: {tables} tables"
+            ),
+        }
+    }
+}
+
+/// Files and bytes read back intact.
+struct Written {
+    files: u64,
+    bytes: u64,
+}
 
 fn fail(failure: Failure, msg: String) -> CommandError {
     CommandError::new(failure, anyhow::Error::msg(msg))
@@ -22,8 +64,15 @@ fn on_path(p: &str) -> Option<PathBuf> {
         .find(|f| f.is_file())
 }
 
-pub fn run(ctx: &Context, snapshot: &str) -> Result<(), CommandError> {
+/// Test that `snapshot` (an id or `latest`) restores.
+///
+/// # Errors
+/// The lock is held (exit 75), the snapshot is missing or unreadable (exit 5),
+/// a blob or a written file does not match its hash (exit 6), or writing or
+/// the SQL import fails (exit 7).
+pub fn run(ctx: &Context, snapshot: &str) -> Result<RestoreTestReport, CommandError> {
     let t = Instant::now();
+    let _lock = ctx.lock("verify")?;
     let repo = ctx.open_repo()?;
     let m = repo.load(snapshot).class(Failure::Repository)?;
     let report = crate::repo::verify::verify(&repo, &m, ctx.config.backup.threads as usize);
@@ -43,25 +92,28 @@ pub fn run(ctx: &Context, snapshot: &str) -> Result<(), CommandError> {
         .scratch_dir
         .join(format!("restore-test-{}", m.id));
     let _ = std::fs::remove_dir_all(&scratch);
-    let result = test_in(ctx, &repo, &m, &scratch);
+    let result = (|| {
+        let written = write_and_reread(ctx, &repo, &m, &scratch)?;
+        let sql = import_dump(&m, &scratch)?;
+        Ok(RestoreTestReport {
+            snapshot: m.id.clone(),
+            files: written.files,
+            bytes: written.bytes,
+            sql,
+            seconds: t.elapsed().as_secs_f64(),
+        })
+    })();
     let _ = std::fs::remove_dir_all(&scratch);
-    let (files, bytes, sql) = result?;
-    out(&format!(
-        "restore test of snapshot {}: {files} files ({}) restored and re-hashed; {sql}; {:.1} s",
-        m.id,
-        human_bytes(bytes),
-        t.elapsed().as_secs_f64()
-    ));
-    Ok(())
+    result
 }
 
-fn test_in(
+/// The same writing a drill does; then every file is read back and hashed.
+fn write_and_reread(
     ctx: &Context,
     repo: &crate::repo::LocalRepo,
     m: &Manifest,
     scratch: &Path,
-) -> Result<(u64, u64, String), CommandError> {
-    // The same writing a drill does; then every file is read back and hashed.
+) -> Result<Written, CommandError> {
     let comps: Vec<String> = m.components.keys().map(|c| c.to_string()).collect();
     crate::pipeline::restore::write_snapshot(
         repo,
@@ -93,13 +145,19 @@ fn test_in(
             }
         }
     }
+    Ok(Written { files, bytes })
+}
+
+/// Import the snapshot's SQL dump (written out with the rest) into a
+/// throwaway MariaDB server, when the snapshot has one and this host can.
+fn import_dump(m: &Manifest, scratch: &Path) -> Result<SqlCheck, CommandError> {
     let dump = m
         .components
         .iter()
         .flat_map(|(c, rec)| rec.artifacts.iter().map(move |a| (c, a)))
         .find(|(_, a)| a.name.ends_with(".sql.zst"));
     let Some((component, dump)) = dump else {
-        return Ok((files, bytes, "no SQL dump in this snapshot".into()));
+        return Ok(SqlCheck::NoDump);
     };
     let (Some(server), Some(init)) = (
         on_path("mariadbd").or_else(|| on_path("mysqld")),
@@ -108,7 +166,7 @@ fn test_in(
         tracing::warn!(
             "restore test: no MariaDB server on this host (mariadbd, mariadb-install-db); the SQL import was not tried"
         );
-        return Ok((files, bytes, "SQL import skipped (no mariadbd here)".into()));
+        return Ok(SqlCheck::Skipped);
     };
     // Both were written out above: the decompressed dump and mailcow.conf.
     let sql = std::fs::read(
@@ -129,11 +187,7 @@ fn test_in(
         &sql,
         &dbroot,
     )?;
-    Ok((
-        files,
-        bytes,
-        format!("SQL dump imported into a throwaway MariaDB: {tables} tables"),
-    ))
+    Ok(SqlCheck::Imported { tables })
 }
 
 /// Start a private mariadbd, import the dump, count the tables, stop it.

@@ -1,0 +1,568 @@
+//! Backup: run each selected component's plugin, then publish one manifest
+//! (nothing is published unless every component succeeded), send it to the
+//! Storage Box when one is configured, and apply retention. A dry run only
+//! asks each plugin for its estimate and writes nothing, not even a new
+//! repository.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::components::{self, Selected};
+use crate::context::Context;
+use crate::error::{CommandError, Failure, ResultExt};
+use crate::pipeline::prune::{self, PruneReport};
+use crate::pipeline::sync::{self, SyncReport};
+use crate::repo::LocalRepo;
+use crate::repo::manifest::{self, ComponentRecord, MailcowFacts, Manifest, PluginRef};
+use crate::repo::names::{BlobId, ComponentName, SnapshotId};
+use crate::runtime::{BackupRequest, ComponentBackup, LoadedPlugin, PluginHost, RunEnv};
+
+/// What to back up.
+#[derive(Debug, Clone, Default)]
+pub struct BackupInput {
+    /// Component keywords (`vmail,crypt`, `all`); `None` takes the config's.
+    pub components: Option<Vec<String>>,
+    /// Skip the Storage Box even when one is configured.
+    pub local_only: bool,
+    /// Only estimate; write nothing.
+    pub dry_run: bool,
+}
+
+/// What a backup run produced.
+#[derive(Debug)]
+pub enum Backup {
+    Done(Box<BackupReport>),
+    DryRun(DryRunReport),
+}
+
+/// A published (and, with a Storage Box, synced and verified) snapshot.
+#[derive(Debug)]
+pub struct BackupReport {
+    pub snapshot: SnapshotId,
+    /// The manifest's path in the local repository.
+    pub manifest: PathBuf,
+    pub components: Vec<ComponentName>,
+    pub files: u64,
+    /// Bytes captured, and the part of them that was new to the repository.
+    pub bytes: u64,
+    pub new_blobs: u64,
+    pub new_bytes: u64,
+    pub seconds: f64,
+    /// The manifest's warnings.
+    pub warnings: Vec<String>,
+    /// The Storage Box sync, when one is configured and not skipped.
+    pub sync: Option<SyncReport>,
+    /// The local repository's retention, run after the snapshot was in place.
+    pub prune: PruneReport,
+}
+
+/// What a dry run estimated.
+#[derive(Debug, Default)]
+pub struct DryRunReport {
+    pub estimates: Vec<Estimate>,
+    /// Components whose estimate failed, with the reason.
+    pub errors: Vec<String>,
+}
+
+/// One component's estimate.
+#[derive(Debug, Clone)]
+pub struct Estimate {
+    pub component: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl DryRunReport {
+    /// The failure a dry run ends with when an estimate failed (exit 4).
+    pub fn failure(&self) -> Option<CommandError> {
+        (!self.errors.is_empty()).then(|| {
+            CommandError::new(
+                Failure::Component,
+                anyhow::anyhow!("estimates failed: {}", self.errors.join("; ")),
+            )
+        })
+    }
+}
+
+/// The plugins of one run and the components selected from them.
+struct Plan {
+    env: Arc<RunEnv>,
+    host: PluginHost,
+    plugins: Vec<LoadedPlugin>,
+    /// Approved plugins that could not be loaded: each fails the run.
+    refused: Vec<String>,
+    selected: Vec<Selected>,
+}
+
+impl Plan {
+    fn plugin(&self, sel: &Selected) -> &LoadedPlugin {
+        self.plugins
+            .iter()
+            .find(|p| p.name == sel.plugin)
+            .expect("components are resolved against the loaded plugins")
+    }
+
+    fn request(&self, sel: &Selected) -> BackupRequest {
+        BackupRequest {
+            component: sel.keyword.clone(),
+            services: self.env.services.services(),
+            arch: crate::mailcow::arch().into(),
+        }
+    }
+
+    /// What each component needs beside it to be usable elsewhere (its
+    /// plugin's `needs-matching`), by canonical component name.
+    fn needs(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in &self.plugins {
+            for c in &p.info.components {
+                out.entry(crate::repo::names::canonical(c).to_string())
+                    .or_default()
+                    .extend(p.rules.needs_matching.iter().cloned());
+            }
+        }
+        out
+    }
+
+    fn names(&self) -> String {
+        self.selected
+            .iter()
+            .map(|s| s.keyword.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Back up (or, with `dry_run`, estimate) the requested components.
+///
+/// # Errors
+/// A config or component-selection error (exit 2), a missing mailcow or no
+/// room (exit 3), a failed component (exit 4, nothing published), a
+/// repository error (exit 5), an unfinished restore (exit 7), the Storage
+/// Box (exit 6 or 8) or retention (exit 9).
+pub async fn run(ctx: &Context, input: &BackupInput) -> Result<Backup, CommandError> {
+    let started = time::OffsetDateTime::now_utc();
+    let t0 = Instant::now();
+    // A dry run writes nothing, not even a new repository.
+    let repo = if input.dry_run {
+        ctx.open_repo().ok().map(Arc::new)
+    } else {
+        Some(Arc::new(ctx.open_or_init_repo()?))
+    };
+    let requested = input
+        .components
+        .clone()
+        .unwrap_or_else(|| ctx.config.backup.components.clone());
+    let plan = prepare(ctx, repo.clone(), &requested).await?;
+    if input.dry_run {
+        return Ok(Backup::DryRun(estimate(&plan).await));
+    }
+    let repo = repo.expect("a real run opened the repository");
+    let report = back_up(ctx, &plan, &repo, input, started, t0).await?;
+    Ok(Backup::Done(Box::new(report)))
+}
+
+async fn prepare(
+    ctx: &Context,
+    repo: Option<Arc<LocalRepo>>,
+    requested: &[String],
+) -> Result<Plan, CommandError> {
+    let env = ctx.run_env(repo).await?;
+    let host = ctx.plugin_host()?;
+    let (plugins, refused) = crate::pipeline::load_plugins(ctx, &host, &env).await?;
+    let served: Vec<(String, Vec<String>)> = plugins
+        .iter()
+        .map(|p| (p.name.clone(), p.info.components.clone()))
+        .collect();
+    let selected = components::resolve(requested, &served)
+        .map_err(anyhow::Error::msg)
+        .class(Failure::Config)?;
+    Ok(Plan {
+        env,
+        host,
+        plugins,
+        refused,
+        selected,
+    })
+}
+
+async fn estimate(plan: &Plan) -> DryRunReport {
+    let mut report = DryRunReport::default();
+    for sel in &plan.selected {
+        let est = plan
+            .host
+            .estimate(plan.plugin(sel), plan.env.clone(), &plan.request(sel))
+            .await;
+        match est {
+            Ok(e) => report.estimates.push(Estimate {
+                component: sel.keyword.clone(),
+                files: e.files,
+                bytes: e.bytes,
+            }),
+            Err(e) => report.errors.push(format!("{}: {e}", sel.keyword)),
+        }
+    }
+    report
+}
+
+async fn back_up(
+    ctx: &Context,
+    plan: &Plan,
+    repo: &Arc<LocalRepo>,
+    input: &BackupInput,
+    started: time::OffsetDateTime,
+    t0: Instant,
+) -> Result<BackupReport, CommandError> {
+    let _lock = ctx.lock("backup")?;
+    // A half-restored mail store must not become the latest snapshot.
+    crate::pipeline::restore::refuse_if_unfinished(ctx)?;
+    preflight(plan, repo).await?;
+    let id = crate::clock::snapshot_id(started);
+    let scratch = ctx.config.backup.scratch_dir.join(id.as_str());
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create scratch dir `{}`: {e}; check [backup] scratch-dir",
+                scratch.display()
+            )
+        })
+        .class(Failure::Preflight)?;
+    tracing::info!(
+        "backup {id}: {} into `{}`",
+        plan.names(),
+        repo.root().display()
+    );
+    let captured = capture_all(plan, &scratch).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let captured = captured?;
+
+    let manifest = assemble(
+        snapshot_facts(&plan.env, repo, id.clone(), started)?,
+        captured.records,
+        &plan.needs(),
+    );
+    let path = publish(&plan.env, repo, &manifest)?;
+    let sync = match (&ctx.config.repository.storagebox, input.local_only) {
+        (Some(_), false) => Some(sync::sync_snapshot(ctx, repo, &manifest).await?),
+        _ => None,
+    };
+    // Retention only after the new snapshot is in place (and verified on the box).
+    let prune = prune_local(ctx, repo)?;
+    let t = captured.totals;
+    Ok(BackupReport {
+        snapshot: id,
+        manifest: path,
+        components: manifest.components.keys().cloned().collect(),
+        files: t.files,
+        bytes: t.bytes,
+        new_blobs: t.new_blobs,
+        new_bytes: t.new_bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+        warnings: manifest.warnings,
+        sync,
+        prune,
+    })
+}
+
+/// What the manifest records about this run and this mailcow; stores
+/// `mailcow.conf` (a secret artifact) on the way.
+fn snapshot_facts(
+    env: &RunEnv,
+    repo: &LocalRepo,
+    id: SnapshotId,
+    started: time::OffsetDateTime,
+) -> Result<SnapshotFacts, CommandError> {
+    let conf_blob = BlobId::of_bytes(&env.conf.raw);
+    repo.put(&conf_blob, &env.conf.raw)
+        .class(Failure::Repository)?;
+    Ok(SnapshotFacts {
+        id,
+        hostname: crate::mailcow::hostname(),
+        started: crate::clock::rfc3339(started),
+        finished: crate::clock::now_rfc3339(),
+        mailcow: MailcowFacts {
+            project: env.project.clone(),
+            maildir_sub: env.conf.get("MAILDIR_SUB").map(str::to_string),
+            arch: crate::mailcow::arch().into(),
+            conf_blob,
+        },
+    })
+}
+
+/// Write the manifest last, atomically: from here on the snapshot exists.
+fn publish(env: &RunEnv, repo: &LocalRepo, manifest: &Manifest) -> Result<PathBuf, CommandError> {
+    for w in manifest
+        .warnings
+        .iter()
+        .filter(|w| w.contains(" was backed up without "))
+    {
+        tracing::warn!("{w}");
+    }
+    let path = repo.publish(manifest).class(Failure::Repository)?;
+    if let Err(e) = env.cache.save() {
+        tracing::warn!(
+            "the hash cache could not be saved ({e}); the next run reads every file again"
+        );
+    }
+    Ok(path)
+}
+
+fn prune_local(ctx: &Context, repo: &LocalRepo) -> Result<PruneReport, CommandError> {
+    let policy = ctx
+        .config
+        .repository
+        .local
+        .as_ref()
+        .expect("validated")
+        .policy();
+    prune::prune_local(repo, &policy, false).map_err(|e| CommandError {
+        failure: Failure::Retention,
+        error: e.error,
+    })
+}
+
+/// Is there room for this run? New content is at most what the plugins
+/// estimate minus what the latest snapshot already holds of each component
+/// (dumps count in full: they change every night).
+async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<(), CommandError> {
+    let latest = repo
+        .snapshot_ids()
+        .ok()
+        .and_then(|mut ids| ids.pop())
+        .and_then(|id| repo.load_id(&id).ok());
+    let mut need = 0u64;
+    for sel in &plan.selected {
+        let Ok(est) = plan
+            .host
+            .estimate(plan.plugin(sel), plan.env.clone(), &plan.request(sel))
+            .await
+        else {
+            continue; // the backup itself reports a component that cannot even estimate
+        };
+        let had: u64 = latest
+            .as_ref()
+            .and_then(|m| {
+                m.components
+                    .get(crate::repo::names::canonical(&sel.keyword))
+            })
+            .map(|c| c.volumes.values().flatten().map(|e| e.size).sum())
+            .unwrap_or(0);
+        need += est.bytes.saturating_sub(had);
+    }
+    crate::disk::check(&[(repo.root().to_path_buf(), need)]).class(Failure::Preflight)?;
+    tracing::debug!(
+        "pre-flight: about {} of new content",
+        crate::units::human_bytes(need)
+    );
+    Ok(())
+}
+
+/// Every component's record and the run's totals.
+struct Captures {
+    records: BTreeMap<ComponentName, ComponentRecord>,
+    totals: crate::repo::capture::Counts,
+}
+
+/// Run every selected plugin's backup. One failed component fails the run
+/// after the others have run, so the error names every component that failed.
+async fn capture_all(plan: &Plan, scratch: &Path) -> Result<Captures, CommandError> {
+    let mut failures = Vec::new();
+    for r in &plan.refused {
+        tracing::error!("{r}");
+        failures.push(r.clone());
+    }
+    let mut captures = Captures {
+        records: BTreeMap::new(),
+        totals: Default::default(),
+    };
+    for sel in &plan.selected {
+        let plugin = plan.plugin(sel);
+        let c_started = crate::clock::now_rfc3339();
+        let t = Instant::now();
+        let result = plan
+            .host
+            .backup_captured(plugin, plan.env.clone(), &plan.request(sel), scratch)
+            .await;
+        match result {
+            Ok(b) => {
+                log_component(sel, &b, t.elapsed().as_secs_f64());
+                let c = b.captured.counts;
+                captures.totals.files += c.files;
+                captures.totals.bytes += c.bytes;
+                captures.totals.new_blobs += c.new_blobs;
+                captures.totals.new_bytes += c.new_bytes;
+                let name = ComponentName::parse(&sel.keyword).class(Failure::Component)?;
+                captures
+                    .records
+                    .insert(name, component_record(plugin, c_started, b));
+            }
+            Err(e) => {
+                tracing::error!("{}: {e}", sel.keyword);
+                failures.push(format!("{}: {e}", sel.keyword));
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Ok(captures);
+    }
+    Err(CommandError::new(
+        Failure::Component,
+        anyhow::anyhow!(
+            "backup failed, no snapshot was published ({} of {} components failed: {}); \
+             content already stored is reused by the next run",
+            failures.len(),
+            plan.selected.len(),
+            failures.join("; ")
+        ),
+    ))
+}
+
+fn log_component(sel: &Selected, b: &ComponentBackup, seconds: f64) {
+    use crate::units::human_bytes;
+    for w in &b.report.warnings {
+        tracing::warn!("{}: {w}", sel.keyword);
+    }
+    let c = b.captured.counts;
+    tracing::info!(
+        "{}: {} files, {}, {} new blobs ({}) in {seconds:.1} s",
+        sel.keyword,
+        c.files,
+        human_bytes(c.bytes),
+        c.new_blobs,
+        human_bytes(c.new_bytes),
+    );
+}
+
+fn component_record(plugin: &LoadedPlugin, started: String, b: ComponentBackup) -> ComponentRecord {
+    ComponentRecord {
+        plugin: PluginRef {
+            name: plugin.name.clone(),
+            version: plugin.info.version.clone(),
+            sha256: plugin.sha256.clone(),
+        },
+        started,
+        finished: crate::clock::now_rfc3339(),
+        facts: b.report.facts.into_iter().collect(),
+        warnings: b.report.warnings,
+        volumes: b.captured.volumes,
+        artifacts: b.captured.artifacts,
+    }
+}
+
+/// What a manifest records about the run itself.
+pub struct SnapshotFacts {
+    pub id: SnapshotId,
+    pub hostname: String,
+    /// RFC 3339 UTC.
+    pub started: String,
+    pub finished: String,
+    pub mailcow: MailcowFacts,
+}
+
+/// The manifest of a snapshot from its components' records, with the
+/// warnings an admin should see in `cshost snapshots`: each component's own,
+/// and a component backed up without one its plugin declares it needs
+/// (vmail without crypt: its mail cannot be read on another server without
+/// the mail_crypt keys). `needs` maps a component to those names.
+pub fn assemble(
+    facts: SnapshotFacts,
+    records: BTreeMap<ComponentName, ComponentRecord>,
+    needs: &BTreeMap<String, Vec<String>>,
+) -> Manifest {
+    let mut warnings = Vec::new();
+    for c in records.keys() {
+        for need in needs.get(c.as_str()).into_iter().flatten() {
+            let need = crate::repo::names::canonical(need);
+            if !records.contains_key(need) {
+                warnings.push(format!(
+                    "{c} was backed up without {need}: restoring it onto another server needs the {need} data from another snapshot"
+                ));
+            }
+        }
+    }
+    for (name, r) in &records {
+        warnings.extend(r.warnings.iter().map(|w| format!("{name}: {w}")));
+    }
+    Manifest {
+        format: manifest::FORMAT,
+        id: facts.id,
+        hostname: facts.hostname,
+        cshost_version: env!("CARGO_PKG_VERSION").into(),
+        started: facts.started,
+        finished: facts.finished,
+        mailcow: facts.mailcow,
+        components: records,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(warnings: &[&str]) -> ComponentRecord {
+        ComponentRecord {
+            plugin: PluginRef {
+                name: "p".into(),
+                version: "1".into(),
+                sha256: "0".repeat(64),
+            },
+            started: "2026-11-27T03:00:00Z".into(),
+            finished: "2026-11-27T03:01:00Z".into(),
+            facts: BTreeMap::new(),
+            warnings: warnings.iter().map(|w| w.to_string()).collect(),
+            volumes: BTreeMap::new(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    fn facts() -> SnapshotFacts {
+        SnapshotFacts {
+            id: crate::clock::snapshot_id(time::OffsetDateTime::UNIX_EPOCH),
+            hostname: "mail".into(),
+            started: "2026-11-27T03:00:00Z".into(),
+            finished: "2026-11-27T03:02:00Z".into(),
+            mailcow: MailcowFacts {
+                project: "mailcowdockerized".into(),
+                maildir_sub: None,
+                arch: "x86_64".into(),
+                conf_blob: BlobId::of_bytes(b"conf"),
+            },
+        }
+    }
+
+    /// What the vmail plugin declares.
+    fn needs() -> BTreeMap<String, Vec<String>> {
+        [("vmail".to_string(), vec!["crypt".to_string()])].into()
+    }
+
+    fn name(s: &str) -> ComponentName {
+        ComponentName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn vmail_without_crypt_is_warned_about_and_component_warnings_are_named() {
+        let m = assemble(
+            facts(),
+            [(name("vmail"), record(&["a folder was skipped"]))].into(),
+            &needs(),
+        );
+        assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
+        assert!(m.warnings[0].starts_with("vmail was backed up without crypt"));
+        assert_eq!(m.warnings[1], "vmail: a folder was skipped");
+        assert_eq!(m.format, manifest::FORMAT);
+    }
+
+    #[test]
+    fn vmail_with_crypt_has_no_warning() {
+        let m = assemble(
+            facts(),
+            [(name("vmail"), record(&[])), (name("crypt"), record(&[]))].into(),
+            &needs(),
+        );
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(m.components.len(), 2);
+    }
+}

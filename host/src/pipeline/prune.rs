@@ -1,0 +1,311 @@
+//! Retention: apply a repository's keep policy to its manifests, then delete
+//! the blobs no kept snapshot references. Run by `cshost prune` and after
+//! every verified backup. Nothing is deleted while any manifest of that
+//! repository is unreadable: it may reference blobs nothing else does.
+
+use std::collections::BTreeSet;
+
+use crate::context::Context;
+use crate::error::{CommandError, Failure, ResultExt};
+use crate::repo::LocalRepo;
+use crate::repo::manifest::{Catalog, Manifest};
+use crate::repo::names::BlobId;
+use crate::retention::{self, KeepPolicy, RetentionPlan, Snap};
+use crate::transport::BoxRepo;
+use crate::transport::storagebox::RemoteIndex;
+
+/// Which repository a prune report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repository {
+    Local,
+    Storagebox,
+}
+
+impl Repository {
+    /// The name used in output and logs (`local: keep …`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Repository::Local => "local",
+            Repository::Storagebox => "storagebox",
+        }
+    }
+}
+
+/// What a prune of one repository did, or would do on a dry run.
+#[derive(Debug, Clone)]
+pub struct PruneReport {
+    pub repository: Repository,
+    pub dry_run: bool,
+    /// Which snapshots the policy keeps (and why) and which it deletes.
+    pub plan: RetentionPlan,
+    /// Snapshots left (on a dry run: that would be left).
+    pub kept: usize,
+    pub deleted: Vec<String>,
+    /// Blob files removed (none on a dry run).
+    pub blobs: u64,
+    /// Bytes of the removed blobs (locally; the box does not report them).
+    pub bytes: u64,
+}
+
+impl PruneReport {
+    fn planned(repository: Repository, plan: RetentionPlan) -> Self {
+        Self {
+            repository,
+            dry_run: true,
+            kept: plan.keep.len(),
+            deleted: plan.delete.clone(),
+            plan,
+            blobs: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// Which repositories `cshost prune` works on.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets {
+    pub local: bool,
+    pub storagebox: bool,
+}
+
+/// What `cshost prune` did: a report per repository pruned, in order (local
+/// first), and the error that stopped it, if one did. The reports of the
+/// repositories done before a failure are kept so they can still be shown.
+#[derive(Debug)]
+pub struct PruneRun {
+    pub reports: Vec<PruneReport>,
+    pub failed: Option<CommandError>,
+}
+
+/// Prune the chosen repositories. Holds the run lock unless it is a dry run.
+///
+/// # Errors
+/// When the lock is held by another run; failures of the prune itself are
+/// in [`PruneRun::failed`].
+pub async fn run(ctx: &Context, targets: Targets, dry_run: bool) -> Result<PruneRun, CommandError> {
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(ctx.lock("prune")?)
+    };
+    let mut reports = Vec::new();
+    if targets.local {
+        match local(ctx, dry_run) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                return Ok(PruneRun {
+                    reports,
+                    failed: Some(e),
+                });
+            }
+        }
+    }
+    if targets.storagebox {
+        match storagebox(ctx, dry_run).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                return Ok(PruneRun {
+                    reports,
+                    failed: Some(e),
+                });
+            }
+        }
+    }
+    Ok(PruneRun {
+        reports,
+        failed: None,
+    })
+}
+
+fn local(ctx: &Context, dry_run: bool) -> Result<PruneReport, CommandError> {
+    let cfg = ctx.config.repository.local.as_ref().expect("validated");
+    prune_local(&ctx.open_repo()?, &cfg.policy(), dry_run)
+}
+
+async fn storagebox(ctx: &Context, dry_run: bool) -> Result<PruneReport, CommandError> {
+    let policy = ctx.storagebox()?.policy();
+    let b = ctx.connect_box().await?;
+    let mut index = RemoteIndex::load(&b).await.class(Failure::Transport)?;
+    let r = prune_remote(&b, &mut index, &policy, dry_run).await;
+    b.close().await;
+    r
+}
+
+/// Blob names (hashes) referenced by manifests.
+pub fn referenced(manifests: &[Manifest]) -> BTreeSet<BlobId> {
+    manifests
+        .iter()
+        .flat_map(|m| m.blobs().into_keys().cloned())
+        .collect()
+}
+
+fn snaps(manifests: &[Manifest]) -> Vec<Snap> {
+    manifests
+        .iter()
+        .filter_map(|m| {
+            let time = time::OffsetDateTime::parse(
+                &m.finished,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            Some(Snap {
+                id: m.id.to_string(),
+                time,
+            })
+        })
+        .collect()
+}
+
+/// Deleting blobs is only safe when every manifest was read: an unreadable
+/// one may reference blobs nothing else does.
+fn refuse_unreadable(catalog: &Catalog, repo: Repository) -> Result<(), CommandError> {
+    match catalog.unreadable_summary() {
+        None => Ok(()),
+        Some(bad) => Err(CommandError::new(
+            Failure::Repository,
+            anyhow::anyhow!(
+                "{}: nothing was pruned because a manifest is unreadable and the blobs it references cannot be known: {bad}",
+                repo.label()
+            ),
+        )),
+    }
+}
+
+/// The policy's plan over a fully readable catalog, and the manifests it keeps.
+fn plan(
+    catalog: Catalog,
+    policy: &KeepPolicy,
+    repo: Repository,
+) -> Result<(RetentionPlan, Vec<Manifest>, Vec<Manifest>), CommandError> {
+    refuse_unreadable(&catalog, repo)?;
+    let plan = retention::plan(
+        &snaps(&catalog.manifests),
+        policy,
+        time::OffsetDateTime::now_utc(),
+    );
+    let (doomed, kept) = catalog
+        .manifests
+        .into_iter()
+        .partition(|m| plan.delete.contains(&m.id.to_string()));
+    Ok((plan, doomed, kept))
+}
+
+/// Retention and garbage collection of the local repository.
+///
+/// # Errors
+/// An unreadable manifest (exit 5, nothing deleted) or a failed deletion.
+pub fn prune_local(
+    repo: &LocalRepo,
+    policy: &KeepPolicy,
+    dry_run: bool,
+) -> Result<PruneReport, CommandError> {
+    let catalog = repo.catalog().class(Failure::Repository)?;
+    let (plan, doomed, kept) = plan(catalog, policy, Repository::Local)?;
+    if dry_run {
+        return Ok(PruneReport::planned(Repository::Local, plan));
+    }
+    for m in &doomed {
+        repo.remove_snapshot(&m.id).class(Failure::Retention)?;
+    }
+    let (blobs, bytes) = repo.gc(&referenced(&kept)).class(Failure::Retention)?;
+    if !plan.delete.is_empty() || blobs > 0 {
+        tracing::info!(
+            "local: removed {} snapshots and {blobs} blobs ({})",
+            plan.delete.len(),
+            crate::units::human_bytes(bytes)
+        );
+    }
+    Ok(PruneReport {
+        repository: Repository::Local,
+        dry_run: false,
+        kept: kept.len(),
+        deleted: plan.delete.clone(),
+        plan,
+        blobs,
+        bytes,
+    })
+}
+
+/// Retention and garbage collection on the box. Only names cshost creates
+/// under the repository path are deleted.
+///
+/// # Errors
+/// An unreadable manifest (exit 5, nothing deleted), a listing or a deletion
+/// that fails on the box.
+pub async fn prune_remote(
+    remote: &BoxRepo,
+    index: &mut RemoteIndex,
+    policy: &KeepPolicy,
+    dry_run: bool,
+) -> Result<PruneReport, CommandError> {
+    let catalog = remote.catalog().await.class(Failure::Transport)?;
+    let (plan, doomed, kept) = plan(catalog, policy, Repository::Storagebox)?;
+    if dry_run {
+        return Ok(PruneReport::planned(Repository::Storagebox, plan));
+    }
+    let rels: Vec<String> = doomed.iter().map(|m| m.id.rel_path()).collect();
+    remote.remove(&rels).await.class(Failure::Retention)?;
+    let referenced = referenced(&kept);
+    let files = remote.list_blob_files().await.class(Failure::Retention)?;
+    let garbage: Vec<String> = files
+        .iter()
+        .filter(|f| is_garbage(f, &referenced))
+        .map(|f| format!("blobs/{f}"))
+        .collect();
+    remote.remove(&garbage).await.class(Failure::Retention)?;
+    for g in &garbage {
+        if let Some(h) = g.rsplit('/').next() {
+            index.blobs.remove(h);
+        }
+    }
+    index.save().class(Failure::Retention)?;
+    if !plan.delete.is_empty() || !garbage.is_empty() {
+        tracing::info!(
+            "storagebox: removed {} snapshots and {} blob files",
+            plan.delete.len(),
+            garbage.len()
+        );
+    }
+    Ok(PruneReport {
+        repository: Repository::Storagebox,
+        dry_run: false,
+        kept: kept.len(),
+        deleted: plan.delete.clone(),
+        plan,
+        blobs: garbage.len() as u64,
+        bytes: 0,
+    })
+}
+
+/// Is `file` (`ab/abcdef…` under `blobs/`) one of our blobs that no kept
+/// snapshot references, or an abandoned rsync temporary of one
+/// (`.<hash>.<random suffix>`)? Anything else under `blobs/` is left alone.
+fn is_garbage(file: &str, referenced: &BTreeSet<BlobId>) -> bool {
+    let Some((prefix, name)) = file.split_once('/') else {
+        return false;
+    };
+    let hex64 = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
+    let partial = name
+        .strip_prefix('.')
+        .and_then(|n| n.split_once('.'))
+        .is_some_and(|(h, _)| hex64(h) && h.starts_with(prefix));
+    (hex64(name) && name.starts_with(prefix) && !referenced.contains(name)) || partial
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unreferenced_blobs_and_their_rsync_temporaries_are_garbage() {
+        let kept = "ab".to_string() + &"1".repeat(62);
+        let gone = "ab".to_string() + &"2".repeat(62);
+        let referenced: BTreeSet<BlobId> = [BlobId::parse(&kept).unwrap()].into();
+        assert!(!is_garbage(&format!("ab/{kept}"), &referenced));
+        assert!(is_garbage(&format!("ab/{gone}"), &referenced));
+        assert!(is_garbage(&format!("ab/.{kept}.Xy12"), &referenced));
+        assert!(!is_garbage(&format!("cd/{gone}"), &referenced));
+        assert!(!is_garbage("ab/notes.txt", &referenced));
+        assert!(!is_garbage("stray", &referenced));
+    }
+}

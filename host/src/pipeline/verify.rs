@@ -1,0 +1,269 @@
+//! Verify: re-hash what a snapshot references (or every snapshot, or a
+//! random sample), in the local repository or on the Storage Box, whose own
+//! copy of each manifest is read, never a cached one. The restore test
+//! (`verify --restore-test`) is [`super::restore_test`]'s.
+
+use std::collections::BTreeMap;
+
+use crate::cli::RepoKind;
+use crate::context::Context;
+use crate::error::{CommandError, Failure, ResultExt};
+use crate::repo::LocalRepo;
+use crate::repo::manifest::Manifest;
+use crate::repo::names::{BlobId, SnapshotId};
+use crate::repo::verify::{self, Problem};
+use crate::transport::BoxRepo;
+use crate::transport::storagebox::TransportError;
+
+/// What to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyInput {
+    /// A snapshot id or `latest`; ignored with `full`.
+    pub snapshot: String,
+    pub repo: RepoKind,
+    /// Every snapshot's blobs.
+    pub full: bool,
+    /// Only this percentage of the blobs, picked at random.
+    pub sample: Option<u8>,
+}
+
+/// What a verification found.
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// `snapshot <id>` or `all <n> snapshots`.
+    pub what: String,
+    /// The repository: `` `<path>` `` or `user@host:port`.
+    pub place: String,
+    pub blobs: usize,
+    /// Bytes re-hashed (locally; the box does not report them).
+    pub bytes: u64,
+    pub problems: Vec<Problem>,
+    pub seconds: f64,
+}
+
+impl VerifyReport {
+    /// The failure a verification with problems ends with (exit 6).
+    pub fn failure(&self) -> Option<CommandError> {
+        (!self.problems.is_empty()).then(|| {
+            CommandError::new(
+                Failure::Verify,
+                anyhow::anyhow!(
+                    "{} in {} failed verification: {} of {} blobs are missing or damaged; \
+                     the next backup stores missing content again, but affected snapshots cannot be fully restored",
+                    self.what,
+                    self.place,
+                    self.problems.len(),
+                    self.blobs
+                ),
+            )
+        })
+    }
+}
+
+/// A manifest that arrived but does not parse is the repository's problem
+/// (exit 5), not the connection's.
+pub fn transport_class(e: TransportError) -> CommandError {
+    let failure = match e {
+        TransportError::Manifest(_) => Failure::Repository,
+        _ => Failure::Transport,
+    };
+    CommandError::new(failure, e)
+}
+
+/// Verify the chosen blobs. Damaged or missing blobs are in the report's
+/// `problems` (see [`VerifyReport::failure`]), not an error.
+///
+/// # Errors
+/// A missing or unreadable repository or manifest (exit 5) or an unreachable
+/// box (exit 8).
+pub async fn run(ctx: &Context, input: &VerifyInput) -> Result<VerifyReport, CommandError> {
+    let local = ctx.open_repo()?;
+    let t = std::time::Instant::now();
+    let threads = ctx.config.backup.threads as usize;
+    let mut report = match input.repo {
+        RepoKind::Local => {
+            let manifests = local_manifests(&local, input)?;
+            let chosen = select(&manifests, input)?;
+            let r = verify::verify_blobs(&local, &chosen.blobs, threads);
+            VerifyReport {
+                what: chosen.what,
+                place: format!("`{}`", local.root().display()),
+                blobs: r.blobs,
+                bytes: r.bytes,
+                problems: r.problems,
+                seconds: 0.0,
+            }
+        }
+        RepoKind::Storagebox => {
+            let place = ctx.storagebox()?.display();
+            let b = ctx.connect_box().await?;
+            let result = on_box(&b, &local, input, place).await;
+            b.close().await;
+            result?
+        }
+    };
+    report.seconds = t.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// One snapshot is read alone; only `full` needs every manifest.
+fn local_manifests(local: &LocalRepo, input: &VerifyInput) -> Result<Vec<Manifest>, CommandError> {
+    let manifests = if input.full {
+        let catalog = local.catalog().class(Failure::Repository)?;
+        if let Some(bad) = catalog.unreadable_summary() {
+            return Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad)));
+        }
+        catalog.manifests
+    } else {
+        vec![local.load(&input.snapshot).class(Failure::Repository)?]
+    };
+    if manifests.is_empty() {
+        return Err(CommandError::new(
+            Failure::Repository,
+            anyhow::anyhow!(
+                "the repository `{}` has no snapshots yet",
+                local.root().display()
+            ),
+        ));
+    }
+    Ok(manifests)
+}
+
+/// The box's manifests to check, read from the box itself.
+async fn box_manifests(b: &BoxRepo, input: &VerifyInput) -> Result<Vec<Manifest>, CommandError> {
+    if input.full {
+        let catalog = b.catalog().await.class(Failure::Transport)?;
+        if let Some(bad) = catalog.unreadable_summary() {
+            return Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad)));
+        }
+        return Ok(catalog.manifests);
+    }
+    let id = if input.snapshot == "latest" {
+        let catalog = b.catalog().await.class(Failure::Transport)?;
+        catalog
+            .manifests
+            .last()
+            .map(|m| m.id.clone())
+            .ok_or_else(|| {
+                CommandError::new(
+                    Failure::Repository,
+                    anyhow::anyhow!("the Storage Box repository has no snapshots yet"),
+                )
+            })?
+    } else {
+        SnapshotId::parse(&input.snapshot).class(Failure::Config)?
+    };
+    Ok(vec![b.manifest(&id).await.map_err(transport_class)?])
+}
+
+/// Re-hash the chosen blobs on the box (`place`).
+async fn on_box(
+    b: &BoxRepo,
+    local: &LocalRepo,
+    input: &VerifyInput,
+    place: String,
+) -> Result<VerifyReport, CommandError> {
+    let manifests = box_manifests(b, input).await?;
+    let chosen = select(&manifests, input)?;
+    let list: Vec<(BlobId, String)> = chosen.blobs.into_iter().collect();
+    let problems = b
+        .verify_blobs(local, &list)
+        .await
+        .class(Failure::Transport)?;
+    Ok(VerifyReport {
+        what: chosen.what,
+        place,
+        blobs: list.len(),
+        bytes: 0,
+        problems,
+        seconds: 0.0,
+    })
+}
+
+/// The blobs to check, each with what uses it, and how to name the lot.
+struct Chosen {
+    what: String,
+    blobs: BTreeMap<BlobId, String>,
+}
+
+/// The blobs to check: one snapshot's, or every snapshot's with `full`,
+/// optionally a random `sample` percentage of them; and how to name them.
+fn select(manifests: &[Manifest], input: &VerifyInput) -> Result<Chosen, CommandError> {
+    let chosen: Vec<&Manifest> = if input.full {
+        manifests.iter().collect()
+    } else {
+        let m = if input.snapshot == "latest" {
+            manifests.last()
+        } else {
+            manifests.iter().find(|m| m.id.as_str() == input.snapshot)
+        };
+        vec![m.ok_or_else(|| {
+            CommandError::new(
+                Failure::Repository,
+                anyhow::anyhow!(
+                    "snapshot `{}` not found; `cshost snapshots` lists what exists",
+                    input.snapshot
+                ),
+            )
+        })?]
+    };
+    let mut blobs = BTreeMap::new();
+    for m in &chosen {
+        for (b, used_by) in m.blobs() {
+            blobs
+                .entry(b.clone())
+                .or_insert_with(|| format!("{}: {used_by}", m.id));
+        }
+    }
+    if let Some(pct) = input.sample {
+        let seed = format!("{:?}", std::time::SystemTime::now());
+        blobs = sample(blobs, pct, &seed);
+    }
+    let what = if input.full {
+        format!("all {} snapshots", chosen.len())
+    } else {
+        format!("snapshot {}", chosen[0].id)
+    };
+    Ok(Chosen { what, blobs })
+}
+
+/// `pct` percent of the blobs (rounded up), ranked by a hash of `seed` and
+/// the blob's name, so each run checks a different part of the repository.
+fn sample(blobs: BTreeMap<BlobId, String>, pct: u8, seed: &str) -> BTreeMap<BlobId, String> {
+    let mut ranked: Vec<(String, BlobId, String)> = blobs
+        .into_iter()
+        .map(|(b, u)| {
+            (
+                crate::repo::sha256_hex(format!("{seed}{b}").as_bytes()),
+                b,
+                u,
+            )
+        })
+        .collect();
+    ranked.sort();
+    let n = (ranked.len() * pct as usize).div_ceil(100);
+    ranked.into_iter().take(n).map(|(_, b, u)| (b, u)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(n: u8) -> BTreeMap<BlobId, String> {
+        (0..n)
+            .map(|i| (BlobId::of_bytes(&[i]), format!("file {i}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_sample_rounds_up_and_changes_with_the_seed() {
+        assert_eq!(sample(blobs(10), 100, "a").len(), 10);
+        assert_eq!(sample(blobs(10), 25, "a").len(), 3);
+        assert_eq!(sample(blobs(10), 1, "a").len(), 1);
+        assert_eq!(sample(blobs(10), 0, "a").len(), 0);
+        let picks =
+            |seed: &str| -> Vec<BlobId> { sample(blobs(50), 10, seed).into_keys().collect() };
+        assert_eq!(picks("a"), picks("a"));
+        assert_ne!(picks("a"), picks("b"));
+    }
+}

@@ -101,18 +101,20 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
                 }
                 let c = rec.counts;
                 tracing::info!(
-                    "{}: {} files, {}, {} new blobs ({}) in {:.1} s",
+                    "{}: {} files, {}, {} new blobs ({}), {} vanished during the backup in {:.1} s",
                     sel.keyword,
                     c.files,
                     human_bytes(c.bytes),
                     c.new_blobs,
                     human_bytes(c.new_bytes),
+                    c.vanished,
                     t.elapsed().as_secs_f64()
                 );
                 totals.files += c.files;
                 totals.bytes += c.bytes;
                 totals.new_blobs += c.new_blobs;
                 totals.new_bytes += c.new_bytes;
+                totals.vanished += c.vanished;
                 records.insert(
                     component_name(sel)?,
                     ComponentRecord {
@@ -226,7 +228,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<(), CommandError> {
         out(&serde_json::json!({
             "snapshot": id, "manifest": path, "components": manifest.components.keys().collect::<Vec<_>>(),
             "files": totals.files, "bytes": totals.bytes, "new-blobs": totals.new_blobs,
-            "new-bytes": totals.new_bytes, "seconds": secs, "warnings": manifest.warnings,
+            "new-bytes": totals.new_bytes, "vanished": totals.vanished, "seconds": secs, "warnings": manifest.warnings,
             "storagebox": remote,
         }).to_string());
     } else {

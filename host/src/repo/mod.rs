@@ -15,6 +15,7 @@ pub mod materialize;
 pub mod names;
 pub mod store;
 pub mod verify;
+mod walk;
 
 pub use store::{LocalRepo, RepoError};
 

@@ -177,8 +177,9 @@ fn capture_with(
     b.counts.vanished = gone.count;
     if gone.count > 0 || !b.changed.is_empty() {
         tracing::info!(
-            "`{}`: {} names vanished during the capture (renamed or deleted by the mail server; \
-             new names were captured), e.g. {:?}; {} files kept changing and were stored as last read{}",
+            "`{}`: {} names vanished during the capture (renamed, moved or deleted by the mail \
+             server; renamed ones are captured under their new names), e.g. {:?}; {} files \
+             kept changing and were stored as last read{}",
             root.join(&sub).display(),
             gone.count,
             gone.sample,

@@ -3,23 +3,17 @@
 //! in parallel. Unchanged files (hash cache hit + blob present) are not read.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use sha2::{Digest, Sha256};
-
+use super::fileread::{FileRead, Hooks, store_all};
 use super::hashcache::HashCache;
 use super::manifest::{Entry, Kind};
-use super::names::{BlobId, RelPath};
-use super::store::{LocalRepo, RepoError, Stored};
+use super::names::RelPath;
+use super::store::{LocalRepo, RepoError};
 use super::walk::{Vanished, Walked, is_gone, walk};
-
-/// Files up to this size are read whole; larger ones are streamed.
-const SMALL_FILE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -132,20 +126,6 @@ pub fn capture(
     capture_with(repo, cache, root, sub, threads, &Hooks::NONE)
 }
 
-/// Points where a test makes the mail server act: between listing a file and
-/// opening it, and between reading it and checking it did not change.
-struct Hooks<'a> {
-    before_open: &'a (dyn Fn(&Path) + Sync),
-    after_read: &'a (dyn Fn(&Path) + Sync),
-}
-
-impl Hooks<'_> {
-    const NONE: Hooks<'static> = Hooks {
-        before_open: &|_| {},
-        after_read: &|_| {},
-    };
-}
-
 fn capture_with(
     repo: &LocalRepo,
     cache: &HashCache,
@@ -202,10 +182,6 @@ fn capture_with(
 
 /// Rounds of listing again where names vanished or directories changed.
 const RELISTS: usize = 3;
-
-/// Times a file that changes while it is read is read; after that it is
-/// recorded as last read.
-const READS: usize = 3;
 
 /// The key under which dovecot knows a message whatever its flags: its
 /// maildir and the name before `:2,`. A relisted name with a captured key is
@@ -398,159 +374,10 @@ impl Builder {
     }
 }
 
-/// Read and store `files` on `threads` threads; `None` for a file that
-/// vanished. Returns indexes into `files`.
-fn store_all(
-    repo: &LocalRepo,
-    cache: &HashCache,
-    files: &[(usize, Walked)],
-    threads: usize,
-    hooks: &Hooks<'_>,
-) -> Result<Vec<(usize, Option<FileRead>)>, CaptureError> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results = Mutex::new(Vec::with_capacity(files.len()));
-    let first_error: Mutex<Option<CaptureError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                let mut local = Vec::new();
-                let mut buf = Vec::new();
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, w)) = files.get(i) else { break };
-                    match store_file(repo, cache, w, &mut buf, hooks) {
-                        Ok(read) => local.push((i, read)),
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .expect("capture error lock")
-                                .get_or_insert(e);
-                        }
-                    }
-                }
-                results.lock().expect("capture results lock").extend(local);
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("capture error lock") {
-        return Err(e);
-    }
-    Ok(results.into_inner().expect("capture results lock"))
-}
-
-/// One file as stored.
-struct FileRead {
-    stored: Stored,
-    /// The file's metadata when it was read; `None` when the hash cache
-    /// answered and it was not read.
-    meta: Option<Metadata>,
-    /// Size and mtime were the same before and after the read.
-    settled: bool,
-}
-
-/// Store one file's contents; the hash is computed from the bytes stored.
-/// A file that changes while it is read is read again, up to `READS` times.
-/// `None`: it vanished before it could be opened.
-fn store_file(
-    repo: &LocalRepo,
-    cache: &HashCache,
-    w: &Walked,
-    buf: &mut Vec<u8>,
-    hooks: &Hooks<'_>,
-) -> Result<Option<FileRead>, CaptureError> {
-    if let Some(hash) = cache.lookup(&w.meta)
-        && repo.has_blob(&hash)
-    {
-        return Ok(Some(FileRead {
-            stored: Stored {
-                hash,
-                size: w.meta.len(),
-                new: false,
-            },
-            meta: None,
-            settled: true,
-        }));
-    }
-    let mut last = None;
-    for _ in 0..READS {
-        (hooks.before_open)(&w.abs);
-        let mut file = match File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&w.abs)
-        {
-            Ok(f) => f,
-            Err(e) if is_gone(&e) => return Ok(None),
-            Err(e) => return Err(io_err(&w.abs)(e)),
-        };
-        let before = file.metadata().map_err(io_err(&w.abs))?;
-        let stored = read_into(repo, &mut file, &w.abs, before.len(), buf)?;
-        (hooks.after_read)(&w.abs);
-        let after = file.metadata().map_err(io_err(&w.abs))?;
-        let settled = after.len() == stored.size
-            && before.len() == stored.size
-            && after.mtime() == before.mtime()
-            && after.mtime_nsec() == before.mtime_nsec();
-        if settled {
-            // Only cache what was read from a file that did not change under us.
-            cache.insert(&after, &stored.hash);
-        }
-        last = Some(FileRead {
-            stored,
-            meta: Some(after),
-            settled,
-        });
-        if settled {
-            break;
-        }
-    }
-    Ok(last)
-}
-
-/// Copy an open file into a blob. Errors reading name the file; errors
-/// writing name the repository.
-fn read_into(
-    repo: &LocalRepo,
-    file: &mut File,
-    abs: &Path,
-    len: u64,
-    buf: &mut Vec<u8>,
-) -> Result<Stored, CaptureError> {
-    if len <= SMALL_FILE {
-        buf.clear();
-        file.read_to_end(buf).map_err(io_err(abs))?;
-        let hash = BlobId::of_digest(&Sha256::digest(&buf[..]).into());
-        let new = repo.put(&hash, buf)?;
-        return Ok(Stored {
-            hash,
-            size: buf.len() as u64,
-            new,
-        });
-    }
-    let mut writer = repo.writer()?;
-    buf.resize(256 << 10, 0);
-    loop {
-        let n = match file.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(abs)(e)),
-        };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|source| RepoError::Io {
-                path: repo.root().to_path_buf(),
-                source,
-            })?;
-    }
-    Ok(writer.finish()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::names::BlobId;
 
     #[test]
     fn relative_paths_only() {
@@ -819,111 +646,6 @@ mod tests {
             "sent"
         );
         assert_eq!(c.counts.vanished, 1);
-    }
-
-    #[test]
-    fn a_file_that_changes_while_read_is_read_again() {
-        let (_d, vol, repo) = mailbox();
-        let log = vol.join("dom/user/Maildir/dovecot.index.log");
-        fs::write(&log, "one").unwrap();
-        let reads = AtomicUsize::new(0);
-        let append_once = |p: &Path| {
-            if p == log && reads.fetch_add(1, Ordering::Relaxed) == 0 {
-                let mut f = File::options().append(true).open(p).unwrap();
-                f.write_all(b" two").unwrap();
-            }
-        };
-        let cache = HashCache::in_memory();
-        let c = capture_with(
-            &repo,
-            &cache,
-            &vol,
-            "",
-            2,
-            &Hooks {
-                after_read: &append_once,
-                ..Hooks::NONE
-            },
-        )
-        .unwrap();
-        assert_eq!(reads.load(Ordering::Relaxed), 2);
-        assert_eq!(
-            content(&repo, &c, "dom/user/Maildir/dovecot.index.log"),
-            "one two"
-        );
-        assert_eq!(c.counts.changed, 0);
-        assert_blobs_match(&repo, &c);
-    }
-
-    #[test]
-    fn a_file_that_keeps_changing_is_recorded_as_last_read_and_not_cached() {
-        let (_d, vol, repo) = mailbox();
-        let log = vol.join("dom/user/Maildir/dovecot.index.log");
-        fs::write(&log, "0").unwrap();
-        let append = |p: &Path| {
-            if p == log {
-                File::options()
-                    .append(true)
-                    .open(p)
-                    .unwrap()
-                    .write_all(b"+")
-                    .unwrap();
-            }
-        };
-        let cache = HashCache::in_memory();
-        let c = capture_with(
-            &repo,
-            &cache,
-            &vol,
-            "",
-            2,
-            &Hooks {
-                after_read: &append,
-                ..Hooks::NONE
-            },
-        )
-        .unwrap();
-        assert_eq!(c.counts.changed, 1);
-        // Three reads, each one byte longer than the last: the last one stored.
-        assert_eq!(
-            content(&repo, &c, "dom/user/Maildir/dovecot.index.log"),
-            "0++"
-        );
-        let e = c
-            .entries
-            .iter()
-            .find(|e| e.path == "dom/user/Maildir/dovecot.index.log")
-            .unwrap();
-        assert_eq!(e.size, 3);
-        assert_blobs_match(&repo, &c);
-        assert!(cache.lookup(&fs::symlink_metadata(&log).unwrap()).is_none());
-    }
-
-    #[test]
-    fn a_large_file_that_grows_while_read_stores_what_was_read() {
-        let (_d, vol, repo) = mailbox();
-        let big = vol.join("dom/user/Maildir/cur/big:2,");
-        fs::write(&big, vec![b'x'; (SMALL_FILE + 10) as usize]).unwrap();
-        let grow = |p: &Path| {
-            if p == big {
-                File::options()
-                    .append(true)
-                    .open(p)
-                    .unwrap()
-                    .write_all(b"y")
-                    .unwrap();
-            }
-        };
-        let c = run(
-            &repo,
-            &vol,
-            &Hooks {
-                after_read: &grow,
-                ..Hooks::NONE
-            },
-        );
-        assert_eq!(c.counts.changed, 1);
-        assert_blobs_match(&repo, &c);
     }
 
     #[test]

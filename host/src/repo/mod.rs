@@ -9,6 +9,7 @@
 
 pub mod artifact;
 pub mod capture;
+mod fileread;
 pub mod hashcache;
 pub mod manifest;
 pub mod materialize;

@@ -139,7 +139,9 @@ fn capture_with(
     let mut listed = Vec::new();
     let mut pending = walk(root, &sub, &mut gone, &mut listed)?;
     let mut b = Builder::default();
+    let mut rounds = 0;
     for round in 0.. {
+        rounds = round;
         let files = b.add(root, pending, &mut gone)?;
         for (fi, read) in store_all(repo, cache, &files, threads, hooks)? {
             b.settle(root, &files[fi], read, &mut gone);
@@ -172,8 +174,10 @@ fn capture_with(
         );
     }
     let mut entries: Vec<Entry> = b.entries.into_iter().flatten().collect();
-    // Relisted names were appended; keep the walk's order (by path components).
-    entries.sort_by(|a, b| Path::new(a.path.as_str()).cmp(Path::new(b.path.as_str())));
+    if rounds > 0 {
+        // Names found in later rounds were appended; restore the walk's order.
+        entries.sort_by(|a, b| Path::new(a.path.as_str()).cmp(Path::new(b.path.as_str())));
+    }
     Ok(Captured {
         entries,
         counts: b.counts,

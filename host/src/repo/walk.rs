@@ -92,11 +92,13 @@ impl Vanished {
         for d in listed {
             match fs::symlink_metadata(&d.abs) {
                 Ok(m) if (m.mtime(), m.mtime_nsec()) == d.mtime => {}
+                // Gone ones too: `relist` then lists their nearest ancestor.
                 Ok(_) => {
                     self.relist.insert(d.rel.clone(), d.abs.clone());
                 }
-                // Gone: the listing of its parent notices.
-                Err(e) if is_gone(&e) => {}
+                Err(e) if is_gone(&e) => {
+                    self.relist.insert(d.rel.clone(), d.abs.clone());
+                }
                 Err(e) => return Err(io_err(&d.abs)(e)),
             }
         }

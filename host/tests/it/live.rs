@@ -166,6 +166,11 @@ fn ten_backups_in_a_row_succeed_while_mail_flows_and_lose_no_message() {
                 .expect("a JSON report"),
         )
         .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("vanished during the backup"),
+            "the log line reports vanished names: {}",
+            text(&out)
+        );
         vanished += report["vanished"]
             .as_u64()
             .expect("the report counts vanished names");

@@ -17,6 +17,7 @@ pub struct RunSummary {
     pub snapshot: Option<String>,
     pub size: u64,
     pub new_bytes: u64,
+    pub vanished: u64,
     /// (used, total, free) on the Storage Box, and its snapshot count.
     pub storage: Option<(u64, u64, u64, usize)>,
     pub location: Option<String>,
@@ -28,6 +29,7 @@ impl RunSummary {
             snapshot: Some(r.snapshot.to_string()),
             size: r.bytes,
             new_bytes: r.new_bytes,
+            vanished: r.vanished,
             storage: r
                 .sync
                 .as_ref()
@@ -51,6 +53,7 @@ impl RunSummary {
             snapshot: self.snapshot,
             size: self.size,
             new_bytes: self.new_bytes,
+            vanished: self.vanished,
             seconds,
             storage: self.storage,
             location: self.location,
@@ -225,6 +228,8 @@ mod tests {
             bytes: 300,
             new_blobs: 1,
             new_bytes: 100,
+            vanished: 0,
+            changed: 0,
             seconds: 1.0,
             warnings: vec![],
             sync,

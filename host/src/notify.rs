@@ -32,6 +32,8 @@ pub struct Outcome {
     pub snapshot: Option<String>,
     pub size: u64,
     pub new_bytes: u64,
+    /// Names that vanished while the backup read them (a server at work).
+    pub vanished: u64,
     pub seconds: f64,
     /// (used, total, free) on the Storage Box, and its snapshot count.
     pub storage: Option<(u64, u64, u64, usize)>,
@@ -60,6 +62,12 @@ pub fn render(o: &Outcome) -> (String, String, String) {
         rows.push(("Snapshot".into(), id.clone()));
         rows.push(("Size".into(), hb(o.size)));
         rows.push(("New".into(), hb(o.new_bytes)));
+        if o.vanished > 0 {
+            rows.push((
+                "Vanished while read".into(),
+                format!("{} (moved or expunged by the running server)", o.vanished),
+            ));
+        }
     }
     rows.push(("Duration".into(), format!("{:.1} s", o.seconds)));
     if let Some(loc) = &o.location {

@@ -42,6 +42,14 @@ impl Size {
         messages_per_folder: 8,
         message_bytes: 3000,
     };
+    /// About 5,600 messages in small files: many names for a busy server to
+    /// rename while a backup runs.
+    pub const BUSY: Size = Size {
+        domains: 4,
+        users_per_domain: 5,
+        messages_per_folder: 70,
+        message_bytes: 600,
+    };
 }
 
 /// A small deterministic PRNG so generated data is reproducible.

@@ -42,7 +42,8 @@ fn render(json: bool, r: &BackupReport) {
         out(&serde_json::json!({
             "snapshot": r.snapshot, "manifest": r.manifest, "components": r.components,
             "files": r.files, "bytes": r.bytes, "new-blobs": r.new_blobs,
-            "new-bytes": r.new_bytes, "seconds": r.seconds, "warnings": r.warnings,
+            "new-bytes": r.new_bytes, "vanished": r.vanished, "changed": r.changed,
+            "seconds": r.seconds, "warnings": r.warnings,
             "storagebox": remote,
         })
         .to_string());
@@ -57,6 +58,12 @@ fn render(json: bool, r: &BackupReport) {
         r.new_blobs,
         r.seconds
     ));
+    if r.vanished > 0 {
+        out(&format!(
+            "{} names vanished while they were read (mail moved or expunged by the running server; the snapshot holds what was there)",
+            r.vanished
+        ));
+    }
     if let Some(s) = &r.sync {
         out(&sync_line(s));
     }

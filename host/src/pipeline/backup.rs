@@ -49,6 +49,11 @@ pub struct BackupReport {
     pub bytes: u64,
     pub new_blobs: u64,
     pub new_bytes: u64,
+    /// Names that vanished while they were read (mail moved or expunged by
+    /// the running server); the snapshot holds them under their new names.
+    pub vanished: u64,
+    /// Files that kept changing while read, stored as last read.
+    pub changed: u64,
     pub seconds: f64,
     /// The manifest's warnings.
     pub warnings: Vec<String>,
@@ -259,6 +264,8 @@ async fn back_up(
         bytes: t.bytes,
         new_blobs: t.new_blobs,
         new_bytes: t.new_bytes,
+        vanished: t.vanished,
+        changed: t.changed,
         seconds: t0.elapsed().as_secs_f64(),
         warnings: manifest.warnings,
         sync,
@@ -393,6 +400,8 @@ async fn capture_all(plan: &Plan, scratch: &Path) -> Result<Captures, CommandErr
                 captures.totals.bytes += c.bytes;
                 captures.totals.new_blobs += c.new_blobs;
                 captures.totals.new_bytes += c.new_bytes;
+                captures.totals.vanished += c.vanished;
+                captures.totals.changed += c.changed;
                 let name = ComponentName::parse(&sel.keyword).class(Failure::Component)?;
                 captures
                     .records
@@ -426,12 +435,13 @@ fn log_component(sel: &Selected, b: &ComponentBackup, seconds: f64) {
     }
     let c = b.captured.counts;
     tracing::info!(
-        "{}: {} files, {}, {} new blobs ({}) in {seconds:.1} s",
+        "{}: {} files, {}, {} new blobs ({}), {} vanished during the backup in {seconds:.1} s",
         sel.keyword,
         c.files,
         human_bytes(c.bytes),
         c.new_blobs,
         human_bytes(c.new_bytes),
+        c.vanished,
     );
 }
 

@@ -2,23 +2,18 @@
 //! symlinks, record every object's metadata, and store file contents as blobs
 //! in parallel. Unchanged files (hash cache hit + blob present) are not read.
 
-use std::collections::HashMap;
-use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use sha2::{Digest, Sha256};
-
+use super::fileread::{FileRead, Hooks, store_all};
 use super::hashcache::HashCache;
 use super::manifest::{Entry, Kind};
-use super::names::{BlobId, RelPath};
+use super::names::RelPath;
 use super::store::{LocalRepo, RepoError};
-
-/// Files up to this size are read whole; larger ones are streamed.
-const SMALL_FILE: u64 = 1 << 20;
+use super::walk::{Vanished, Walked, is_gone, walk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -41,6 +36,11 @@ pub struct Counts {
     pub bytes: u64,
     pub new_blobs: u64,
     pub new_bytes: u64,
+    /// Names listed but gone before they could be read (renamed, moved or
+    /// deleted by the mail server while the capture ran).
+    pub vanished: u64,
+    /// Files that kept changing while they were read, stored as last read.
+    pub changed: u64,
 }
 
 pub struct Captured {
@@ -63,69 +63,11 @@ pub fn checked_relative(path: &str) -> Result<PathBuf, CaptureError> {
     }
 }
 
-struct Walked {
-    rel: String,
-    abs: PathBuf,
-    meta: Metadata,
-}
-
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
     move |source| CaptureError::Io {
         path: path.into(),
         source,
     }
-}
-
-/// Walk `root/sub` depth-first, never following symlinks, refusing a `sub`
-/// whose leading components are symlinks.
-fn walk(root: &Path, sub: &Path) -> Result<Vec<Walked>, CaptureError> {
-    let mut cur = root.to_path_buf();
-    let comps: Vec<_> = sub
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    for (i, c) in comps.iter().enumerate() {
-        cur.push(c);
-        let m = fs::symlink_metadata(&cur).map_err(io_err(&cur))?;
-        if i + 1 < comps.len() && !m.is_dir() {
-            return Err(CaptureError::Io {
-                path: cur,
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "not a directory (symlinks are not followed)",
-                ),
-            });
-        }
-    }
-    let start_rel: PathBuf = comps.iter().collect();
-    let mut out = Vec::new();
-    let mut stack = vec![(start_rel, cur)];
-    while let Some((rel, abs)) = stack.pop() {
-        let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
-        let rel_str = rel
-            .to_str()
-            .ok_or_else(|| CaptureError::NotUtf8 { path: abs.clone() })?
-            .to_string();
-        let is_dir = meta.is_dir();
-        out.push(Walked {
-            rel: rel_str,
-            abs: abs.clone(),
-            meta,
-        });
-        if is_dir {
-            let mut children: Vec<_> = fs::read_dir(&abs)
-                .map_err(io_err(&abs))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(io_err(&abs))?;
-            // Reverse-sorted onto the stack so entries come out in name order.
-            children.sort_unstable_by(|a, b| b.cmp(a));
-            for name in children {
-                stack.push((rel.join(&name), abs.join(&name)));
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn entry(w: &Walked, kind: Kind) -> Entry {
@@ -151,7 +93,8 @@ fn entry(w: &Walked, kind: Kind) -> Entry {
 pub fn measure(root: &Path, sub: &str) -> Result<Counts, CaptureError> {
     let sub = checked_relative(sub)?;
     let mut c = Counts::default();
-    for w in walk(root, &sub)? {
+    let mut gone = Vanished::default();
+    for w in walk(root, &sub, &mut gone, &mut Vec::new())? {
         let t = w.meta.file_type();
         if t.is_dir() {
             c.dirs += 1;
@@ -162,11 +105,14 @@ pub fn measure(root: &Path, sub: &str) -> Result<Counts, CaptureError> {
             c.bytes += w.meta.len();
         }
     }
+    c.vanished = gone.count;
     Ok(c)
 }
 
 /// Capture `root/sub` into `repo`. Sockets and devices are skipped (a mail
-/// store holds none that matter; dovecot recreates its sockets).
+/// store holds none that matter; dovecot recreates its sockets). Names that
+/// vanish while the capture runs are counted, not errors, and the directories
+/// they left are listed again for their new names (see `walk`).
 ///
 /// # Errors
 /// On a bad path, an unreadable file, or a repository write failure.
@@ -177,142 +123,265 @@ pub fn capture(
     sub: &str,
     threads: usize,
 ) -> Result<Captured, CaptureError> {
-    let sub = checked_relative(sub)?;
-    let walked = walk(root, &sub)?;
-    let mut entries = Vec::with_capacity(walked.len());
-    let mut counts = Counts::default();
-    let mut first_link: HashMap<(u64, u64), String> = HashMap::new();
-    // (index into entries, index into walked) of files whose contents must be stored
-    let mut files = Vec::new();
-    for (wi, w) in walked.iter().enumerate() {
-        let t = w.meta.file_type();
-        if t.is_dir() {
-            counts.dirs += 1;
-            entries.push(entry(w, Kind::Dir));
-        } else if t.is_symlink() {
-            counts.symlinks += 1;
-            let target = fs::read_link(&w.abs).map_err(io_err(&w.abs))?;
-            let mut e = entry(w, Kind::Symlink);
-            e.target = Some(
-                target
-                    .to_str()
-                    .ok_or_else(|| CaptureError::NotUtf8 {
-                        path: w.abs.clone(),
-                    })?
-                    .into(),
-            );
-            entries.push(e);
-        } else if t.is_file() {
-            if w.meta.nlink() > 1 {
-                if let Some(first) = first_link.get(&(w.meta.dev(), w.meta.ino())) {
-                    let mut e = entry(w, Kind::Hardlink);
-                    e.target = Some(first.clone());
-                    entries.push(e);
-                    continue;
-                }
-                first_link.insert((w.meta.dev(), w.meta.ino()), w.rel.clone());
-            }
-            counts.files += 1;
-            files.push((entries.len(), wi));
-            entries.push(entry(w, Kind::File));
-        } else if std::os::unix::fs::FileTypeExt::is_fifo(&t) {
-            entries.push(entry(w, Kind::Fifo));
-        }
-    }
-
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<(usize, super::store::Stored)>> =
-        Mutex::new(Vec::with_capacity(files.len()));
-    let first_error: Mutex<Option<CaptureError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                let mut local = Vec::new();
-                let mut buf = Vec::new();
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(ei, wi)) = files.get(i) else { break };
-                    match store_file(repo, cache, &walked[wi], &mut buf) {
-                        Ok(stored) => local.push((ei, stored)),
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .expect("capture error lock")
-                                .get_or_insert(e);
-                        }
-                    }
-                }
-                results.lock().expect("capture results lock").extend(local);
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("capture error lock") {
-        return Err(e);
-    }
-    for (ei, stored) in results.into_inner().expect("capture results lock") {
-        counts.bytes += stored.size;
-        if stored.new {
-            counts.new_blobs += 1;
-            counts.new_bytes += stored.size;
-        }
-        entries[ei].size = stored.size;
-        entries[ei].blob = Some(stored.hash);
-    }
-    Ok(Captured { entries, counts })
+    capture_with(repo, cache, root, sub, threads, &Hooks::NONE)
 }
 
-/// Store one file's contents; the hash is computed from the bytes stored.
-fn store_file(
+fn capture_with(
     repo: &LocalRepo,
     cache: &HashCache,
-    w: &Walked,
-    buf: &mut Vec<u8>,
-) -> Result<super::store::Stored, CaptureError> {
-    if let Some(hash) = cache.lookup(&w.meta)
-        && repo.has_blob(&hash)
-    {
-        return Ok(super::store::Stored {
-            hash,
-            size: w.meta.len(),
-            new: false,
-        });
-    }
-    let mut file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&w.abs)
-        .map_err(io_err(&w.abs))?;
-    let stored = if w.meta.len() <= SMALL_FILE {
-        buf.clear();
-        file.read_to_end(buf).map_err(io_err(&w.abs))?;
-        let hash = BlobId::of_digest(&Sha256::digest(&buf[..]).into());
-        let new = repo.put(&hash, buf)?;
-        super::store::Stored {
-            hash,
-            size: buf.len() as u64,
-            new,
+    root: &Path,
+    sub: &str,
+    threads: usize,
+    hooks: &Hooks<'_>,
+) -> Result<Captured, CaptureError> {
+    let sub = checked_relative(sub)?;
+    let mut gone = Vanished::default();
+    let mut listed = Vec::new();
+    let mut pending = walk(root, &sub, &mut gone, &mut listed)?;
+    let mut b = Builder::default();
+    let mut rounds = 0;
+    for round in 0.. {
+        rounds = round;
+        let files = b.add(root, pending, &mut gone)?;
+        for (fi, read) in store_all(repo, cache, &files, threads, hooks)? {
+            b.settle(root, &files[fi], read, &mut gone);
         }
-    } else {
-        let mut writer = repo.writer()?;
-        io::copy(&mut file, &mut writer).map_err(io_err(&w.abs))?;
-        writer.finish()?
-    };
-    // Only cache what was read from a file that did not change under us.
-    if let Ok(after) = file.metadata()
-        && after.len() == stored.size
-        && after.mtime() == w.meta.mtime()
-        && after.mtime_nsec() == w.meta.mtime_nsec()
-    {
-        cache.insert(&w.meta, &stored.hash);
+        let mut next = b.orphaned_links(root, &mut gone)?;
+        if round < RELISTS {
+            gone.mark_changed(&std::mem::take(&mut listed))?;
+            next.extend(gone.relist(root, &|rel| b.holds(rel), &mut listed)?);
+        }
+        if next.is_empty() {
+            break;
+        }
+        pending = next;
     }
-    Ok(stored)
+    b.counts.vanished = gone.count;
+    if gone.count > 0 || !b.changed.is_empty() {
+        tracing::info!(
+            "`{}`: {} names vanished during the capture (renamed, moved or deleted by the mail \
+             server; renamed ones are captured under their new names), e.g. {:?}; {} files \
+             kept changing and were stored as last read{}",
+            root.join(&sub).display(),
+            gone.count,
+            gone.sample,
+            b.counts.changed,
+            if b.changed.is_empty() {
+                String::new()
+            } else {
+                format!(", e.g. {:?}", b.changed)
+            },
+        );
+    }
+    let mut entries: Vec<Entry> = b.entries.into_iter().flatten().collect();
+    if rounds > 0 {
+        // Names found in later rounds were appended; restore the walk's order.
+        entries.sort_by(|a, b| Path::new(a.path.as_str()).cmp(Path::new(b.path.as_str())));
+    }
+    Ok(Captured {
+        entries,
+        counts: b.counts,
+    })
+}
+
+/// Rounds of listing again where names vanished or directories changed.
+const RELISTS: usize = 3;
+
+/// The key under which dovecot knows a message whatever its flags: its
+/// maildir and the name before `:2,`. A relisted name with a captured key is
+/// the same message renamed after it was captured: taking it too would
+/// restore the message twice.
+fn message_key(rel: &str) -> Option<(&str, &str)> {
+    let (dir, name) = rel.rsplit_once('/')?;
+    let maildir = dir
+        .strip_suffix("/cur")
+        .or_else(|| dir.strip_suffix("/new"))?;
+    Some((maildir, name.split(":2,").next().unwrap_or(name)))
+}
+
+/// The entries of one capture as they settle over the rounds.
+#[derive(Default)]
+struct Builder {
+    /// `None` once a file vanished before it could be read.
+    entries: Vec<Option<Entry>>,
+    captured: HashSet<String>,
+    messages: HashMap<(String, String), String>,
+    first_link: HashMap<(u64, u64), String>,
+    /// First links that vanished this round: their hard links need a new one.
+    lost_links: HashSet<String>,
+    changed: Vec<String>,
+    counts: Counts,
+}
+
+impl Builder {
+    fn holds(&self, rel: &str) -> bool {
+        self.captured.contains(rel)
+            || message_key(rel)
+                .is_some_and(|(d, n)| self.messages.contains_key(&(d.to_string(), n.to_string())))
+    }
+
+    fn push(&mut self, e: Entry) -> usize {
+        let rel = e.path.as_str().to_string();
+        if let Some((d, n)) = message_key(&rel) {
+            self.messages
+                .insert((d.to_string(), n.to_string()), rel.clone());
+        }
+        self.captured.insert(rel);
+        self.entries.push(Some(e));
+        self.entries.len() - 1
+    }
+
+    fn forget(&mut self, ei: usize) -> Option<Entry> {
+        let e = self.entries[ei].take()?;
+        let rel = e.path.as_str();
+        self.captured.remove(rel);
+        if let Some((d, n)) = message_key(rel) {
+            let key = (d.to_string(), n.to_string());
+            if self.messages.get(&key).map(String::as_str) == Some(rel) {
+                self.messages.remove(&key);
+            }
+        }
+        Some(e)
+    }
+
+    /// Record walked objects; returns the files whose contents must be read,
+    /// with their entry index.
+    fn add(
+        &mut self,
+        root: &Path,
+        walked: Vec<Walked>,
+        gone: &mut Vanished,
+    ) -> Result<Vec<(usize, Walked)>, CaptureError> {
+        let mut files = Vec::new();
+        for w in walked {
+            let t = w.meta.file_type();
+            if t.is_dir() {
+                self.counts.dirs += 1;
+                self.push(entry(&w, Kind::Dir));
+            } else if t.is_symlink() {
+                let target = match fs::read_link(&w.abs) {
+                    Ok(t) => t,
+                    Err(e) if is_gone(&e) => {
+                        gone.note(root, &w.rel);
+                        continue;
+                    }
+                    Err(e) => return Err(io_err(&w.abs)(e)),
+                };
+                self.counts.symlinks += 1;
+                let mut e = entry(&w, Kind::Symlink);
+                e.target = Some(
+                    target
+                        .to_str()
+                        .ok_or_else(|| CaptureError::NotUtf8 {
+                            path: w.abs.clone(),
+                        })?
+                        .into(),
+                );
+                self.push(e);
+            } else if t.is_file() {
+                let inode = (w.meta.dev(), w.meta.ino());
+                if w.meta.nlink() > 1 {
+                    if let Some(first) = self.first_link.get(&inode) {
+                        let mut e = entry(&w, Kind::Hardlink);
+                        e.target = Some(first.clone());
+                        self.push(e);
+                        continue;
+                    }
+                    self.first_link.insert(inode, w.rel.clone());
+                }
+                let ei = self.push(entry(&w, Kind::File));
+                files.push((ei, w));
+            } else if std::os::unix::fs::FileTypeExt::is_fifo(&t) {
+                self.push(entry(&w, Kind::Fifo));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Record what reading a file gave: its blob, or that it had vanished.
+    fn settle(
+        &mut self,
+        root: &Path,
+        (ei, w): &(usize, Walked),
+        read: Option<FileRead>,
+        gone: &mut Vanished,
+    ) {
+        let Some(read) = read else {
+            self.forget(*ei);
+            gone.note(root, &w.rel);
+            let inode = (w.meta.dev(), w.meta.ino());
+            if self.first_link.get(&inode) == Some(&w.rel) {
+                self.first_link.remove(&inode);
+                self.lost_links.insert(w.rel.clone());
+            }
+            return;
+        };
+        let c = &mut self.counts;
+        c.files += 1;
+        c.bytes += read.stored.size;
+        if read.stored.new {
+            c.new_blobs += 1;
+            c.new_bytes += read.stored.size;
+        }
+        if !read.settled {
+            c.changed += 1;
+            if self.changed.len() < 5 {
+                self.changed.push(w.rel.clone());
+            }
+        }
+        let e = self.entries[*ei].as_mut().expect("a file settles once");
+        if let Some(m) = &read.meta {
+            // Describe the bytes that were stored, not the file as listed.
+            e.mode = m.mode();
+            e.uid = m.uid();
+            e.gid = m.gid();
+            e.mtime = m.mtime();
+            e.mtime_ns = m.mtime_nsec() as u32;
+        }
+        e.size = read.stored.size;
+        e.blob = Some(read.stored.hash);
+    }
+
+    /// Hard links whose first link vanished, taken out to be walked again: the
+    /// first of them becomes the file, the others link to it.
+    fn orphaned_links(
+        &mut self,
+        root: &Path,
+        gone: &mut Vanished,
+    ) -> Result<Vec<Walked>, CaptureError> {
+        if self.lost_links.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lost = std::mem::take(&mut self.lost_links);
+        let orphans: Vec<usize> = (0..self.entries.len())
+            .filter(|&i| {
+                self.entries[i].as_ref().is_some_and(|e| {
+                    e.kind == Kind::Hardlink && e.target.as_ref().is_some_and(|t| lost.contains(t))
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for i in orphans {
+            let e = self.forget(i).expect("orphan entries exist");
+            let abs = root.join(e.path.as_str());
+            match fs::symlink_metadata(&abs) {
+                Ok(meta) => out.push(Walked {
+                    rel: e.path.as_str().to_string(),
+                    abs,
+                    meta,
+                }),
+                Err(err) if is_gone(&err) => gone.note(root, e.path.as_str()),
+                Err(err) => return Err(io_err(&abs)(err)),
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::names::BlobId;
 
     #[test]
     fn relative_paths_only() {
@@ -363,5 +432,250 @@ mod tests {
             capture(&repo, &cache, &vol, "../", 1),
             Err(CaptureError::BadPath { .. })
         ));
+    }
+
+    /// A maildir with `cur/a:2,` (first linked from `hard`), `cur/b:2,S`,
+    /// `new/c` and `tmp/`, in `vol`; and a repository beside it.
+    fn mailbox() -> (tempfile::TempDir, PathBuf, LocalRepo) {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        let md = vol.join("dom/user/Maildir");
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(md.join(sub)).unwrap();
+        }
+        fs::write(md.join("cur/a:2,"), "message a").unwrap();
+        fs::write(md.join("cur/b:2,S"), "message b").unwrap();
+        fs::write(md.join("new/c"), "message c").unwrap();
+        let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
+        (dir, vol, repo)
+    }
+
+    fn run(repo: &LocalRepo, vol: &Path, hooks: &Hooks<'_>) -> Captured {
+        capture_with(repo, &HashCache::in_memory(), vol, "", 2, hooks).unwrap()
+    }
+
+    fn paths(c: &Captured) -> Vec<&str> {
+        c.entries
+            .iter()
+            .filter(|e| e.kind != Kind::Dir)
+            .map(|e| e.path.as_str())
+            .collect()
+    }
+
+    /// Every file entry's blob holds exactly its recorded size and hash.
+    fn assert_blobs_match(repo: &LocalRepo, c: &Captured) {
+        for e in c.entries.iter().filter(|e| e.kind == Kind::File) {
+            let blob = e.blob.as_ref().unwrap();
+            let bytes = fs::read(repo.blob_path(blob)).unwrap();
+            assert_eq!(bytes.len() as u64, e.size, "{}", e.path.as_str());
+            assert_eq!(BlobId::of_bytes(&bytes), *blob, "{}", e.path.as_str());
+        }
+    }
+
+    fn content(repo: &LocalRepo, c: &Captured, path: &str) -> String {
+        let e = c.entries.iter().find(|e| e.path == path).unwrap();
+        String::from_utf8(fs::read(repo.blob_path(e.blob.as_ref().unwrap())).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_flag_rename_between_listing_and_reading_is_captured_under_the_new_name() {
+        let (_d, vol, repo) = mailbox();
+        let old = vol.join("dom/user/Maildir/cur/b:2,S");
+        let renamed = |p: &Path| {
+            if p == old {
+                fs::rename(&old, old.with_file_name("b:2,RS")).unwrap();
+            }
+        };
+        let c = run(
+            &repo,
+            &vol,
+            &Hooks {
+                before_open: &renamed,
+                ..Hooks::NONE
+            },
+        );
+        assert_eq!(
+            paths(&c),
+            [
+                "dom/user/Maildir/cur/a:2,",
+                "dom/user/Maildir/cur/b:2,RS",
+                "dom/user/Maildir/new/c"
+            ]
+        );
+        assert_eq!((c.counts.files, c.counts.vanished), (3, 1));
+        assert_eq!(
+            content(&repo, &c, "dom/user/Maildir/cur/b:2,RS"),
+            "message b"
+        );
+        assert_blobs_match(&repo, &c);
+    }
+
+    #[test]
+    fn a_message_moved_from_new_to_cur_after_cur_was_listed_is_captured_in_cur() {
+        let (_d, vol, repo) = mailbox();
+        let md = vol.join("dom/user/Maildir");
+        let moved = |p: &Path| {
+            if p == md.join("new/c") {
+                fs::rename(p, md.join("cur/c:2,S")).unwrap();
+            }
+        };
+        let c = run(
+            &repo,
+            &vol,
+            &Hooks {
+                before_open: &moved,
+                ..Hooks::NONE
+            },
+        );
+        assert_eq!(
+            paths(&c),
+            [
+                "dom/user/Maildir/cur/a:2,",
+                "dom/user/Maildir/cur/b:2,S",
+                "dom/user/Maildir/cur/c:2,S"
+            ]
+        );
+        assert_eq!(c.counts.vanished, 1);
+        assert_eq!(
+            content(&repo, &c, "dom/user/Maildir/cur/c:2,S"),
+            "message c"
+        );
+    }
+
+    #[test]
+    fn an_expunged_message_is_counted_not_an_error() {
+        let (_d, vol, repo) = mailbox();
+        let gone = vol.join("dom/user/Maildir/cur/a:2,");
+        let expunge = |p: &Path| {
+            if p == gone {
+                fs::remove_file(p).unwrap();
+            }
+        };
+        let c = run(
+            &repo,
+            &vol,
+            &Hooks {
+                before_open: &expunge,
+                ..Hooks::NONE
+            },
+        );
+        assert_eq!(
+            paths(&c),
+            ["dom/user/Maildir/cur/b:2,S", "dom/user/Maildir/new/c"]
+        );
+        assert_eq!((c.counts.files, c.counts.vanished), (2, 1));
+    }
+
+    #[test]
+    fn a_message_renamed_after_it_was_read_is_not_captured_twice() {
+        let (_d, vol, repo) = mailbox();
+        let md = vol.join("dom/user/Maildir");
+        // a is read, then renamed; c vanishing makes cur/ be listed again.
+        let act = |p: &Path| {
+            if p == md.join("new/c") {
+                fs::rename(md.join("cur/a:2,"), md.join("cur/a:2,S")).unwrap();
+                fs::remove_file(p).unwrap();
+            }
+        };
+        let c = capture_with(
+            &repo,
+            &HashCache::in_memory(),
+            &vol,
+            "",
+            1,
+            &Hooks {
+                before_open: &act,
+                ..Hooks::NONE
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            paths(&c),
+            ["dom/user/Maildir/cur/a:2,", "dom/user/Maildir/cur/b:2,S"]
+        );
+    }
+
+    #[test]
+    fn a_hard_link_whose_first_link_vanished_becomes_the_file() {
+        let (_d, vol, repo) = mailbox();
+        let md = vol.join("dom/user/Maildir");
+        fs::hard_link(md.join("cur/a:2,"), md.join("hard")).unwrap();
+        let renamed = |p: &Path| {
+            if p == md.join("cur/a:2,") {
+                fs::rename(p, md.join("cur/a:2,T")).unwrap();
+            }
+        };
+        let c = run(
+            &repo,
+            &vol,
+            &Hooks {
+                before_open: &renamed,
+                ..Hooks::NONE
+            },
+        );
+        let by = |p: &str| c.entries.iter().find(|e| e.path == p).unwrap();
+        assert_eq!(by("dom/user/Maildir/hard").kind, Kind::File);
+        assert_eq!(content(&repo, &c, "dom/user/Maildir/hard"), "message a");
+        let link = by("dom/user/Maildir/cur/a:2,T");
+        assert_eq!(link.kind, Kind::Hardlink);
+        assert_eq!(link.target.as_deref(), Some("dom/user/Maildir/hard"));
+        assert!(
+            !c.entries
+                .iter()
+                .any(|e| e.path == "dom/user/Maildir/cur/a:2,")
+        );
+    }
+
+    #[test]
+    fn a_renamed_folder_is_found_by_listing_its_parent_again() {
+        let (_d, vol, repo) = mailbox();
+        let md = vol.join("dom/user/Maildir");
+        fs::create_dir_all(md.join(".Sent/cur")).unwrap();
+        fs::write(md.join(".Sent/cur/s:2,S"), "sent").unwrap();
+        let renamed = |p: &Path| {
+            if p == md.join(".Sent/cur/s:2,S") {
+                fs::rename(md.join(".Sent"), md.join(".Archive")).unwrap();
+            }
+        };
+        let c = run(
+            &repo,
+            &vol,
+            &Hooks {
+                before_open: &renamed,
+                ..Hooks::NONE
+            },
+        );
+        assert_eq!(
+            content(&repo, &c, "dom/user/Maildir/.Archive/cur/s:2,S"),
+            "sent"
+        );
+        assert_eq!(c.counts.vanished, 1);
+    }
+
+    #[test]
+    fn other_errors_still_fail_the_capture() {
+        let (_d, vol, repo) = mailbox();
+        let md = vol.join("dom/user/Maildir");
+        let swap = |p: &Path| {
+            // A symlink where a file was: O_NOFOLLOW refuses it with ELOOP.
+            if p == md.join("cur/a:2,") {
+                fs::remove_file(p).unwrap();
+                std::os::unix::fs::symlink("b:2,S", p).unwrap();
+            }
+        };
+        let err = capture_with(
+            &repo,
+            &HashCache::in_memory(),
+            &vol,
+            "",
+            1,
+            &Hooks {
+                before_open: &swap,
+                ..Hooks::NONE
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("cur/a:2,"), "{err}");
     }
 }

@@ -451,6 +451,8 @@ impl HostState {
         rec.counts.bytes += c.bytes;
         rec.counts.new_blobs += c.new_blobs;
         rec.counts.new_bytes += c.new_bytes;
+        rec.counts.vanished += c.vanished;
+        rec.counts.changed += c.changed;
         rec.volumes.entry(key).or_default().extend(captured.entries);
         Ok(summary(c))
     }

@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod docker;
 mod hostile;
+mod live;
 mod noconfig;
 mod ops;
 mod plugins;

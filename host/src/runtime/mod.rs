@@ -5,6 +5,7 @@
 
 mod bindings;
 pub mod builtin;
+mod exec;
 pub mod grants;
 mod instance;
 pub mod order;

@@ -1,0 +1,203 @@
+//! `exec`: a granted program in a granted service, with its stdin fed from a
+//! snapshot's artifact and its stdout captured (capped), discarded, or
+//! streamed natively into a new artifact (compressed and hashed as it goes).
+//! Secret `mailcow.conf` values reach the program through its environment,
+//! never its argv.
+
+use std::path::PathBuf;
+
+use tokio::io::AsyncReadExt;
+
+use super::bindings::types::Error;
+use super::bindings::wit_host::{
+    ArtifactSummary, EnvValue, ExecRequest, ExecResult, StdinSource, StdoutSink,
+};
+use super::grants::HostCall;
+use super::state::{HostState, failed};
+use crate::repo::artifact::ArtifactSink;
+use crate::repo::capture;
+use crate::services::ExecSpec;
+
+/// Captured stdout is capped so a plugin cannot make the host buffer a dump.
+const CAPTURE_LIMIT: usize = 1 << 20;
+const STDERR_TAIL: usize = 16 << 10;
+
+impl HostState {
+    pub(super) async fn run_exec(&mut self, req: ExecRequest) -> Result<ExecResult, Error> {
+        let mut secret_keys = Vec::new();
+        for (_, v) in &req.env {
+            if let EnvValue::ConfSecret(key) = v {
+                secret_keys.push(key.as_str());
+            }
+        }
+        self.check(&HostCall::Exec {
+            service: &req.service,
+            program: &req.program,
+            secret_keys,
+            stdin_artifact: matches!(req.stdin, StdinSource::Artifact(_)),
+            stdout_artifact: matches!(req.stdout, StdoutSink::Artifact(_)),
+        })?;
+        let stdin_blob = match &req.stdin {
+            StdinSource::None => None,
+            StdinSource::Artifact(name) => Some(self.find_artifact(name)?),
+        };
+        let mut env = Vec::with_capacity(req.env.len());
+        for (name, value) in &req.env {
+            let value = match value {
+                EnvValue::Plain(v) => v.clone(),
+                EnvValue::ConfSecret(key) => self
+                    .env
+                    .conf
+                    .get(key)
+                    .ok_or_else(|| {
+                        failed(format!(
+                            "`{}` does not set {key}",
+                            self.env.conf.path.display()
+                        ))
+                    })?
+                    .to_string(),
+            };
+            env.push((name.clone(), value));
+        }
+        let spec = ExecSpec {
+            service: req.service.clone(),
+            program: req.program.clone(),
+            args: req.args.clone(),
+            env,
+            stdin: stdin_blob.is_some(),
+        };
+        let mut running = self.env.services.spawn(&spec).await.map_err(failed)?;
+        let stdin_task = match (stdin_blob, running.stdin.take()) {
+            (Some(blob), Some(stdin)) => Some(tokio::spawn(feed_stdin(blob, stdin))),
+            _ => None,
+        };
+        let mut stderr = running.stderr;
+        let stderr_task = tokio::spawn(async move {
+            let mut tail = Vec::new();
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * STDERR_TAIL {
+                    tail.drain(..tail.len() - STDERR_TAIL);
+                }
+            }
+            String::from_utf8_lossy(&tail[tail.len().saturating_sub(STDERR_TAIL)..]).into_owned()
+        });
+        let mut stdout = Vec::new();
+        let mut artifact = None;
+        let mut buf = vec![0u8; 256 << 10];
+        let io = |e: std::io::Error| {
+            failed(format!(
+                "reading the output of `{}` in `{}`: {e}",
+                req.program, req.service
+            ))
+        };
+        match &req.stdout {
+            StdoutSink::Capture | StdoutSink::Discard => loop {
+                let n = running.stdout.read(&mut buf).await.map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                if matches!(req.stdout, StdoutSink::Capture) {
+                    if stdout.len() + n > CAPTURE_LIMIT {
+                        return Err(failed(format!(
+                            "`{}` printed more than {CAPTURE_LIMIT} bytes; stream it into an artifact instead",
+                            req.program
+                        )));
+                    }
+                    stdout.extend_from_slice(&buf[..n]);
+                }
+            },
+            StdoutSink::Artifact(name) => {
+                capture::checked_relative(name).map_err(failed)?;
+                let repo = self.repo()?;
+                let checked = crate::repo::names::artifact_name(name).map_err(failed)?;
+                let mut sink = ArtifactSink::new(&repo, checked).map_err(failed)?;
+                loop {
+                    let n = running.stdout.read(&mut buf).await.map_err(io)?;
+                    if n == 0 {
+                        break;
+                    }
+                    sink.write(&buf[..n])
+                        .map_err(|e| failed(format!("writing artifact `{name}`: {e}")))?;
+                }
+                let (record, stored, tail) = sink.finish().map_err(failed)?;
+                artifact = Some(ArtifactSummary {
+                    name: name.clone(),
+                    blob: record.blob.to_string(),
+                    stored_size: record.size,
+                    raw_size: record.raw_size,
+                    tail,
+                });
+                let mut rec = self.record.lock().expect("record lock");
+                if stored.new {
+                    rec.counts.new_blobs += 1;
+                    rec.counts.new_bytes += stored.size;
+                }
+                rec.counts.bytes += stored.size;
+                rec.artifacts.push(record);
+            }
+        }
+        let exit_code = running.exit.await.map_err(io)?;
+        let stderr = stderr_task.await.unwrap_or_default();
+        if let Some(task) = stdin_task {
+            // A program that exits early closes its stdin; its exit code says why.
+            if let Ok(Err(e)) = task.await
+                && exit_code == 0
+            {
+                return Err(failed(format!("feeding `{}` its input: {e}", req.program)));
+            }
+        }
+        Ok(ExecResult {
+            exit_code,
+            stdout,
+            stderr,
+            artifact,
+        })
+    }
+
+    /// The blob of an artifact: one of the snapshot's, or one written earlier in this call.
+    fn find_artifact(&self, name: &str) -> Result<PathBuf, Error> {
+        let repo = self.repo()?;
+        let own = self
+            .record
+            .lock()
+            .expect("record lock")
+            .artifacts
+            .iter()
+            .find(|a| a.name.as_str() == name)
+            .map(|a| a.blob.clone());
+        let from_snapshot = self.source.as_ref().and_then(|s| {
+            s.component
+                .artifacts
+                .iter()
+                .find(|a| a.name.as_str() == name)
+                .map(|a| a.blob.clone())
+        });
+        own.or(from_snapshot)
+            .map(|blob| repo.blob_path(&blob))
+            .ok_or_else(|| failed(format!("no artifact `{name}` in this snapshot")))
+    }
+}
+
+/// Stream a stored zstd artifact, decompressed, into a program's stdin.
+async fn feed_stdin(
+    blob: PathBuf,
+    mut stdin: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    use tokio::io::AsyncWriteExt;
+    let mut decoder = zstd::stream::read::Decoder::new(std::fs::File::open(&blob)?)?;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = tokio::task::block_in_place(|| decoder.read(&mut buf))?;
+        if n == 0 {
+            break;
+        }
+        stdin.write_all(&buf[..n]).await?;
+    }
+    stdin.shutdown().await
+}

@@ -10,7 +10,7 @@ pub fn hit(name: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("CSHOST_FAILPOINT").is_ok_and(|v| v == name) {
         if let Some(mark) = std::env::var_os("CSHOST_FAILPOINT_MARK") {
-            let _ = std::fs::write(mark, name);
+            let _ = fs_err::write(mark, name);
         }
         tracing::warn!("failpoint `{name}` reached; waiting to be killed");
         loop {

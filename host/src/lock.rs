@@ -31,7 +31,7 @@ pub struct RunLock {
 /// [`LockError::Held`] naming the holder, or when the file cannot be opened.
 pub fn acquire(path: &Path, command: &str) -> Result<RunLock, LockError> {
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        let _ = fs_err::create_dir_all(dir);
     }
     let open = |source| LockError::Open {
         path: path.into(),

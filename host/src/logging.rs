@@ -92,7 +92,7 @@ pub fn init(verbose: u8, quiet: bool, file: Option<&Path>) -> Result<(), String>
     let mut problem = None;
     let file_layer = file.and_then(|path| {
         if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            let _ = fs_err::create_dir_all(dir);
         }
         let opened = std::fs::OpenOptions::new()
             .create(true)

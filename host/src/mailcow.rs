@@ -85,7 +85,7 @@ impl MailcowConf {
     /// When the file cannot be read.
     pub fn load(dir: &Path) -> Result<Self, MailcowError> {
         let path = dir.join("mailcow.conf");
-        let raw = std::fs::read(&path).map_err(|source| MailcowError::Read {
+        let raw = fs_err::read(&path).map_err(|source| MailcowError::Read {
             path: path.clone(),
             source,
         })?;
@@ -129,7 +129,7 @@ pub fn arch() -> &'static str {
 /// This machine's host name, as the kernel has it; recorded in each manifest
 /// and named in notification mails.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    fs_err::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }

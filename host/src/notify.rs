@@ -171,7 +171,7 @@ pub fn send(cfg: &EmailConfig, o: &Outcome) -> Result<(), NotifyError> {
         SmtpSecurity::Tls => b.tls(Tls::Wrapper(tls()?)),
     };
     if let (Some(user), Some(file)) = (&cfg.username, &cfg.password_file) {
-        let password = std::fs::read_to_string(file).map_err(|e| NotifyError::Password {
+        let password = fs_err::read_to_string(file).map_err(|e| NotifyError::Password {
             path: file.display().to_string(),
             detail: e.to_string(),
         })?;

@@ -94,7 +94,7 @@ pub fn read_wasm(path: &Path) -> std::io::Result<Vec<u8>> {
             format!("it is {what}; give the path of the plugin's .wasm file"),
         )
     };
-    let meta = std::fs::metadata(path)?;
+    let meta = fs_err::metadata(path)?;
     if !meta.is_file() {
         return Err(not_regular(&meta));
     }
@@ -215,7 +215,7 @@ fn collision(existing: &[LoadedPlugin], new: &LoadedPlugin) -> Option<PluginErro
 
 /// `.wasm` files in the plugin directory that no [plugins.<name>] approves.
 pub fn unapproved(dir: &Path, config: &Config) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(rd) = fs_err::read_dir(dir) else {
         return Vec::new();
     };
     let mut files: Vec<PathBuf> = rd
@@ -228,7 +228,7 @@ pub fn unapproved(dir: &Path, config: &Config) -> Vec<PathBuf> {
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+    match (fs_err::canonicalize(a), fs_err::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
     }
@@ -254,7 +254,7 @@ mod tests {
     fn only_bounded_regular_files_are_read_as_plugins() {
         let tmp = tempfile::tempdir().unwrap();
         let ok = tmp.path().join("ok.wasm");
-        std::fs::write(&ok, b"\0asm").unwrap();
+        fs_err::write(&ok, b"\0asm").unwrap();
         let link = tmp.path().join("link.wasm");
         std::os::unix::fs::symlink(&ok, &link).unwrap();
         let big = tmp.path().join("big.wasm");

@@ -24,7 +24,7 @@ pub fn path(cache_dir: &Path) -> PathBuf {
 /// # Errors
 /// When the cache directory cannot be written.
 pub fn save(cache_dir: &Path, run: &LastRun) -> Result<(), crate::repo::RepoError> {
-    std::fs::create_dir_all(cache_dir).map_err(|source| crate::repo::RepoError::Io {
+    fs_err::create_dir_all(cache_dir).map_err(|source| crate::repo::RepoError::Io {
         path: cache_dir.into(),
         source,
     })?;
@@ -33,5 +33,5 @@ pub fn save(cache_dir: &Path, run: &LastRun) -> Result<(), crate::repo::RepoErro
 }
 
 pub fn load(cache_dir: &Path) -> Option<LastRun> {
-    serde_json::from_slice(&std::fs::read(path(cache_dir)).ok()?).ok()
+    serde_json::from_slice(&fs_err::read(path(cache_dir)).ok()?).ok()
 }

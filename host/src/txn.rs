@@ -202,7 +202,7 @@ impl RestoreTxn {
     fn save(&self) -> Result<(), TxnError> {
         let json = serde_json::to_vec_pretty(&self.journal).expect("journals serialise");
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+            fs_err::create_dir_all(dir).map_err(|e| self.io(e))?;
         }
         crate::repo::store::write_atomic(&self.path, &json, 0o600).map_err(|e| TxnError::Io {
             path: self.path.clone(),
@@ -276,7 +276,7 @@ impl RestoreTxn {
         for (live, aside) in self.journal.moved() {
             if keep_previous {
                 kept.push((live, aside));
-            } else if let Err(e) = std::fs::remove_dir_all(&aside)
+            } else if let Err(e) = fs_err::remove_dir_all(&aside)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 problems.push(format!(
@@ -290,7 +290,7 @@ impl RestoreTxn {
     }
 
     fn remove_journal(&mut self, problems: &mut Vec<String>) {
-        if let Err(e) = std::fs::remove_file(&self.path)
+        if let Err(e) = fs_err::remove_file(&self.path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             problems.push(self.io(e).to_string());
@@ -306,12 +306,12 @@ fn put_back(live: &Path, aside: &Path) -> std::io::Result<()> {
         // The move itself never happened: the live data is untouched.
         return Ok(());
     }
-    match std::fs::remove_dir_all(live) {
+    match fs_err::remove_dir_all(live) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::rename(aside, live)
+    fs_err::rename(aside, live)
 }
 
 /// Services to start again: in the order they were stopped, watchdog last (R2).
@@ -327,7 +327,7 @@ pub fn start_order(stopped: &[String]) -> Vec<String> {
 /// `doctor`, `backup` and the next restore).
 pub fn unfinished(state_dir: &Path) -> Option<(PathBuf, Journal)> {
     let path = state_dir.join(JOURNAL);
-    let bytes = std::fs::read(&path).ok()?;
+    let bytes = fs_err::read(&path).ok()?;
     match serde_json::from_slice::<Journal>(&bytes) {
         Ok(j) => Some((path, j)),
         Err(e) => {
@@ -410,10 +410,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("_data");
         let aside = dir.path().join("_data.prev");
-        std::fs::create_dir(&aside).unwrap();
-        std::fs::write(aside.join("f"), "x").unwrap();
+        fs_err::create_dir(&aside).unwrap();
+        fs_err::write(aside.join("f"), "x").unwrap();
         put_back(&live, &aside).unwrap();
-        assert_eq!(std::fs::read(live.join("f")).unwrap(), b"x");
+        assert_eq!(fs_err::read(live.join("f")).unwrap(), b"x");
         // Nothing moved: nothing to do.
         put_back(&dir.path().join("other"), &dir.path().join("none")).unwrap();
     }
@@ -422,7 +422,7 @@ mod tests {
     fn commit_removes_the_copies_and_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let aside = dir.path().join("aside");
-        std::fs::create_dir(&aside).unwrap();
+        fs_err::create_dir(&aside).unwrap();
         let mut txn = RestoreTxn::begin(dir.path(), "r1", "snap", &[]).unwrap();
         txn.record(Step::MoveAside {
             live: dir.path().join("live"),

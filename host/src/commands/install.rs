@@ -40,7 +40,7 @@ fn detect_mailcow(root: &Path) -> Option<PathBuf> {
     .iter()
     .map(PathBuf::from)
     .collect();
-    if let Ok(rd) = std::fs::read_dir(root.join("home")) {
+    if let Ok(rd) = fs_err::read_dir(root.join("home")) {
         candidates.extend(rd.flatten().map(|e| {
             PathBuf::from("home")
                 .join(e.file_name())
@@ -54,11 +54,11 @@ fn detect_mailcow(root: &Path) -> Option<PathBuf> {
 }
 
 fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> Result<bool, CommandError> {
-    if std::fs::read(path).ok().as_deref() == Some(content) {
+    if fs_err::read(path).ok().as_deref() == Some(content) {
         return Ok(false);
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).class(Failure::Internal)?;
+        fs_err::create_dir_all(dir).class(Failure::Internal)?;
     }
     crate::repo::store::write_atomic(path, content, mode).class(Failure::Internal)?;
     Ok(true)
@@ -80,9 +80,9 @@ pub fn run(args: &InstallArgs, config_path: &Path) -> Result<(), CommandError> {
     let mut changed = Vec::new();
     let exe = std::env::current_exe().class(Failure::Internal)?;
     let bin = at("/usr/local/bin/cshost");
-    let same = std::fs::canonicalize(&bin).ok() == std::fs::canonicalize(&exe).ok();
+    let same = fs_err::canonicalize(&bin).ok() == fs_err::canonicalize(&exe).ok();
     if !same {
-        let bytes = std::fs::read(&exe).class(Failure::Internal)?;
+        let bytes = fs_err::read(&exe).class(Failure::Internal)?;
         if write_if_changed(&bin, &bytes, 0o755)? {
             changed.push(bin.display().to_string());
         }
@@ -111,7 +111,7 @@ pub fn run(args: &InstallArgs, config_path: &Path) -> Result<(), CommandError> {
             .mode(0o700)
             .create(&d)
             .class(Failure::Internal)?;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+        fs_err::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
             .class(Failure::Internal)?;
     }
     let config = at(&config_path.display().to_string());

@@ -18,7 +18,7 @@ use crate::error::{CommandError, Failure, ResultExt};
 /// [`ConfigError::Invalid`] naming the file and the `chmod` that fixes it.
 pub fn check_permissions(path: &Path, config: &Config) -> Result<(), ConfigError> {
     let mode = |p: &Path| {
-        std::fs::metadata(p)
+        fs_err::metadata(p)
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0)
     };
@@ -139,7 +139,7 @@ pub fn example(minimal: bool) -> Result<(), CommandError> {
 }
 
 pub fn migrate(from: &Path, output: Option<&Path>) -> Result<(), CommandError> {
-    let text = std::fs::read_to_string(from)
+    let text = fs_err::read_to_string(from)
         .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}; pass --from PATH", from.display()))
         .class(Failure::Config)?;
     let m = crate::migrate::migrate(&text)
@@ -260,7 +260,7 @@ pub async fn doctor(ctx: &Context) -> Result<(), CommandError> {
         ),
     }
     if let Some(b) = &ctx.config.repository.storagebox {
-        let key_mode = std::fs::metadata(&b.identity).map(|m| m.permissions().mode() & 0o777);
+        let key_mode = fs_err::metadata(&b.identity).map(|m| m.permissions().mode() & 0o777);
         add(
             matches!(key_mode, Ok(m) if m & 0o077 == 0),
             format!("identity `{}` exists and is private", b.identity.display()),

@@ -236,8 +236,8 @@ async fn check(tools: &FileTools, file: &Path) -> Result<(), CommandError> {
     let volumes = scratch.join("volumes");
     for v in &requested.volumes {
         let d = volumes.join(format!("mailcowdockerized_{v}")).join("_data");
-        std::fs::create_dir_all(&d).class(Failure::Internal)?;
-        std::fs::write(
+        fs_err::create_dir_all(&d).class(Failure::Internal)?;
+        fs_err::write(
             d.join("cshost-check-sample.txt"),
             "sample data written by `cshost plugins check`\n",
         )

@@ -460,7 +460,7 @@ impl Config {
     /// # Errors
     /// When the file cannot be read, has unknown keys or invalid values.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;

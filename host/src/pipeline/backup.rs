@@ -226,7 +226,7 @@ async fn back_up(
     preflight(plan, repo).await?;
     let id = crate::clock::snapshot_id(started);
     let scratch = ctx.config.backup.scratch_dir.join(id.as_str());
-    std::fs::create_dir_all(&scratch)
+    fs_err::create_dir_all(&scratch)
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot create scratch dir `{}`: {e}; check [backup] scratch-dir",
@@ -240,7 +240,7 @@ async fn back_up(
         repo.root().display()
     );
     let captured = capture_all(plan, &scratch).await;
-    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = fs_err::remove_dir_all(&scratch);
     let captured = captured?;
 
     let manifest = assemble(

@@ -42,13 +42,13 @@ pub fn write_snapshot(
         }
         for a in &rec.artifacts {
             let dest = dir.join(c).join(a.name.as_str().trim_end_matches(".zst"));
-            std::fs::create_dir_all(dest.parent().expect("artifact paths have a parent"))
+            fs_err::create_dir_all(dest.parent().expect("artifact paths have a parent"))
                 .class(Failure::Restore)?;
             let mut src = zstd::stream::read::Decoder::new(
                 std::fs::File::open(repo.blob_path(&a.blob)).class(Failure::Restore)?,
             )
             .class(Failure::Restore)?;
-            let _ = std::fs::remove_file(&dest);
+            let _ = fs_err::remove_file(&dest);
             let mut dst = std::fs::File::options()
                 .write(true)
                 .create_new(true)
@@ -62,7 +62,7 @@ pub fn write_snapshot(
         }
     }
     let conf = dir.join("mailcow.conf");
-    let bytes = std::fs::read(repo.blob_path(&m.mailcow.conf_blob)).class(Failure::Restore)?;
+    let bytes = fs_err::read(repo.blob_path(&m.mailcow.conf_blob)).class(Failure::Restore)?;
     crate::repo::store::write_atomic(&conf, &bytes, 0o600).class(Failure::Restore)?;
     Ok(files)
 }

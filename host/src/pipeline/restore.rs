@@ -329,7 +329,7 @@ fn check_matching(
                     .volume_path(&format!("{}_{vol}", env.project))
                     .map_err(|e| e.to_string())?;
                 for e in entries.iter().filter(|e| e.kind == Kind::File) {
-                    let live = std::fs::read(root.join(e.path.as_str()))
+                    let live = fs_err::read(root.join(e.path.as_str()))
                         .map(|b| crate::repo::sha256_hex(&b))
                         .unwrap_or_default();
                     if e.blob.as_ref().map(|b| b.as_str()) != Some(live.as_str()) {
@@ -390,14 +390,14 @@ pub async fn execute(
         .backup
         .scratch_dir
         .join(format!("restore-{restore_id}"));
-    std::fs::create_dir_all(&scratch)
+    fs_err::create_dir_all(&scratch)
         .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", scratch.display()))
         .class(Failure::Preflight)?;
 
     let failure = run_components(ctx, env, repo, m, plan, plugins, &txn, &counts, &scratch)
         .await
         .err();
-    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = fs_err::remove_dir_all(&scratch);
     let mut txn = Arc::try_unwrap(txn)
         .map_err(|_| ())
         .expect("every plugin call has returned")
@@ -551,18 +551,18 @@ fn carry_conf_keys(
     txn: &Arc<Mutex<RestoreTxn>>,
     keys: &[String],
 ) -> Result<(), String> {
-    let old = std::fs::read(repo.blob_path(&m.mailcow.conf_blob))
+    let old = fs_err::read(repo.blob_path(&m.mailcow.conf_blob))
         .map_err(|e| format!("the snapshot's mailcow.conf cannot be read: {e}"))?;
     let old = crate::mailcow::parse(&String::from_utf8_lossy(&old));
-    let path = std::fs::canonicalize(&env.conf.path).unwrap_or_else(|_| env.conf.path.clone());
-    let live = std::fs::read_to_string(&path)
+    let path = fs_err::canonicalize(&env.conf.path).unwrap_or_else(|_| env.conf.path.clone());
+    let live = fs_err::read_to_string(&path)
         .map_err(|e| format!("`{}` cannot be read: {e}", path.display()))?;
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let new = rules::rewrite_conf(&live, &old, &keys);
     if new == live {
         return Ok(());
     }
-    let mode = std::fs::metadata(&path)
+    let mode = fs_err::metadata(&path)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
         .unwrap_or(0o600);
     let mut t = txn.lock().expect("restore transaction lock");

@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, snapshot: &str) -> Result<RestoreTestReport, CommandEr
         .backup
         .scratch_dir
         .join(format!("restore-test-{}", m.id));
-    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = fs_err::remove_dir_all(&scratch);
     let result = (|| {
         let written = write_and_reread(ctx, &repo, &m, &scratch)?;
         let sql = import_dump(&m, &scratch)?;
@@ -103,7 +103,7 @@ pub fn run(ctx: &Context, snapshot: &str) -> Result<RestoreTestReport, CommandEr
             seconds: t.elapsed().as_secs_f64(),
         })
     })();
-    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = fs_err::remove_dir_all(&scratch);
     result
 }
 
@@ -130,7 +130,7 @@ fn write_and_reread(
                     .join(c.as_str())
                     .join(vol.as_str())
                     .join(e.path.as_str());
-                let data = std::fs::read(&path).class(Failure::Restore)?;
+                let data = fs_err::read(&path).class(Failure::Restore)?;
                 if e.blob.as_ref().map(|b| b.as_str()) != Some(&crate::repo::sha256_hex(&data)) {
                     return Err(fail(
                         Failure::Verify,
@@ -169,13 +169,13 @@ fn import_dump(m: &Manifest, scratch: &Path) -> Result<SqlCheck, CommandError> {
         return Ok(SqlCheck::Skipped);
     };
     // Both were written out above: the decompressed dump and mailcow.conf.
-    let sql = std::fs::read(
+    let sql = fs_err::read(
         scratch
             .join(component)
             .join(dump.name.trim_end_matches(".zst")),
     )
     .class(Failure::Restore)?;
-    let conf = std::fs::read_to_string(scratch.join("mailcow.conf")).unwrap_or_default();
+    let conf = fs_err::read_to_string(scratch.join("mailcow.conf")).unwrap_or_default();
     let dbroot = crate::mailcow::parse(&conf)
         .get("DBROOT")
         .cloned()
@@ -199,7 +199,7 @@ fn import(
     dbroot: &str,
 ) -> Result<u64, CommandError> {
     let data = dir.join("data");
-    std::fs::create_dir_all(&data).class(Failure::Restore)?;
+    fs_err::create_dir_all(&data).class(Failure::Restore)?;
     let ok = Command::new(init)
         .args([
             "--user=root",

@@ -167,9 +167,8 @@ async fn publish_manifest(
         .await
         .class(Failure::Transport)?;
     let rel = m.id.rel_path();
-    let local_hash = crate::repo::sha256_hex(
-        &std::fs::read(local.root().join(&rel)).class(Failure::Repository)?,
-    );
+    let local_hash =
+        crate::repo::sha256_hex(&fs_err::read(local.root().join(&rel)).class(Failure::Repository)?);
     let remote_hash = remote.file_hash(&rel).await.class(Failure::Transport)?;
     if remote_hash != local_hash {
         let _ = remote.remove(std::slice::from_ref(&rel)).await;

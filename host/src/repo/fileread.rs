@@ -199,13 +199,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
 
     fn read(repo: &LocalRepo, cache: &HashCache, path: &Path, hooks: &Hooks<'_>) -> FileRead {
         let w = Walked {
             rel: "f".into(),
             abs: path.into(),
-            meta: fs::symlink_metadata(path).unwrap(),
+            meta: fs_err::symlink_metadata(path).unwrap(),
         };
         store_file(repo, cache, &w, &mut Vec::new(), hooks)
             .unwrap()
@@ -214,7 +213,7 @@ mod tests {
 
     /// The blob holds exactly the recorded size and hash.
     fn assert_blob_matches(repo: &LocalRepo, r: &FileRead) -> Vec<u8> {
-        let bytes = fs::read(repo.blob_path(&r.stored.hash)).unwrap();
+        let bytes = fs_err::read(repo.blob_path(&r.stored.hash)).unwrap();
         assert_eq!(bytes.len() as u64, r.stored.size);
         assert_eq!(BlobId::of_bytes(&bytes), r.stored.hash);
         bytes
@@ -223,7 +222,7 @@ mod tests {
     fn setup(content: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, LocalRepo) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dovecot.index.log");
-        fs::write(&path, content).unwrap();
+        fs_err::write(&path, content).unwrap();
         let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
         (dir, path, repo)
     }
@@ -260,7 +259,11 @@ mod tests {
         assert!(r.settled);
         assert_eq!(assert_blob_matches(&repo, &r), b"one two");
         assert_eq!(r.meta.unwrap().len(), 7);
-        assert!(cache.lookup(&fs::symlink_metadata(&log).unwrap()).is_some());
+        assert!(
+            cache
+                .lookup(&fs_err::symlink_metadata(&log).unwrap())
+                .is_some()
+        );
     }
 
     #[test]
@@ -279,7 +282,11 @@ mod tests {
         assert!(!r.settled);
         // Three reads, each one byte longer than the last: the last one kept.
         assert_eq!(assert_blob_matches(&repo, &r), b"0++");
-        assert!(cache.lookup(&fs::symlink_metadata(&log).unwrap()).is_none());
+        assert!(
+            cache
+                .lookup(&fs_err::symlink_metadata(&log).unwrap())
+                .is_none()
+        );
     }
 
     #[test]
@@ -305,9 +312,9 @@ mod tests {
         let w = Walked {
             rel: "f".into(),
             abs: path.clone(),
-            meta: fs::symlink_metadata(&path).unwrap(),
+            meta: fs_err::symlink_metadata(&path).unwrap(),
         };
-        fs::remove_file(&path).unwrap();
+        fs_err::remove_file(&path).unwrap();
         let r = store_file(
             &repo,
             &HashCache::in_memory(),

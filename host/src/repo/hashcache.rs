@@ -107,7 +107,7 @@ impl HashCache {
             );
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| crate::repo::RepoError::Io {
+            fs_err::create_dir_all(dir).map_err(|source| crate::repo::RepoError::Io {
                 path: dir.into(),
                 source,
             })?;
@@ -118,7 +118,7 @@ impl HashCache {
 
 fn read(path: &Path) -> Entries {
     let mut map = HashMap::new();
-    if let Ok(text) = std::fs::read_to_string(path) {
+    if let Ok(text) = fs_err::read_to_string(path) {
         if text.starts_with(HEADER) {
             map.extend(text.lines().skip(1).filter_map(parse_line));
         } else {
@@ -153,9 +153,9 @@ mod tests {
     fn hits_until_the_file_changes_and_survives_a_save() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
-        std::fs::write(&file, "one").unwrap();
+        fs_err::write(&file, "one").unwrap();
         let cache = HashCache::load(&dir.path().join("cache"));
-        let m = std::fs::metadata(&file).unwrap();
+        let m = fs_err::metadata(&file).unwrap();
         assert_eq!(cache.lookup(&m), None);
         let id = BlobId::parse(&"ab".repeat(32)).unwrap();
         cache.insert(&m, &id);
@@ -163,12 +163,9 @@ mod tests {
         let cache = HashCache::load(&dir.path().join("cache"));
         assert_eq!(cache.lookup(&m), Some(id.clone()));
         let renamed = dir.path().join("g");
-        std::fs::rename(&file, &renamed).unwrap();
-        assert_eq!(
-            cache.lookup(&std::fs::metadata(&renamed).unwrap()),
-            Some(id)
-        );
-        std::fs::write(&renamed, "two!").unwrap();
-        assert_eq!(cache.lookup(&std::fs::metadata(&renamed).unwrap()), None);
+        fs_err::rename(&file, &renamed).unwrap();
+        assert_eq!(cache.lookup(&fs_err::metadata(&renamed).unwrap()), Some(id));
+        fs_err::write(&renamed, "two!").unwrap();
+        assert_eq!(cache.lookup(&fs_err::metadata(&renamed).unwrap()), None);
     }
 }

@@ -2,7 +2,7 @@
 //! mtimes from the manifest (never from what a storage box kept). Symlinks are
 //! created last, so no path written here ever passes through one.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -94,11 +94,11 @@ pub fn materialize(
         paths.push(dest.join(rel));
     }
     let mut counts = Counts::default();
-    fs::create_dir_all(dest).map_err(io_err(dest))?;
+    fs_err::create_dir_all(dest).map_err(io_err(dest))?;
     for (e, p) in entries.iter().zip(&paths) {
         if e.kind == Kind::Dir {
             counts.dirs += 1;
-            match fs::create_dir(p) {
+            match fs_err::create_dir(p) {
                 Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
                 Err(err) => return Err(io_err(p)(err)),
@@ -146,10 +146,10 @@ pub fn materialize(
     counts.bytes = bytes;
     for kind in [Kind::Hardlink, Kind::Fifo, Kind::Symlink] {
         for (e, p) in entries.iter().zip(&paths).filter(|(e, _)| e.kind == kind) {
-            if overwrite == Overwrite::KeepNewer && fs::symlink_metadata(p).is_ok() {
+            if overwrite == Overwrite::KeepNewer && fs_err::symlink_metadata(p).is_ok() {
                 continue;
             }
-            let _ = fs::remove_file(p);
+            let _ = fs_err::remove_file(p);
             match kind {
                 Kind::Hardlink => {
                     let target = e.target.as_deref().unwrap_or_default();
@@ -157,7 +157,7 @@ pub fn materialize(
                         checked_relative(target).map_err(|_| MaterializeError::BadPath {
                             path: target.into(),
                         })?;
-                    fs::hard_link(dest.join(target), p).map_err(io_err(p))?;
+                    fs_err::hard_link(dest.join(target), p).map_err(io_err(p))?;
                     continue; // shares the target's inode and metadata
                 }
                 Kind::Symlink => {
@@ -198,7 +198,7 @@ fn write_file(
     chown: bool,
 ) -> Result<Option<u64>, MaterializeError> {
     if overwrite == Overwrite::KeepNewer
-        && let Ok(m) = fs::symlink_metadata(path)
+        && let Ok(m) = fs_err::symlink_metadata(path)
         && std::os::unix::fs::MetadataExt::mtime(&m) >= e.mtime
     {
         return Ok(None);
@@ -207,7 +207,7 @@ fn write_file(
         path: e.path.to_string(),
     })?;
     let mut src = File::open(repo.blob_path(blob)).map_err(io_err(&repo.blob_path(blob)))?;
-    let _ = fs::remove_file(path);
+    let _ = fs_err::remove_file(path);
     let mut dst = File::options()
         .write(true)
         .create_new(true)

@@ -49,7 +49,7 @@ impl LocalRepo {
     /// # Errors
     /// When the directory holds something else, or cannot be written.
     pub fn open_or_init(root: &Path) -> Result<Self, RepoError> {
-        let empty = match fs::read_dir(root) {
+        let empty = match fs_err::read_dir(root) {
             Ok(mut rd) => rd.next().is_none(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => return Err(io_err(root)(e)),
@@ -61,7 +61,7 @@ impl LocalRepo {
                 .create(root)
                 .map_err(io_err(root))?;
             for sub in ["blobs", "snapshots", "tmp"] {
-                fs::create_dir_all(root.join(sub)).map_err(io_err(root))?;
+                fs_err::create_dir_all(root.join(sub)).map_err(io_err(root))?;
             }
             let marker = format!(
                 "# cshost repository\nformat = {}\nhash = \"sha256\"\ncreated = \"{}\"\n",
@@ -81,7 +81,7 @@ impl LocalRepo {
         if !root.join(MARKER).is_file() {
             return Err(RepoError::NotARepo { path: root.into() });
         }
-        fs::create_dir_all(root.join("tmp")).map_err(io_err(root))?;
+        fs_err::create_dir_all(root.join("tmp")).map_err(io_err(root))?;
         Ok(Self {
             root: root.into(),
             tmp_seq: AtomicU64::new(0),
@@ -135,20 +135,20 @@ impl LocalRepo {
     fn settle(&self, tmp: &Path, hash: &BlobId) -> Result<bool, RepoError> {
         let dest = self.blob_path(hash);
         let dir = dest.parent().expect("blob paths have a parent");
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs_err::create_dir_all(dir).map_err(io_err(dir))?;
         // A hard link fails if the name exists, so two threads storing the same
         // content cannot both count it as new.
-        let new = match fs::hard_link(tmp, &dest) {
+        let new = match fs_err::hard_link(tmp, &dest) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             // Filesystems without hard links: check, then rename.
             Err(_) if dest.is_file() => false,
             Err(_) => {
-                fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+                fs_err::rename(tmp, &dest).map_err(io_err(&dest))?;
                 return Ok(true);
             }
         };
-        fs::remove_file(tmp).map_err(io_err(tmp))?;
+        fs_err::remove_file(tmp).map_err(io_err(tmp))?;
         Ok(new)
     }
 
@@ -176,7 +176,7 @@ impl LocalRepo {
         sync_filesystem(&self.root)?;
         let json = serde_json::to_vec(manifest).expect("manifests serialise");
         let path = self.root.join(manifest.id.rel_path());
-        fs::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
+        fs_err::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
         write_atomic(&path, &json, 0o600)?;
         Ok(path)
     }
@@ -188,7 +188,7 @@ impl LocalRepo {
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>, RepoError> {
         let dir = self.root.join("snapshots");
         // Only names that are snapshot ids: a stray file is not a snapshot.
-        let mut ids: Vec<SnapshotId> = fs::read_dir(&dir)
+        let mut ids: Vec<SnapshotId> = fs_err::read_dir(&dir)
             .map_err(io_err(&dir))?
             .filter_map(|e| SnapshotId::from_file_name(e.ok()?.file_name().to_str()?))
             .collect();
@@ -246,7 +246,7 @@ impl LocalRepo {
     /// When it does not exist or does not parse.
     pub fn load_id(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {
         let path = self.root.join(id.rel_path());
-        let bytes = match fs::read(&path) {
+        let bytes = match fs_err::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(RepoError::NoSnapshot {
@@ -271,7 +271,7 @@ impl LocalRepo {
     /// On I/O failure.
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), RepoError> {
         let path = self.root.join(id.rel_path());
-        fs::remove_file(&path).map_err(io_err(&path))
+        fs_err::remove_file(&path).map_err(io_err(&path))
     }
 
     /// Delete blobs no kept manifest references, and leftovers of interrupted
@@ -285,7 +285,7 @@ impl LocalRepo {
     ) -> Result<(u64, u64), RepoError> {
         let (mut n, mut bytes) = (0, 0);
         let blobs = self.root.join("blobs");
-        for dir in fs::read_dir(&blobs).map_err(io_err(&blobs))? {
+        for dir in fs_err::read_dir(&blobs).map_err(io_err(&blobs))? {
             let dir = dir.map_err(io_err(&blobs))?.path();
             let Some(prefix) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
                 continue;
@@ -293,7 +293,7 @@ impl LocalRepo {
             if prefix.len() != 2 || !dir.is_dir() {
                 continue;
             }
-            for f in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            for f in fs_err::read_dir(&dir).map_err(io_err(&dir))? {
                 let f = f.map_err(io_err(&dir))?;
                 let name = f.file_name().to_string_lossy().into_owned();
                 let ours = BlobId::parse(&name)
@@ -301,16 +301,16 @@ impl LocalRepo {
                     .filter(|id| id.as_str().starts_with(&prefix));
                 if ours.is_some_and(|id| !referenced.contains(&id)) {
                     bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
-                    fs::remove_file(f.path()).map_err(io_err(&f.path()))?;
+                    fs_err::remove_file(f.path()).map_err(io_err(&f.path()))?;
                     n += 1;
                 }
             }
         }
         // The run lock is held, so nothing is writing into tmp/.
         let tmp = self.root.join("tmp");
-        if let Ok(rd) = fs::read_dir(&tmp) {
+        if let Ok(rd) = fs_err::read_dir(&tmp) {
             for f in rd.flatten() {
-                let _ = fs::remove_file(f.path());
+                let _ = fs_err::remove_file(f.path());
             }
         }
         Ok((n, bytes))
@@ -386,7 +386,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RepoErro
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
+    fs_err::rename(&tmp, path).map_err(io_err(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))?;
@@ -412,18 +412,21 @@ mod tests {
         let s = w.finish().unwrap();
         assert_eq!(s.hash, BlobId::of_bytes(b"hello"));
         assert!(s.new);
-        assert_eq!(fs::read(repo.blob_path(&s.hash)).unwrap(), b"hello");
+        assert_eq!(fs_err::read(repo.blob_path(&s.hash)).unwrap(), b"hello");
         assert!(!repo.put(&s.hash, b"hello").unwrap());
         let mut w = repo.writer().unwrap();
         w.write_all(b"hello").unwrap();
         assert!(!w.finish().unwrap().new);
-        assert_eq!(fs::read_dir(repo.root().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs_err::read_dir(repo.root().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
     fn a_directory_with_other_content_is_not_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("precious.txt"), "x").unwrap();
+        fs_err::write(dir.path().join("precious.txt"), "x").unwrap();
         assert!(matches!(
             LocalRepo::open_or_init(dir.path()),
             Err(RepoError::NotARepo { .. })

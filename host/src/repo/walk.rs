@@ -6,7 +6,7 @@
 //! captured.
 
 use std::collections::BTreeMap;
-use std::fs::{self, Metadata};
+use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -90,7 +90,7 @@ impl Vanished {
     /// a rename that raced the listing itself may have shown neither name.
     pub(super) fn mark_changed(&mut self, listed: &[Listed]) -> Result<(), CaptureError> {
         for d in listed {
-            match fs::symlink_metadata(&d.abs) {
+            match fs_err::symlink_metadata(&d.abs) {
                 Ok(m) if (m.mtime(), m.mtime_nsec()) == d.mtime => {}
                 // Gone ones too: `relist` then lists their nearest ancestor.
                 Ok(_) => {
@@ -122,7 +122,7 @@ impl Vanished {
             if !held(&rel) || !seen.insert(rel.clone()) {
                 continue;
             }
-            let meta = match fs::symlink_metadata(&abs) {
+            let meta = match fs_err::symlink_metadata(&abs) {
                 Ok(m) if m.is_dir() => Some(m),
                 Ok(_) => continue,
                 Err(e) if is_gone(&e) => None,
@@ -154,7 +154,7 @@ impl Vanished {
 /// A directory's names, sorted, or `None` if it went before it was read.
 fn list(abs: &Path) -> Result<Option<Vec<std::ffi::OsString>>, CaptureError> {
     let names: io::Result<Vec<_>> =
-        fs::read_dir(abs).and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect());
+        fs_err::read_dir(abs).and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect());
     match names {
         Ok(mut names) => {
             names.sort_unstable();
@@ -189,7 +189,7 @@ pub(super) fn walk(
         .collect();
     for (i, c) in comps.iter().enumerate() {
         cur.push(c);
-        let m = fs::symlink_metadata(&cur).map_err(io_err(&cur))?;
+        let m = fs_err::symlink_metadata(&cur).map_err(io_err(&cur))?;
         if i + 1 < comps.len() && !m.is_dir() {
             return Err(CaptureError::Io {
                 path: cur,
@@ -200,7 +200,7 @@ pub(super) fn walk(
             });
         }
     }
-    fs::symlink_metadata(&cur).map_err(io_err(&cur))?;
+    fs_err::symlink_metadata(&cur).map_err(io_err(&cur))?;
     let mut out = Vec::new();
     walk_tree(root, comps.iter().collect(), cur, &mut out, gone, listed)?;
     Ok(out)
@@ -218,7 +218,7 @@ fn walk_tree(
     let mut stack = vec![(rel, abs)];
     while let Some((rel, abs)) = stack.pop() {
         let rel_s = rel_str(&rel, &abs)?;
-        let meta = match fs::symlink_metadata(&abs) {
+        let meta = match fs_err::symlink_metadata(&abs) {
             Ok(m) => m,
             Err(e) if is_gone(&e) => {
                 gone.note(root, &rel_s);

@@ -30,7 +30,7 @@ pub fn bytes(name: &str) -> Result<std::borrow::Cow<'static, [u8]>, MissingBuilt
         .and_then(|p| p.parent().map(|d| d.join("plugins")))
         .unwrap_or_else(|| PathBuf::from("plugins"));
     let path = dir.join(format!("cshost_plugin_{name}.wasm"));
-    std::fs::read(&path)
+    fs_err::read(&path)
         .map(std::borrow::Cow::Owned)
         .map_err(|source| MissingBuiltin {
             name: name.into(),

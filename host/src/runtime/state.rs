@@ -178,7 +178,7 @@ impl HostState {
                     aside: aside.clone(),
                 })
                 .map_err(failed)?;
-                std::fs::rename(&live, &aside).map_err(|e| {
+                fs_err::rename(&live, &aside).map_err(|e| {
                     failed(format!(
                         "moving `{}` aside to `{}`: {e}",
                         live.display(),

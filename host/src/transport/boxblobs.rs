@@ -136,8 +136,8 @@ impl BoxRepo {
         }
         if !absent.is_empty() {
             let dir = self.cache.join("readback");
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+            let _ = fs_err::remove_dir_all(&dir);
+            fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
             let lines: Vec<String> = absent.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("readback.list", &lines)?;
             // Missing files make rsync exit 23; each absent one is reported below.
@@ -149,7 +149,7 @@ impl BoxRepo {
             ];
             let _ = self.rsync(&args).await;
             for (h, used_by) in absent {
-                match std::fs::read(dir.join(h.rel_path())) {
+                match fs_err::read(dir.join(h.rel_path())) {
                     Ok(bytes) => {
                         let actual = crate::repo::sha256_hex(&bytes);
                         if actual != h.as_str() {
@@ -166,7 +166,7 @@ impl BoxRepo {
                     }),
                 }
             }
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = fs_err::remove_dir_all(&dir);
         }
         Ok(problems)
     }

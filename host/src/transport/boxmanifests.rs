@@ -46,12 +46,12 @@ impl BoxRepo {
                 .to_string());
         }
         let dir = self.cache.join("readback-file");
-        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
         let dest = dir.join("file");
         self.rsync(&["-t".into(), self.remote(rel), dest.display().to_string()])
             .await?;
-        let bytes = std::fs::read(&dest).map_err(local_err(&dest))?;
-        let _ = std::fs::remove_dir_all(&dir);
+        let bytes = fs_err::read(&dest).map_err(local_err(&dest))?;
+        let _ = fs_err::remove_dir_all(&dir);
         Ok(crate::repo::sha256_hex(&bytes))
     }
 
@@ -63,7 +63,7 @@ impl BoxRepo {
     /// When they cannot be fetched.
     pub async fn catalog(&self) -> Result<Catalog, TransportError> {
         let dir = self.cache.join("snapshots");
-        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
         let args = vec![
             "-rt".to_string(),
             "--delete".into(),
@@ -72,7 +72,7 @@ impl BoxRepo {
             format!("{}/", dir.display()),
         ];
         self.rsync(&args).await?;
-        let mut ids: Vec<SnapshotId> = std::fs::read_dir(&dir)
+        let mut ids: Vec<SnapshotId> = fs_err::read_dir(&dir)
             .map_err(local_err(&dir))?
             .filter_map(|e| SnapshotId::from_file_name(e.ok()?.file_name().to_str()?))
             .collect();
@@ -80,7 +80,7 @@ impl BoxRepo {
         let mut catalog = Catalog::default();
         for id in ids {
             let path = dir.join(id.file_name());
-            let bytes = std::fs::read(&path).map_err(local_err(&path))?;
+            let bytes = fs_err::read(&path).map_err(local_err(&path))?;
             let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
             match Manifest::parse(&bytes, &origin, Some(&id)) {
                 Ok(m) => catalog.manifests.push(m),
@@ -97,7 +97,7 @@ impl BoxRepo {
     /// When it cannot be fetched or does not parse.
     pub async fn manifest(&self, id: &SnapshotId) -> Result<Manifest, TransportError> {
         let dir = self.cache.join("snapshots");
-        std::fs::create_dir_all(&dir).map_err(local_err(&dir))?;
+        fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
         let dest = dir.join(id.file_name());
         self.rsync(&[
             "-t".into(),
@@ -105,7 +105,7 @@ impl BoxRepo {
             dest.display().to_string(),
         ])
         .await?;
-        let bytes = std::fs::read(&dest).map_err(local_err(&dest))?;
+        let bytes = fs_err::read(&dest).map_err(local_err(&dest))?;
         let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
         Ok(Manifest::parse(&bytes, &origin, Some(id))?)
     }

@@ -18,7 +18,7 @@ impl RemoteIndex {
     /// When the index is missing and the manifests cannot be read.
     pub async fn load(remote: &BoxRepo) -> Result<Self, TransportError> {
         let path = remote.index_path();
-        if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(text) = fs_err::read_to_string(&path) {
             return Ok(Self {
                 path,
                 // A line that is not a blob id cannot name a blob on the box.

@@ -104,19 +104,19 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let odd = tmp.path().join(r#"it's a "dir" \ with  spaces"#);
-        std::fs::create_dir(&odd).unwrap();
+        fs_err::create_dir(&odd).unwrap();
         let fake = odd.join("fake ssh");
-        std::fs::write(
+        fs_err::write(
             &fake,
             "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$0.args\"\nwhile [ \"$1\" != rsync ]; do shift; done\nexec \"$@\"\n",
         )
         .unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fs_err::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = odd.join("sock'et").display().to_string();
         let fake = fake.display().to_string();
         let words = [fake.as_str(), "-S", &socket, "-o", "BatchMode=yes"];
         let src = tmp.path().join("src");
-        std::fs::write(&src, "payload").unwrap();
+        fs_err::write(&src, "payload").unwrap();
         let dst = tmp.path().join("dst");
         let out = std::process::Command::new("rsync")
             .arg("-e")
@@ -126,8 +126,8 @@ mod tests {
             .output()
             .expect("rsync runs (apt-get install rsync)");
         assert!(out.status.success(), "{out:?}");
-        assert_eq!(std::fs::read_to_string(&dst).unwrap(), "payload");
-        let args = std::fs::read_to_string(format!("{fake}.args")).unwrap();
+        assert_eq!(fs_err::read_to_string(&dst).unwrap(), "payload");
+        let args = fs_err::read_to_string(format!("{fake}.args")).unwrap();
         let args: Vec<&str> = args.lines().collect();
         assert_eq!(args[..4], words[1..], "{args:?}");
     }

@@ -133,7 +133,7 @@ impl BoxRepo {
         cache_dir: &Path,
     ) -> Result<Self, TransportError> {
         let cache = cache_dir.join("storagebox");
-        std::fs::create_dir_all(&cache).map_err(local_err(&cache))?;
+        fs_err::create_dir_all(&cache).map_err(local_err(&cache))?;
         let timeout = Duration::from_secs(cfg.timeout_seconds.max(1) as u64);
         let mut b = SessionBuilder::default();
         b.user(cfg.user.clone())
@@ -231,7 +231,7 @@ impl BoxRepo {
         let file = self
             .cache
             .join(format!("caps-{}-{}.toml", self.cfg.host, self.cfg.port));
-        if let Some(c) = std::fs::read_to_string(&file)
+        if let Some(c) = fs_err::read_to_string(&file)
             .ok()
             .and_then(|t| toml::from_str(&t).ok())
         {
@@ -369,7 +369,7 @@ impl BoxRepo {
         lines: &[String],
     ) -> Result<PathBuf, TransportError> {
         let path = self.cache.join(name);
-        std::fs::write(&path, lines.join("\n") + "\n").map_err(local_err(&path))?;
+        fs_err::write(&path, lines.join("\n") + "\n").map_err(local_err(&path))?;
         Ok(path)
     }
 

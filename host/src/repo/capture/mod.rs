@@ -3,7 +3,6 @@
 //! in parallel. Unchanged files (hash cache hit + blob present) are not read.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -259,7 +258,7 @@ impl Builder {
                 self.counts.dirs += 1;
                 self.push(entry(&w, Kind::Dir));
             } else if t.is_symlink() {
-                let target = match fs::read_link(&w.abs) {
+                let target = match fs_err::read_link(&w.abs) {
                     Ok(t) => t,
                     Err(e) if is_gone(&e) => {
                         gone.note(root, &w.rel);
@@ -364,7 +363,7 @@ impl Builder {
         for i in orphans {
             let e = self.forget(i).expect("orphan entries exist");
             let abs = root.join(e.path.as_str());
-            match fs::symlink_metadata(&abs) {
+            match fs_err::symlink_metadata(&abs) {
                 Ok(meta) => out.push(Walked {
                     rel: e.path.as_str().to_string(),
                     abs,

@@ -23,10 +23,10 @@ fn relative_paths_only() {
 fn captures_files_links_and_dedups_renames() {
     let dir = tempfile::tempdir().unwrap();
     let vol = dir.path().join("vol");
-    fs::create_dir_all(vol.join("d/cur")).unwrap();
-    fs::write(vol.join("d/cur/1:2,"), "mail one").unwrap();
-    fs::write(vol.join("d/cur/2:2,"), "mail one").unwrap();
-    fs::hard_link(vol.join("d/cur/1:2,"), vol.join("d/hard")).unwrap();
+    fs_err::create_dir_all(vol.join("d/cur")).unwrap();
+    fs_err::write(vol.join("d/cur/1:2,"), "mail one").unwrap();
+    fs_err::write(vol.join("d/cur/2:2,"), "mail one").unwrap();
+    fs_err::hard_link(vol.join("d/cur/1:2,"), vol.join("d/hard")).unwrap();
     std::os::unix::fs::symlink("cur", vol.join("d/link")).unwrap();
     let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
     let cache = HashCache::in_memory();
@@ -46,7 +46,7 @@ fn captures_files_links_and_dedups_renames() {
             .as_deref(),
         Some("cur")
     );
-    fs::rename(vol.join("d/cur/2:2,"), vol.join("d/cur/2:2,S")).unwrap();
+    fs_err::rename(vol.join("d/cur/2:2,"), vol.join("d/cur/2:2,S")).unwrap();
     let again = capture(&repo, &cache, &vol, "", 2).unwrap();
     assert_eq!(again.counts.new_blobs, 0);
     assert!(matches!(
@@ -62,11 +62,11 @@ fn mailbox() -> (tempfile::TempDir, PathBuf, LocalRepo) {
     let vol = dir.path().join("vol");
     let md = vol.join("dom/user/Maildir");
     for sub in ["cur", "new", "tmp"] {
-        fs::create_dir_all(md.join(sub)).unwrap();
+        fs_err::create_dir_all(md.join(sub)).unwrap();
     }
-    fs::write(md.join("cur/a:2,"), "message a").unwrap();
-    fs::write(md.join("cur/b:2,S"), "message b").unwrap();
-    fs::write(md.join("new/c"), "message c").unwrap();
+    fs_err::write(md.join("cur/a:2,"), "message a").unwrap();
+    fs_err::write(md.join("cur/b:2,S"), "message b").unwrap();
+    fs_err::write(md.join("new/c"), "message c").unwrap();
     let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
     (dir, vol, repo)
 }
@@ -87,7 +87,7 @@ fn paths(c: &Captured) -> Vec<&str> {
 fn assert_blobs_match(repo: &LocalRepo, c: &Captured) {
     for e in c.entries.iter().filter(|e| e.kind == Kind::File) {
         let blob = e.blob.as_ref().unwrap();
-        let bytes = fs::read(repo.blob_path(blob)).unwrap();
+        let bytes = fs_err::read(repo.blob_path(blob)).unwrap();
         assert_eq!(bytes.len() as u64, e.size, "{}", e.path.as_str());
         assert_eq!(BlobId::of_bytes(&bytes), *blob, "{}", e.path.as_str());
     }
@@ -95,7 +95,7 @@ fn assert_blobs_match(repo: &LocalRepo, c: &Captured) {
 
 fn content(repo: &LocalRepo, c: &Captured, path: &str) -> String {
     let e = c.entries.iter().find(|e| e.path == path).unwrap();
-    String::from_utf8(fs::read(repo.blob_path(e.blob.as_ref().unwrap())).unwrap()).unwrap()
+    String::from_utf8(fs_err::read(repo.blob_path(e.blob.as_ref().unwrap())).unwrap()).unwrap()
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn a_flag_rename_between_listing_and_reading_is_captured_under_the_new_name() {
     let old = vol.join("dom/user/Maildir/cur/b:2,S");
     let renamed = |p: &Path| {
         if p == old {
-            fs::rename(&old, old.with_file_name("b:2,RS")).unwrap();
+            fs_err::rename(&old, old.with_file_name("b:2,RS")).unwrap();
         }
     };
     let c = run(
@@ -137,7 +137,7 @@ fn a_message_moved_from_new_to_cur_after_cur_was_listed_is_captured_in_cur() {
     let md = vol.join("dom/user/Maildir");
     let moved = |p: &Path| {
         if p == md.join("new/c") {
-            fs::rename(p, md.join("cur/c:2,S")).unwrap();
+            fs_err::rename(p, md.join("cur/c:2,S")).unwrap();
         }
     };
     let c = run(
@@ -169,7 +169,7 @@ fn an_expunged_message_is_counted_not_an_error() {
     let gone = vol.join("dom/user/Maildir/cur/a:2,");
     let expunge = |p: &Path| {
         if p == gone {
-            fs::remove_file(p).unwrap();
+            fs_err::remove_file(p).unwrap();
         }
     };
     let c = run(
@@ -194,8 +194,8 @@ fn a_message_renamed_after_it_was_read_is_not_captured_twice() {
     // a is read, then renamed; c vanishing makes cur/ be listed again.
     let act = |p: &Path| {
         if p == md.join("new/c") {
-            fs::rename(md.join("cur/a:2,"), md.join("cur/a:2,S")).unwrap();
-            fs::remove_file(p).unwrap();
+            fs_err::rename(md.join("cur/a:2,"), md.join("cur/a:2,S")).unwrap();
+            fs_err::remove_file(p).unwrap();
         }
     };
     let c = capture_with(
@@ -220,10 +220,10 @@ fn a_message_renamed_after_it_was_read_is_not_captured_twice() {
 fn a_hard_link_whose_first_link_vanished_becomes_the_file() {
     let (_d, vol, repo) = mailbox();
     let md = vol.join("dom/user/Maildir");
-    fs::hard_link(md.join("cur/a:2,"), md.join("hard")).unwrap();
+    fs_err::hard_link(md.join("cur/a:2,"), md.join("hard")).unwrap();
     let renamed = |p: &Path| {
         if p == md.join("cur/a:2,") {
-            fs::rename(p, md.join("cur/a:2,T")).unwrap();
+            fs_err::rename(p, md.join("cur/a:2,T")).unwrap();
         }
     };
     let c = run(
@@ -251,11 +251,11 @@ fn a_hard_link_whose_first_link_vanished_becomes_the_file() {
 fn a_renamed_folder_is_found_by_listing_its_parent_again() {
     let (_d, vol, repo) = mailbox();
     let md = vol.join("dom/user/Maildir");
-    fs::create_dir_all(md.join(".Sent/cur")).unwrap();
-    fs::write(md.join(".Sent/cur/s:2,S"), "sent").unwrap();
+    fs_err::create_dir_all(md.join(".Sent/cur")).unwrap();
+    fs_err::write(md.join(".Sent/cur/s:2,S"), "sent").unwrap();
     let renamed = |p: &Path| {
         if p == md.join(".Sent/cur/s:2,S") {
-            fs::rename(md.join(".Sent"), md.join(".Archive")).unwrap();
+            fs_err::rename(md.join(".Sent"), md.join(".Archive")).unwrap();
         }
     };
     let c = run(
@@ -280,7 +280,7 @@ fn other_errors_still_fail_the_capture() {
     let swap = |p: &Path| {
         // A symlink where a file was: O_NOFOLLOW refuses it with ELOOP.
         if p == md.join("cur/a:2,") {
-            fs::remove_file(p).unwrap();
+            fs_err::remove_file(p).unwrap();
             std::os::unix::fs::symlink("b:2,S", p).unwrap();
         }
     };

@@ -4,7 +4,7 @@
 //! take the limits and the compile cache from one when it exists.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::app::Context;
 use crate::cli::PluginsCommand;
@@ -257,7 +257,7 @@ async fn check(tools: &FileTools, file: &Path) -> Result<(), CommandError> {
         crate::services::ServiceRuntime::Native(crate::services::NativeRuntime::new(&native));
     env.repo = Some(repo);
     let env = Arc::new(env);
-    let record = Arc::new(Mutex::new(CaptureRecord::default()));
+    let mut captured = CaptureRecord::default();
     let mut failures = Vec::new();
     for component in &p.info.components {
         let req = BackupRequest {
@@ -265,21 +265,22 @@ async fn check(tools: &FileTools, file: &Path) -> Result<(), CommandError> {
             services: vec![],
             arch: crate::mailcow::arch().into(),
         };
-        match host
-            .backup(&p, env.clone(), &req, record.clone(), scratch)
-            .await
-        {
-            Ok(r) => out(&format!(
-                "\ndry backup of `{component}`: ok; facts: {:?}; warnings: {:?}",
-                r.facts, r.warnings
-            )),
+        match host.backup(&p, env.clone(), &req, scratch).await {
+            Ok(b) => {
+                out(&format!(
+                    "\ndry backup of `{component}`: ok; facts: {:?}; warnings: {:?}",
+                    b.report.facts, b.report.warnings
+                ));
+                captured.counts.files += b.captured.counts.files;
+                captured.artifacts.extend(b.captured.artifacts);
+            }
             Err(e) => {
                 out(&format!("\ndry backup of `{component}`: FAILED: {e}"));
                 failures.push(e.to_string());
             }
         }
     }
-    let rec = record.lock().expect("record lock");
+    let rec = &captured;
     out(&format!(
         "captured {} files and {} artifacts from empty sample volumes",
         rec.counts.files,

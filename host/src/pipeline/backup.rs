@@ -390,7 +390,7 @@ async fn capture_all(plan: &Plan, scratch: &Path) -> Result<Captures, CommandErr
         let t = Instant::now();
         let result = plan
             .host
-            .backup_captured(plugin, plan.env.clone(), &plan.request(sel), scratch)
+            .backup(plugin, plan.env.clone(), &plan.request(sel), scratch)
             .await;
         match result {
             Ok(b) => {

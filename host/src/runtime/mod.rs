@@ -276,7 +276,8 @@ impl PluginHost {
         call.finish_result(r, &self.limits)
     }
 
-    /// Run a plugin's backup; captures and artifacts land in `record`.
+    /// Run a plugin's backup; returns its report with what it captured
+    /// (trees and artifacts, already stored in the repository).
     ///
     /// # Errors
     /// When the plugin fails or hits a limit.
@@ -285,31 +286,21 @@ impl PluginHost {
         plugin: &LoadedPlugin,
         env: Arc<RunEnv>,
         req: &BackupRequest,
-        record: Arc<Mutex<CaptureRecord>>,
-        scratch: &Path,
-    ) -> Result<BackupReport, PluginFailure> {
-        let mut call = self
-            .start(plugin, Mode::Backup, env, Some(record), Some(scratch), None)
-            .await?;
-        let r = call.world.backup(&mut call.store, req).await;
-        call.finish_result(r, &self.limits)
-    }
-
-    /// Run a plugin's backup and return what it captured with its report.
-    ///
-    /// # Errors
-    /// When the plugin fails or hits a limit.
-    pub async fn backup_captured(
-        &self,
-        plugin: &LoadedPlugin,
-        env: Arc<RunEnv>,
-        req: &BackupRequest,
         scratch: &Path,
     ) -> Result<ComponentBackup, PluginFailure> {
         let record = Arc::new(Mutex::new(CaptureRecord::default()));
-        let report = self
-            .backup(plugin, env, req, record.clone(), scratch)
+        let mut call = self
+            .start(
+                plugin,
+                Mode::Backup,
+                env,
+                Some(record.clone()),
+                Some(scratch),
+                None,
+            )
             .await?;
+        let r = call.world.backup(&mut call.store, req).await;
+        let report = call.finish_result(r, &self.limits)?;
         let captured = std::mem::take(&mut *record.lock().expect("record lock"));
         Ok(ComponentBackup { report, captured })
     }

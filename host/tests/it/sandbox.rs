@@ -1,15 +1,13 @@
 //! A hostile plugin against the sandbox: every attack gets a clear error and
 //! the host carries on with the next call.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cshost::config::{NativeSection, NativeService};
 use cshost::mailcow::MailcowConf;
 use cshost::repo::LocalRepo;
 use cshost::repo::hashcache::HashCache;
-use cshost::runtime::{
-    BackupRequest, CaptureRecord, Limits, LoadedPlugin, PluginFailure, PluginHost, RunEnv,
-};
+use cshost::runtime::{BackupRequest, Limits, LoadedPlugin, PluginFailure, PluginHost, RunEnv};
 use cshost::services::{NativeRuntime, ServiceRuntime};
 
 use crate::support::*;
@@ -79,15 +77,13 @@ impl Sandbox {
             services: vec![],
             arch: "x86_64".into(),
         };
-        let record = Arc::new(Mutex::new(CaptureRecord::default()));
-        let report = rt.block_on(self.host.backup(
-            &self.plugin,
-            self.env.clone(),
-            &req,
-            record,
-            &self.scratch,
-        ))?;
-        Ok(report
+        let backup =
+            rt.block_on(
+                self.host
+                    .backup(&self.plugin, self.env.clone(), &req, &self.scratch),
+            )?;
+        Ok(backup
+            .report
             .facts
             .into_iter()
             .find(|(k, _)| k == "outcome")

@@ -118,7 +118,27 @@ impl Source {
                 .class(Failure::Transport)?;
             tracing::info!("downloaded {} blobs", stats.files_transferred);
         }
-        let report = crate::repo::verify::verify(&self.repo, needed, threads);
+        let mut report = crate::repo::verify::verify(&self.repo, needed, threads);
+        // A copy in the local cache that is damaged (a bad disk, a killed
+        // download) is not the box's problem: drop it and fetch it once more.
+        if let (Some(b), false) = (&self.remote, report.problems.is_empty()) {
+            let damaged: Vec<BlobId> = report
+                .problems
+                .iter()
+                .filter_map(|p| BlobId::parse(p.blob()).ok())
+                .collect();
+            for id in &damaged {
+                let _ = fs_err::remove_file(self.repo.blob_path(id));
+            }
+            tracing::warn!(
+                "{} blobs in the local cache were missing or damaged; fetching them again",
+                damaged.len()
+            );
+            b.download_blobs(&self.repo, &damaged)
+                .await
+                .class(Failure::Transport)?;
+            report = crate::repo::verify::verify(&self.repo, needed, threads);
+        }
         if let Some(p) = report.problems.first() {
             return Err(fail(
                 Failure::Verify,

@@ -29,6 +29,17 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The blob this problem is about.
+    pub fn blob(&self) -> &str {
+        match self {
+            Problem::Missing { blob, .. }
+            | Problem::Mismatch { blob, .. }
+            | Problem::Unreadable { blob, .. } => blob,
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -247,3 +247,43 @@ fn tampered_box_manifests_are_refused_with_exit_5_naming_the_manifest() {
     ]);
     assert!(r.status.success(), "{}", text(&r));
 }
+
+#[test]
+fn a_damaged_blob_in_the_local_cache_is_fetched_again_from_the_box() {
+    let w = World::new(Size::SMALL, false);
+    let b = StorageBox::start(
+        &w.dir.path().join("box"),
+        Mode::Strict,
+        &crate::storagebox::box_shell(),
+    )
+    .expect("sshd starts");
+    let mut config = std::fs::read_to_string(&w.config).unwrap();
+    config.push_str(&b.config_toml("backups/mailcow"));
+    std::fs::write(&w.config, config).unwrap();
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = w.snapshots().pop().unwrap();
+    let mut m = w.manifest(&id);
+    let blob = first_file(&mut m)["blob"].as_str().unwrap().to_string();
+    let local = w.repo.join("blobs").join(&blob[..2]).join(&blob);
+    let good = std::fs::read(&local).unwrap();
+    std::fs::write(&local, b"rotten").unwrap();
+    // The local repository is the cache a restore from the box fetches into.
+    let target = w.dir.path().join("drill");
+    let r = w.cshost(&[
+        "restore",
+        "--repo",
+        "storagebox",
+        "--snapshot",
+        &id,
+        "--target-dir",
+        target.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(
+        std::fs::read(&local).unwrap(),
+        good,
+        "the damaged copy was replaced"
+    );
+}

@@ -143,6 +143,28 @@ pub fn write_conf(dir: &Path, dbroot: &str, redispass: &str) {
 
 /// Generate a mailcow installation under `root`. Redis and MariaDB volumes are
 /// created empty; the servers fill them.
+/// Where the stand-in dovecot's programs are, and the log its `doveadm`
+/// appends each call to (a test reads it to see what a restore asked of dovecot).
+pub fn stand_in_bin(s: &Sample) -> PathBuf {
+    s.root.join("stand-in-bin")
+}
+
+pub fn dovecot_exec_log(s: &Sample) -> PathBuf {
+    s.root.join("dovecot-exec.log")
+}
+
+fn stand_in_doveadm(s: &Sample) {
+    let bin = stand_in_bin(s);
+    fs::create_dir_all(&bin).expect("stand-in bin dir");
+    let script = format!(
+        "#!/bin/sh\necho \"doveadm $*\" >> '{}'\n",
+        dovecot_exec_log(s).display()
+    );
+    let path = bin.join("doveadm");
+    fs::write(&path, script).expect("stand-in doveadm");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod doveadm");
+}
+
 pub fn generate(root: &Path, size: Size, seed: u64) -> Sample {
     let s = Sample {
         root: root.into(),
@@ -154,6 +176,7 @@ pub fn generate(root: &Path, size: Size, seed: u64) -> Sample {
         "root-not-a-real-secret",
         "redis-not-a-real-secret",
     );
+    stand_in_doveadm(&s);
     for vol in [
         "vmail-vol-1",
         "crypt-vol-1",
@@ -377,10 +400,21 @@ pub fn config_toml(
             ]
         };
         c.push_str(&format!(
-            "[native.services.{svc}]\nstop = {:?}\nstart = {:?}\n\n",
+            "[native.services.{svc}]\nstop = {:?}\nstart = {:?}\n",
             cmd("stop"),
             cmd("start")
         ));
+        if svc == "dovecot-mailcow" {
+            // Its programs (doveadm) are the stand-ins that log their calls.
+            c.push_str(&format!(
+                "env = {{ PATH = {:?} }}\n",
+                format!(
+                    "{}:/usr/local/bin:/usr/bin:/bin",
+                    stand_in_bin(sample).display()
+                )
+            ));
+        }
+        c.push('\n');
     }
     c.push_str(&format!(
         "[backup]\nthreads = 2\nscratch-dir = {:?}\ncache-dir = {:?}\nlock-file = {:?}\n\n[repository.local]\npath = {:?}\nkeep-last = 10\n",

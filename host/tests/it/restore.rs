@@ -89,6 +89,13 @@ fn restore_all_brings_back_files_owners_modes_mtimes_rows_and_keys() {
         "{ev:?}"
     );
     assert!(ev.contains(&"start dovecot-mailcow".to_string()), "{ev:?}");
+    // with dovecot back, vmail's post-restore step resynced and recounted
+    let dovecot = std::fs::read_to_string(mailcow::dovecot_exec_log(&w.sample)).unwrap_or_default();
+    assert_eq!(
+        dovecot.lines().collect::<Vec<_>>(),
+        ["doveadm force-resync -A *", "doveadm quota recalc -A"],
+        "{dovecot}"
+    );
     // no moved-aside copies are left behind
     let leftovers: Vec<_> =
         std::fs::read_dir(w.sample.volumes_dir.join("mailcowdockerized_vmail-vol-1"))

@@ -166,14 +166,19 @@ fn built_ins_declare_what_the_host_used_to_know() {
     assert!(doctor("redis").iter().all(|c| c.ok));
     std::fs::remove_dir_all(h.sample.volume("postfix-vol-1")).unwrap();
     assert!(doctor("postfix").iter().any(|c| !c.ok));
-    // The post-restore step of a built-in is harmless with nothing restored.
+    // vmail's post-restore step asks dovecot to resync; where dovecot has no
+    // doveadm to run (this bare host), the restore stands and says what is left.
     let r =
         h.rt.block_on(
             h.host
                 .post_restore(get("vmail"), h.env.clone(), &restore_request("vmail")),
         )
         .unwrap();
-    assert!(r.warnings.is_empty());
+    assert!(
+        r.warnings.iter().any(|w| w.contains("doveadm force-resync")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 /// Two drop-in plugins, one per WIT version, backed up and restored together

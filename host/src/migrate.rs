@@ -25,8 +25,10 @@ pub fn migrate(env_text: &str) -> Result<Migrated, String> {
     let mut notes = Vec::new();
     let mut t =
         String::from("# Migrated from the mailcow-backup .env by `cshost config migrate`.\n\n");
+    // A mailcow the bash tool backed up is always the dockerized one:
+    // `auto` finds its containers through the Docker engine.
     t.push_str(&format!(
-        "[mailcow]\ndir = {}\nruntime = \"native\"\n\n",
+        "[mailcow]\ndir = {}\nruntime = \"auto\"\n\n",
         q(need("MAILCOW_PATH")?)
     ));
     let comps: Vec<String> = get("BACKUP_COMPONENTS")
@@ -38,7 +40,9 @@ pub fn migrate(env_text: &str) -> Result<Migrated, String> {
     let threads: u32 = get("THREADS")
         .unwrap_or("4")
         .parse()
-        .map_err(|_| "THREADS is not a number".to_string())?;
+        .ok()
+        .filter(|n| (1..=99).contains(n))
+        .ok_or_else(|| "THREADS is not a number from 1 to 99".to_string())?;
     t.push_str(&format!(
         "[backup]\ncomponents = [{}]\nthreads = {threads}\n",
         comps.join(", ")
@@ -58,8 +62,21 @@ pub fn migrate(env_text: &str) -> Result<Migrated, String> {
         .unwrap_or("7")
         .parse()
         .map_err(|_| "LOCAL_RETENTION_DAYS is not a number".to_string())?;
+    // mailcow's own backup script keeps its archives under
+    // MAILCOW_BACKUP_LOCATION; the local repository goes beside them there.
+    let local_path = match get("MAILCOW_BACKUP_LOCATION").or(get("BACKUP_LOCATION")) {
+        Some(dir) => {
+            let repo = format!("{}/cshost", dir.trim_end_matches('/'));
+            notes.push(format!(
+                "the local repository is {repo}, under MAILCOW_BACKUP_LOCATION"
+            ));
+            repo
+        }
+        None => "/var/backups/cshost".to_string(),
+    };
     t.push_str(&format!(
-        "[repository.local]\npath = \"/var/backups/cshost\"\nkeep-daily = {local_days}\n\n"
+        "[repository.local]\npath = {}\nkeep-daily = {local_days}\n\n",
+        q(&local_path)
     ));
     let mut path = need("HETZNER_REMOTE_PATH")?
         .trim_end_matches('/')
@@ -103,15 +120,27 @@ pub fn migrate(env_text: &str) -> Result<Migrated, String> {
         Some("true" | "yes" | "1")
     );
     if enabled {
-        t.push_str(&format!(
-            "[notify.email]\nto = {}\n",
-            q(need("NOTIFICATION_EMAIL")?)
-        ));
+        let to = need("NOTIFICATION_EMAIL")?;
+        // The old tool sent mail through the mailcow it backs up (its postfix,
+        // then localhost:25), so a failure mail was lost exactly when mailcow
+        // was down. A relay is carried over only when the old file names one.
+        let relay = match (get("SMTP_RELAY"), get("SMTP_HOST")) {
+            (Some(r), _) => Some(r.to_string()),
+            (None, Some(h)) => Some(format!("{h}:{}", get("SMTP_PORT").unwrap_or("587"))),
+            (None, None) => None,
+        };
+        let prefix = if relay.is_some() { "" } else { "# " };
+        t.push_str(&format!("{prefix}[notify.email]\n{prefix}to = {}\n", q(to)));
         if let Some(from) = get("NOTIFICATION_FROM") {
-            t.push_str(&format!("from = {}\n", q(from)));
+            t.push_str(&format!("{prefix}from = {}\n", q(from)));
         }
-        t.push_str("relay = \"localhost:25\"\n");
-        notes.push("mail now goes to an SMTP relay (localhost:25); prefer one that does not depend on this mailcow".into());
+        match relay {
+            Some(r) => t.push_str(&format!("relay = {}\n", q(&r))),
+            None => {
+                t.push_str("# relay = \"smtp.example.org:587\"   # a relay outside this mailcow\n");
+                notes.push("[notify.email] is commented out: the old tool mailed through this mailcow itself; set `relay` to an SMTP server outside it, then uncomment the table".into());
+            }
+        }
     }
     Ok(Migrated { toml: t, notes })
 }
@@ -154,13 +183,21 @@ mod tests {
         assert_eq!(b.path, "mailcow-backups");
         assert_eq!(b.keep_daily, 14);
         assert_eq!(c.log.file, Some("/var/log/mailcow-backup.log".into()));
+        assert_eq!(c.mailcow.runtime, crate::config::RuntimeKind::Auto);
+        // No relay in the old file: mail is left off, with a note saying why.
+        assert!(c.notify.email.is_none(), "{}", m.toml);
+        assert!(m.toml.contains("# [notify.email]"), "{}", m.toml);
+        assert!(m.notes.iter().any(|n| n.contains("relay")));
+        let with_relay = migrate(&format!("{OLD}SMTP_RELAY=smtp.example.net:587\n")).unwrap();
+        let c = Config::parse(std::path::Path::new("m.toml"), &with_relay.toml)
+            .unwrap_or_else(|e| panic!("{e}\n{}", with_relay.toml));
         let e = c.notify.email.unwrap();
         assert_eq!(
             (e.to.as_str(), e.from.as_deref(), e.relay.as_str()),
             (
                 "admin@example.com",
                 Some("mailcow-backup@example.com"),
-                "localhost:25"
+                "smtp.example.net:587"
             )
         );
         assert!(m.notes.iter().any(|n| n.contains("LOCK_TIMEOUT_HOURS")));
@@ -204,6 +241,14 @@ mod tests {
             migrate(&outside)
                 .unwrap_err()
                 .contains("not inside the box home")
+        );
+        let threads = OLD.replace("THREADS=8", "THREADS=100");
+        assert!(migrate(&threads).unwrap_err().contains("THREADS"));
+        let located = migrate(&format!("{OLD}MAILCOW_BACKUP_LOCATION=/srv/backup/\n")).unwrap();
+        let c = Config::parse(std::path::Path::new("m.toml"), &located.toml).unwrap();
+        assert_eq!(
+            c.repository.local.unwrap().path,
+            std::path::PathBuf::from("/srv/backup/cshost")
         );
         let off = OLD.replace("EMAIL_NOTIFICATIONS=yes", "EMAIL_NOTIFICATIONS=false");
         assert!(!migrate(&off).unwrap().toml.contains("[notify.email]"));

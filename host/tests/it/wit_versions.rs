@@ -175,7 +175,9 @@ fn built_ins_declare_what_the_host_used_to_know() {
         )
         .unwrap();
     assert!(
-        r.warnings.iter().any(|w| w.contains("doveadm force-resync")),
+        r.warnings
+            .iter()
+            .any(|w| w.contains("doveadm force-resync")),
         "{:?}",
         r.warnings
     );

@@ -27,6 +27,7 @@ pub mod retention;
 pub mod runtime;
 pub mod services;
 pub mod status;
+pub mod summary;
 pub mod toml_text;
 pub mod transport;
 pub mod txn;

@@ -1,12 +1,13 @@
 //! `cshost backup`: flags → [`crate::pipeline::backup`] → the summary line
 //! (or `--json`).
 
-use crate::app::{Context, RunSummary};
 use crate::cli::BackupArgs;
 use crate::commands::{human_bytes, out};
+use crate::context::Context;
 use crate::error::CommandError;
 use crate::pipeline::backup::{self, Backup, BackupInput, BackupReport, DryRunReport};
 use crate::pipeline::sync::SyncReport;
+use crate::summary::RunSummary;
 
 pub async fn run(ctx: &Context, args: BackupArgs) -> Result<RunSummary, CommandError> {
     let input = BackupInput {

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
-use crate::app::Context;
 use crate::commands::{human_bytes, out};
 use crate::config::{Config, ConfigError};
+use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
 
 /// Refuse a config that others can read when it points at secrets: the SMTP

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::app::Context;
 use crate::cli::PluginsCommand;
 use crate::commands::out;
 use crate::config::{Config, ConfigError, LimitsSection};
+use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::runtime::{
     BackupRequest, CaptureRecord, Grants, Limits, LoadedPlugin, PluginHost, RunEnv,

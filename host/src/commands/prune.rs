@@ -1,11 +1,12 @@
 //! `cshost prune`: flags → [`crate::pipeline::prune`] → what was kept and
 //! removed per repository (with `--dry-run`: the plan, snapshot by snapshot).
 
-use crate::app::{Context, RunSummary};
 use crate::cli::{PruneArgs, PruneTarget};
 use crate::commands::{human_bytes, out};
+use crate::context::Context;
 use crate::error::CommandError;
 use crate::pipeline::prune::{self, PruneReport, Repository, Targets};
+use crate::summary::RunSummary;
 
 pub async fn run(ctx: &Context, args: PruneArgs) -> Result<RunSummary, CommandError> {
     let targets = match args.repo {

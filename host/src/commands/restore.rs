@@ -5,9 +5,9 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use crate::app::Context;
 use crate::cli::RestoreArgs;
 use crate::commands::{human_bytes, out};
+use crate::context::Context;
 use crate::error::{CommandError, Failure};
 use crate::pipeline::restore::{self as pipeline, Plan, Source};
 

@@ -2,11 +2,12 @@
 //! `--json`). The readable snapshots are listed; the unreadable ones are
 //! named, and the exit code says the repository needs attention.
 
-use crate::app::{Context, RunSummary};
 use crate::cli::RepoKind;
 use crate::commands::{human_bytes, out};
+use crate::context::Context;
 use crate::error::CommandError;
 use crate::repo::manifest::Manifest;
+use crate::summary::RunSummary;
 
 pub async fn run(ctx: &Context, repo: RepoKind) -> Result<RunSummary, CommandError> {
     let listing = crate::pipeline::snapshots::list(ctx, repo).await?;

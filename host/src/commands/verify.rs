@@ -2,12 +2,13 @@
 //! `--restore-test`, [`crate::pipeline::restore_test`]) → one line (or
 //! `--json`).
 
-use crate::app::{Context, RunSummary};
 use crate::cli::VerifyArgs;
 use crate::commands::{human_bytes, out};
+use crate::context::Context;
 use crate::error::CommandError;
 use crate::pipeline::restore_test::{self, RestoreTestReport};
 use crate::pipeline::verify::{self, VerifyInput, VerifyReport};
+use crate::summary::RunSummary;
 
 pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<RunSummary, CommandError> {
     if args.restore_test {

@@ -9,14 +9,12 @@
 
 pub mod artifact;
 pub mod capture;
-mod fileread;
 pub mod hashcache;
 pub mod manifest;
 pub mod materialize;
 pub mod names;
 pub mod store;
 pub mod verify;
-mod walk;
 
 pub use store::{LocalRepo, RepoError};
 

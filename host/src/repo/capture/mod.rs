@@ -7,12 +7,15 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::fileread::{FileRead, Hooks, store_all};
+mod fileread;
+mod walk;
+
 use super::hashcache::HashCache;
 use super::manifest::{Entry, Kind};
 use super::names::RelPath;
 use super::store::{LocalRepo, RepoError};
-use super::walk::{Vanished, Walked, is_gone, walk};
+use fileread::{FileRead, Hooks, store_all};
+use walk::{Vanished, Walked, is_gone, walk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::capture::CaptureError;
+use super::CaptureError;
 
 /// Names reported by name in the log; the rest only by count.
 const SAMPLE: usize = 5;

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::capture::CaptureError;
-use super::hashcache::HashCache;
-use super::names::BlobId;
-use super::store::{LocalRepo, RepoError, Stored};
+use super::CaptureError;
 use super::walk::{Walked, is_gone};
+use crate::repo::hashcache::HashCache;
+use crate::repo::names::BlobId;
+use crate::repo::store::{LocalRepo, RepoError, Stored};
 
 /// Files up to this size are read whole; larger ones are streamed.
 const SMALL_FILE: u64 = 1 << 20;

@@ -198,6 +198,13 @@ async fn recover(ctx: &Context, args: &RestoreArgs, interactive: bool) -> Result
                 path.display()
             );
         }
+        for path in &r.files {
+            tracing::warn!(
+                "`{}` is back as it was before the restore, but the database import it followed is not undone: if mailcow cannot reach its database, restore the database and its keys together with `cshost restore --snapshot {} --components mysql --yes`",
+                path.display(),
+                r.journal.snapshot
+            );
+        }
         out(&format!(
             "rolled back the interrupted restore of snapshot {}: every replaced volume is back as it was and every stopped service was started again",
             j.snapshot

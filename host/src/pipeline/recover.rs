@@ -35,6 +35,10 @@ pub struct RollbackReport {
     /// Volumes the snapshot was being merged into (`--merge`): a merge keeps
     /// no copy, so the files it wrote stay.
     pub merged: Vec<PathBuf>,
+    /// Files put back from their kept copies (mailcow.conf after a database
+    /// restore: the imported database is not undone, so its keys may no
+    /// longer match the database's users).
+    pub files: Vec<PathBuf>,
 }
 
 /// Undo an interrupted restore: every moved-aside volume back (the
@@ -96,7 +100,12 @@ pub async fn rollback(ctx: &Context, env: &RunEnv) -> Result<Option<RollbackRepo
         .scratch_dir
         .join(format!("restore-{}", journal.restore_id));
     let _ = fs_err::remove_dir_all(scratch);
-    Ok(Some(RollbackReport { journal, merged }))
+    let files = journal.rewritten().into_iter().map(|(p, _)| p).collect();
+    Ok(Some(RollbackReport {
+        journal,
+        merged,
+        files,
+    }))
 }
 
 /// Finish a restore that was killed while committing: every service it

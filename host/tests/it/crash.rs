@@ -405,3 +405,29 @@ fn a_sigterm_mid_restore_rolls_back_and_exits_7() {
     assert!(!journal(&w).exists());
     assert_no_copies(&w);
 }
+
+#[test]
+fn the_mail_about_a_backup_refused_for_an_interrupted_restore_names_the_fix() {
+    let (w, _, _) = backed_up_and_changed();
+    let smtp = cshost_testkit::smtp::Smtp::start(w.dir.path()).expect("aiosmtpd starts");
+    let mut config = std::fs::read_to_string(&w.config).unwrap();
+    config.push_str(&format!(
+        "\n[notify.email]\nto = \"admin@example.org\"\nfrom = \"cshost@mail.example.org\"\nrelay = \"127.0.0.1:{}\"\n",
+        smtp.port
+    ));
+    std::fs::write(&w.config, config).unwrap();
+    restore_killed_at(&w, "restore-after-move-aside");
+    let out = w.cshost(&["backup", "--components", "crypt"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let t = Instant::now();
+    while smtp.messages().is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let (_, plain, _) = crate::ops::parts(&msgs[0]);
+    assert!(
+        plain.contains("cshost restore --rollback") && plain.contains("cshost restore --resume"),
+        "{plain}"
+    );
+}

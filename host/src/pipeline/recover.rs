@@ -190,7 +190,7 @@ impl Interrupt {
     /// Once a signal was received, naming it.
     pub fn check(&self) -> Result<(), String> {
         match self.received() {
-            Some(name) => Err(format!("{name} received")),
+            Some(name) => Err(format!("interrupted by {name}")),
             None => Ok(()),
         }
     }

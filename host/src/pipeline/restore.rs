@@ -386,7 +386,6 @@ pub struct RestoreReport {
 /// # Errors
 /// A plugin failure or a signal (exit 7) with the state left; a journal
 /// that cannot be written (nothing is changed then).
-#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     ctx: &Context,
     env: &Arc<RunEnv>,
@@ -440,11 +439,19 @@ pub async fn execute(
                 .to_string()
         } else {
             format!(
-                "ATTENTION: {}; the journal in [backup] cache-dir keeps the rest",
-                problems.join("; ")
+                "ATTENTION: {}; the journal `{}` keeps the rest: once fixed, run `cshost restore --rollback`",
+                problems.join("; "),
+                ctx.config
+                    .backup
+                    .cache_dir
+                    .join(crate::txn::JOURNAL)
+                    .display()
             )
         };
         let what = match interrupt.received() {
+            Some(signal) if f.contains(signal) => format!("was {f}"),
+            // A signal to the process group also ends the commands a plugin
+            // runs: their failure is a consequence, not the cause.
             Some(signal) => format!("was interrupted by {signal} ({f})"),
             None => format!("failed: {f}"),
         };

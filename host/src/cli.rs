@@ -149,7 +149,28 @@ pub struct RestoreArgs {
     /// Restore one domain's mailboxes out of vmail, merged like --mailbox.
     #[arg(long, conflicts_with_all = ["components", "target_dir"])]
     pub domain: Option<String>,
+    /// Undo an interrupted restore from its journal: put back every
+    /// moved-aside volume and the previous mailcow.conf, start every stopped
+    /// service (watchdog last). Safe to run again if it is interrupted too.
+    #[arg(long, conflicts_with_all = RECOVERY_CONFLICTS)]
+    pub rollback: bool,
+    /// Finish an interrupted restore: roll it back, then run the same restore
+    /// (snapshot, components, options) again from that clean state.
+    #[arg(long, conflicts_with_all = RECOVERY_CONFLICTS, conflicts_with = "rollback")]
+    pub resume: bool,
 }
+
+/// `--rollback` and `--resume` take what to do from the journal.
+const RECOVERY_CONFLICTS: [&str; 8] = [
+    "snapshot",
+    "components",
+    "target_dir",
+    "keep_previous",
+    "merge",
+    "force",
+    "mailbox",
+    "domain",
+];
 
 #[derive(Debug, Args)]
 pub struct RepoArg {

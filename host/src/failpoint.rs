@@ -2,21 +2,47 @@
 //! there (SIGKILL of the whole process group), to prove that what a crash
 //! leaves behind is recoverable. Only debug builds (the ones the tests run)
 //! look at the environment; a release build compiles every point to nothing.
+//!
+//! The points of a restore, in the order a run reaches them:
+//! `restore-after-watchdog-stop`, `restore-after-service-stop`,
+//! `restore-after-move-aside`, `restore-mid-write` (a volume written, its
+//! component not finished), `restore-after-component`,
+//! `restore-before-commit`, `restore-mid-commit`; and of a rollback,
+//! `rollback-after-put-back`. A point may be named with a detail,
+//! `restore-after-component:crypt`, to stop at one occurrence of it.
 
-/// Freeze here, forever, when `CSHOST_FAILPOINT` names this point. The file
+/// Freeze here when `CSHOST_FAILPOINT` names this point. The file
 /// `CSHOST_FAILPOINT_MARK`, when set, is written first so a test knows the
-/// point was reached.
+/// point was reached. With `CSHOST_FAILPOINT_PAUSE` set, the run goes on once
+/// the test removes that file (to deliver a signal at a known step);
+/// otherwise it waits forever, to be killed.
 pub fn hit(name: &str) {
+    hit_at(name, "");
+}
+
+/// [`hit`], also matching `name:detail`.
+pub fn hit_at(name: &str, detail: &str) {
     #[cfg(debug_assertions)]
-    if std::env::var("CSHOST_FAILPOINT").is_ok_and(|v| v == name) {
-        if let Some(mark) = std::env::var_os("CSHOST_FAILPOINT_MARK") {
+    if std::env::var("CSHOST_FAILPOINT")
+        .is_ok_and(|v| v == name || (!detail.is_empty() && v == format!("{name}:{detail}")))
+    {
+        let mark = std::env::var_os("CSHOST_FAILPOINT_MARK");
+        if let Some(mark) = &mark {
             let _ = fs_err::write(mark, name);
         }
-        tracing::warn!("failpoint `{name}` reached; waiting to be killed");
+        let pause = std::env::var_os("CSHOST_FAILPOINT_PAUSE").is_some();
+        tracing::warn!("failpoint `{name}` reached; waiting");
         loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if pause
+                && mark
+                    .as_ref()
+                    .is_none_or(|m| !std::path::Path::new(m).exists())
+            {
+                return;
+            }
         }
     }
     #[cfg(not(debug_assertions))]
-    let _ = name;
+    let _ = (name, detail);
 }

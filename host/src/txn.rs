@@ -4,8 +4,10 @@
 //! change is made. A restore that dies midway (SIGKILL, power loss) therefore
 //! leaves a record of exactly what to undo, and the next run can say so.
 //!
-//! Rollback, commit and cleanup are methods here; the restore pipeline decides
-//! when to call them.
+//! Rollback, commit and cleanup are methods here; the restore pipeline (and
+//! `restore --rollback` / `--resume` after a crash) decides when to call them.
+//! Every undo step is safe to repeat, so a rollback that is itself killed can
+//! simply be run again.
 
 use std::path::{Path, PathBuf};
 
@@ -20,15 +22,20 @@ const WATCHDOG: &str = "watchdog-mailcow";
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
     #[error(
-        "a restore (id {restore_id}, snapshot {snapshot}, started {started}) was interrupted and its journal `{path}` says what it left: {state}; inspect it before starting another restore"
+        "a restore (id {restore_id}, snapshot {snapshot}, started {started}) was interrupted and its journal `{path}` says what it left: {state}"
     )]
     Unfinished {
         path: PathBuf,
         restore_id: String,
         snapshot: String,
         started: String,
+        /// What is where, then what to run about it.
         state: String,
     },
+    #[error(
+        "restore journal `{path}` cannot be read ({detail}); undo by hand what it lists (move each `_data.cshost-previous-*` copy back to `_data`, start the stopped services), then remove it"
+    )]
+    Damaged { path: PathBuf, detail: String },
     #[error(
         "restore journal `{path}`: {detail}; check that the state directory ([backup] cache-dir) is writable"
     )]
@@ -74,7 +81,23 @@ pub struct Journal {
     pub started: String,
     pub pid: u32,
     pub phase: Phase,
+    /// How the restore was run, so `restore --resume` can run it again.
+    /// Absent in journals written before `--resume` existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<Rerun>,
     pub steps: Vec<Step>,
+}
+
+/// The restore's options besides snapshot and components (which the journal
+/// records anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Rerun {
+    /// The repository kind, as on the command line (`local`, `storagebox`).
+    pub repo: String,
+    pub merge: bool,
+    pub force: bool,
+    pub keep_previous: bool,
 }
 
 impl Journal {
@@ -86,6 +109,33 @@ impl Journal {
                 Step::Stop { service } if !out.contains(service) => out.push(service.clone()),
                 Step::Start { service } => out.retain(|x| x != service),
                 _ => {}
+            }
+        }
+        out
+    }
+
+    /// Services this restore stopped and then started again (before its
+    /// commit): they must be stopped once more while their volume is put back.
+    pub fn started_again(&self) -> Vec<String> {
+        let stopped = self.stopped();
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.steps {
+            if let Step::Stop { service } = s
+                && !stopped.contains(service)
+                && !out.contains(service)
+            {
+                out.push(service.clone());
+            }
+        }
+        out
+    }
+
+    /// Files rewritten, newest first: (live, kept copy).
+    pub fn rewritten(&self) -> Vec<(PathBuf, PathBuf)> {
+        let mut out = Vec::new();
+        for s in self.steps.iter().rev() {
+            if let Step::Rewrite { path, previous } = s {
+                out.push((path.clone(), previous.clone()));
             }
         }
         out
@@ -107,6 +157,12 @@ impl Journal {
     /// One sentence on what the live system looks like, for errors and `status`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
+        if self.phase == Phase::Committing {
+            parts.push(
+                "the snapshot had been restored completely and only the previous copies were being deleted"
+                    .to_string(),
+            );
+        }
         for (live, aside) in self.moved() {
             let state = if aside.exists() {
                 "moved aside to"
@@ -162,6 +218,7 @@ impl RestoreTxn {
         restore_id: &str,
         snapshot: &str,
         components: &[String],
+        rerun: Rerun,
     ) -> Result<Self, TxnError> {
         if let Some((path, j)) = unfinished(state_dir) {
             return Err(unfinished_error(path, &j));
@@ -175,11 +232,41 @@ impl RestoreTxn {
                 started: crate::clock::now_rfc3339(),
                 pid: std::process::id(),
                 phase: Phase::Running,
+                rerun: Some(rerun),
                 steps: Vec::new(),
             },
         };
         txn.save()?;
         Ok(txn)
+    }
+
+    /// Take over the journal an interrupted restore left, to undo or finish it.
+    ///
+    /// # Errors
+    /// [`TxnError::Damaged`] when the journal exists but does not parse.
+    pub fn open(state_dir: &Path) -> Result<Option<Self>, TxnError> {
+        let path = state_dir.join(JOURNAL);
+        let bytes = match fs_err::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(TxnError::Damaged {
+                    path,
+                    detail: e.to_string(),
+                });
+            }
+        };
+        match serde_json::from_slice::<Journal>(&bytes) {
+            Ok(journal) => Ok(Some(Self { path, journal })),
+            Err(e) => Err(TxnError::Damaged {
+                path,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn restore_id(&self) -> &str {
@@ -217,8 +304,11 @@ impl RestoreTxn {
         }
     }
 
-    /// Put every moved-aside volume back (the half-written one is removed) and
-    /// start every stopped service, watchdog last. Returns what could not be
+    /// Put every moved-aside volume back (the half-written one is removed),
+    /// restore every rewritten file from its kept copy, and start every
+    /// stopped service, watchdog last. Services that were started again
+    /// before the crash are stopped first (watchdog first), so no volume is
+    /// swapped under a running service (R3). Returns what could not be
     /// undone; the journal is removed only when everything was.
     pub async fn rollback(&mut self, services: &ServiceRuntime) -> Vec<String> {
         self.journal.phase = Phase::RollingBack;
@@ -226,20 +316,25 @@ impl RestoreTxn {
         if let Err(e) = self.save() {
             problems.push(e.to_string());
         }
-        for (live, aside) in self.journal.moved().into_iter().rev() {
-            match put_back(&live, &aside) {
-                Ok(()) => {
-                    tracing::info!("put `{}` back as it was", live.display());
-                    if let Err(e) = self.record(Step::PutBack { live }) {
-                        problems.push(e.to_string());
-                    }
+        let undo = !self.journal.moved().is_empty() || !self.journal.rewritten().is_empty();
+        if undo {
+            for service in stop_order(&self.journal.started_again()) {
+                if let Err(e) = self.record(Step::Stop {
+                    service: service.clone(),
+                }) {
+                    problems.push(e.to_string());
+                    break;
                 }
-                Err(e) => problems.push(format!(
-                    "could not put `{}` back ({e}); the previous contents are in `{}`",
-                    live.display(),
-                    aside.display()
-                )),
+                if let Err(e) = services.stop(&service).await {
+                    problems.push(format!(
+                        "service `{service}` did not stop ({e}), so nothing was put back under it; stop it and run `cshost restore --rollback` again"
+                    ));
+                    break;
+                }
             }
+        }
+        if problems.is_empty() {
+            self.put_everything_back(&mut problems);
         }
         problems.extend(self.restart(services).await);
         if problems.is_empty() {
@@ -248,17 +343,51 @@ impl RestoreTxn {
         problems
     }
 
+    fn put_everything_back(&mut self, problems: &mut Vec<String>) {
+        for (live, aside) in self.journal.moved().into_iter().rev() {
+            match put_back(&live, &aside) {
+                Ok(()) => {
+                    tracing::info!("put `{}` back as it was", live.display());
+                    if let Err(e) = self.record(Step::PutBack { live }) {
+                        problems.push(e.to_string());
+                    }
+                    crate::failpoint::hit("rollback-after-put-back");
+                }
+                Err(e) => problems.push(format!(
+                    "could not put `{}` back ({e}); the previous contents are in `{}`",
+                    live.display(),
+                    aside.display()
+                )),
+            }
+        }
+        // Newest first, so the oldest kept copy (the pre-restore file) wins.
+        for (path, previous) in self.journal.rewritten() {
+            if let Err(e) = put_file_back(&path, &previous) {
+                problems.push(format!(
+                    "could not put `{}` back from its copy `{}`: {e}; copy it over by hand",
+                    path.display(),
+                    previous.display()
+                ));
+            }
+        }
+    }
+
     /// Start every service this restore stopped, watchdog last (R12).
     pub async fn restart(&mut self, services: &ServiceRuntime) -> Vec<String> {
         let mut problems = Vec::new();
         for service in start_order(&self.journal.stopped()) {
-            if let Err(e) = self.record(Step::Start {
-                service: service.clone(),
-            }) {
-                problems.push(e.to_string());
-            }
-            if let Err(e) = services.start(&service).await {
-                problems.push(format!("service `{service}` did not start: {e}"));
+            // Recorded after the start, unlike every other step: a start that
+            // may not have happened is then tried again by the next rollback,
+            // and starting a running service is harmless.
+            match services.start(&service).await {
+                Ok(()) => {
+                    if let Err(e) = self.record(Step::Start { service }) {
+                        problems.push(e.to_string());
+                    }
+                }
+                Err(e) => problems.push(format!(
+                    "service `{service}` did not start: {e}; start it by hand or run `cshost restore --rollback` again"
+                )),
             }
         }
         problems
@@ -272,6 +401,7 @@ impl RestoreTxn {
         if let Err(e) = self.save() {
             problems.push(e.to_string());
         }
+        crate::failpoint::hit("restore-mid-commit");
         let mut kept = Vec::new();
         for (live, aside) in self.journal.moved() {
             if keep_previous {
@@ -314,6 +444,26 @@ fn put_back(live: &Path, aside: &Path) -> std::io::Result<()> {
     fs_err::rename(aside, live)
 }
 
+/// Write a rewritten file's kept copy back over it, keeping its mode.
+fn put_file_back(path: &Path, previous: &Path) -> std::io::Result<()> {
+    let bytes = fs_err::read(previous)?;
+    let mode = fs_err::metadata(path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o600);
+    crate::repo::store::write_atomic(path, &bytes, mode).map_err(std::io::Error::other)
+}
+
+/// Services to stop again: watchdog first (R2), then in the order they were stopped.
+fn stop_order(services: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = services
+        .iter()
+        .filter(|s| *s == WATCHDOG)
+        .cloned()
+        .collect();
+    v.extend(services.iter().filter(|s| *s != WATCHDOG).cloned());
+    v
+}
+
 /// Services to start again: in the order they were stopped, watchdog last (R2).
 pub fn start_order(stopped: &[String]) -> Vec<String> {
     let mut v: Vec<String> = stopped.iter().filter(|s| *s != WATCHDOG).cloned().collect();
@@ -339,6 +489,7 @@ pub fn unfinished(state_dir: &Path) -> Option<(PathBuf, Journal)> {
                 started: "unknown".into(),
                 pid: 0,
                 phase: Phase::Running,
+                rerun: None,
                 steps: vec![],
             };
             tracing::warn!("restore journal `{}` is unreadable: {e}", path.display());
@@ -353,85 +504,18 @@ pub fn unfinished_error(path: PathBuf, j: &Journal) -> TxnError {
         restore_id: j.restore_id.clone(),
         snapshot: j.snapshot.clone(),
         started: j.started.clone(),
-        state: j.describe(),
+        state: format!("{}; {}", j.describe(), fix(j)),
+    }
+}
+
+/// What an admin runs about an interrupted restore.
+pub fn fix(j: &Journal) -> &'static str {
+    if j.phase == Phase::Committing {
+        "run `cshost restore --resume` to finish it (`cshost restore --rollback` is refused: the previous copies may be partly deleted)"
+    } else {
+        "run `cshost restore --rollback` to put everything back as it was before, or `cshost restore --resume` to restore the snapshot again from a clean state"
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn watchdog_starts_last() {
-        assert_eq!(
-            start_order(&s(&[
-                "watchdog-mailcow",
-                "dovecot-mailcow",
-                "postfix-mailcow"
-            ])),
-            s(&["dovecot-mailcow", "postfix-mailcow", "watchdog-mailcow"])
-        );
-        assert_eq!(
-            start_order(&s(&["dovecot-mailcow"])),
-            s(&["dovecot-mailcow"])
-        );
-    }
-
-    #[test]
-    fn the_journal_is_on_disk_before_the_change_and_names_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut txn = RestoreTxn::begin(dir.path(), "r1", "snap", &s(&["vmail"])).unwrap();
-        txn.record(Step::Stop {
-            service: "dovecot-mailcow".into(),
-        })
-        .unwrap();
-        txn.record(Step::MoveAside {
-            live: "/v/_data".into(),
-            aside: "/v/_data.prev".into(),
-        })
-        .unwrap();
-        let (_, j) = unfinished(dir.path()).expect("journal present");
-        assert_eq!(j.stopped(), s(&["dovecot-mailcow"]));
-        assert_eq!(j.moved(), vec![("/v/_data".into(), "/v/_data.prev".into())]);
-        assert!(j.describe().contains("/v/_data.prev"), "{}", j.describe());
-        // A second restore is refused while the first one's journal is there.
-        let e = RestoreTxn::begin(dir.path(), "r2", "snap", &[])
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("interrupted"), "{e}");
-    }
-
-    #[test]
-    fn put_back_tolerates_a_live_path_that_was_never_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("_data");
-        let aside = dir.path().join("_data.prev");
-        fs_err::create_dir(&aside).unwrap();
-        fs_err::write(aside.join("f"), "x").unwrap();
-        put_back(&live, &aside).unwrap();
-        assert_eq!(fs_err::read(live.join("f")).unwrap(), b"x");
-        // Nothing moved: nothing to do.
-        put_back(&dir.path().join("other"), &dir.path().join("none")).unwrap();
-    }
-
-    #[test]
-    fn commit_removes_the_copies_and_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let aside = dir.path().join("aside");
-        fs_err::create_dir(&aside).unwrap();
-        let mut txn = RestoreTxn::begin(dir.path(), "r1", "snap", &[]).unwrap();
-        txn.record(Step::MoveAside {
-            live: dir.path().join("live"),
-            aside: aside.clone(),
-        })
-        .unwrap();
-        let (kept, problems) = txn.commit(false);
-        assert!(kept.is_empty() && problems.is_empty(), "{problems:?}");
-        assert!(!aside.exists());
-        assert!(unfinished(dir.path()).is_none());
-    }
-}
+mod tests;

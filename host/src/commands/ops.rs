@@ -187,6 +187,21 @@ pub async fn doctor(ctx: &Context) -> Result<(), CommandError> {
         })
     };
     add(true, "config parses".into(), "");
+    // An interrupted restore first: until it is dealt with, no backup runs.
+    match crate::txn::unfinished(&ctx.config.backup.cache_dir) {
+        Some((path, j)) => add(
+            false,
+            format!(
+                "a restore of snapshot {} (started {}) was interrupted; its journal `{}` says: {}",
+                j.snapshot,
+                j.started,
+                path.display(),
+                j.describe()
+            ),
+            crate::txn::fix(&j),
+        ),
+        None => add(true, "no interrupted restore".into(), ""),
+    }
     match crate::mailcow::MailcowConf::load(&ctx.config.mailcow.dir) {
         Ok(conf) => {
             let project = conf.project().unwrap_or_default();

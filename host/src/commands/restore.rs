@@ -1,15 +1,18 @@
 //! `cshost restore`: asks what to restore (on a terminal, when flags are
 //! missing), shows the plan, asks for confirmation, and renders the result.
-//! The work is [`crate::pipeline::restore`]'s.
+//! The work is [`crate::pipeline::restore`]'s; `--rollback` and `--resume`
+//! are [`crate::pipeline::recover`]'s.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use crate::cli::RestoreArgs;
+use crate::cli::{RepoKind, RestoreArgs};
 use crate::commands::{human_bytes, out};
 use crate::context::Context;
 use crate::error::{CommandError, Failure};
+use crate::pipeline::recover;
 use crate::pipeline::restore::{self as pipeline, Plan, Source};
+use crate::txn::{Phase, Rerun};
 
 fn fail(failure: Failure, msg: String) -> CommandError {
     CommandError::new(failure, anyhow::Error::msg(msg))
@@ -20,6 +23,9 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
     // The whole restore runs under the lock, download and verification
     // included: a prune must not delete what this restore fetched.
     let _lock = ctx.lock("restore")?;
+    if args.rollback || args.resume {
+        return recover(ctx, &args, interactive).await;
+    }
     let source = Source::open(ctx, args.repo).await?;
     let result = restore(ctx, &source, &args, interactive).await;
     source.close().await;
@@ -112,6 +118,12 @@ async fn restore(
     let plan = pipeline::plan(&env, &plugins, &m, &comps, args.merge, args.force)?;
     show_plan(m.id.as_str(), &m.finished, &plan, args.merge);
     confirm(args, interactive, "Type `yes` to restore")?;
+    let rerun = Rerun {
+        repo: source.kind.to_string(),
+        merge: args.merge,
+        force: args.force,
+        keep_previous: args.keep_previous,
+    };
     let r = pipeline::execute(
         ctx,
         &env,
@@ -119,16 +131,10 @@ async fn restore(
         &m,
         &plugins,
         &plan,
-        args.keep_previous,
+        rerun,
     )
     .await?;
-    for (live, kept) in &r.kept_previous {
-        out(&format!(
-            "previous contents of `{}` kept in `{}`",
-            live.display(),
-            kept.display()
-        ));
-    }
+    print_kept(&r.kept_previous);
     out(&format!(
         "restored {} from snapshot {}: {} files, {} in {:.1} s",
         r.comps.join(", "),
@@ -138,6 +144,112 @@ async fn restore(
         r.seconds
     ));
     Ok(())
+}
+
+/// `--rollback`, or `--resume`: a rollback, then the journal's restore again
+/// (or, for a restore killed while committing, the commit finished).
+async fn recover(ctx: &Context, args: &RestoreArgs, interactive: bool) -> Result<(), CommandError> {
+    let what = if args.resume { "resume" } else { "roll back" };
+    let Some(j) = recover::pending(ctx)? else {
+        out(&format!("no interrupted restore: nothing to {what}"));
+        return Ok(());
+    };
+    eprintln!(
+        "Interrupted restore {} of snapshot {} ({}), started {}: {}",
+        j.restore_id,
+        j.snapshot,
+        j.components.join(", "),
+        j.started,
+        j.describe()
+    );
+    let env = ctx.run_env(None).await?;
+    if args.resume && j.phase == Phase::Committing {
+        confirm(args, interactive, "Type `yes` to finish it")?;
+        let kept = recover::finish_commit(ctx, &env).await?;
+        print_kept(&kept);
+        out(&format!(
+            "finished the interrupted restore of snapshot {}",
+            j.snapshot
+        ));
+        return Ok(());
+    }
+    let rerun = match (&j.rerun, args.resume) {
+        (None, true) => {
+            return Err(fail(
+                Failure::Restore,
+                "the journal does not record how the interrupted restore was run (an older cshost wrote it); run `cshost restore --rollback`, then the restore again".into(),
+            ));
+        }
+        (r, _) => r.clone(),
+    };
+    let question = if args.resume {
+        format!(
+            "Type `yes` to put everything back, then restore snapshot {} again",
+            j.snapshot
+        )
+    } else {
+        "Type `yes` to put everything back as it was before the restore".into()
+    };
+    confirm(args, interactive, &question)?;
+    if let Some(r) = recover::rollback(ctx, &env).await? {
+        for path in &r.merged {
+            tracing::warn!(
+                "`{}` had the snapshot merged into it; a merge keeps no copy, so the files it wrote stay",
+                path.display()
+            );
+        }
+        for path in &r.files {
+            tracing::warn!(
+                "`{}` is back as it was before the restore, but the database import it followed is not undone: if mailcow cannot reach its database, restore the database and its keys together with `cshost restore --snapshot {} --components mysql --yes`",
+                path.display(),
+                r.journal.snapshot
+            );
+        }
+        out(&format!(
+            "rolled back the interrupted restore of snapshot {}: every replaced volume is back as it was and every stopped service was started again",
+            j.snapshot
+        ));
+    }
+    let Some(rerun) = rerun.filter(|_| args.resume) else {
+        return Ok(());
+    };
+    let repo = <RepoKind as clap::ValueEnum>::from_str(&rerun.repo, true).map_err(|_| {
+        fail(
+            Failure::Restore,
+            format!(
+                "the journal names an unknown repository `{}`; run the restore again by hand",
+                rerun.repo
+            ),
+        )
+    })?;
+    let again = RestoreArgs {
+        snapshot: Some(j.snapshot.clone()),
+        repo,
+        components: Some(j.components.clone()),
+        target_dir: None,
+        yes: true,
+        keep_previous: rerun.keep_previous,
+        merge: rerun.merge,
+        force: rerun.force,
+        mailbox: None,
+        domain: None,
+        rollback: false,
+        resume: false,
+    };
+    let source = Source::open(ctx, repo).await?;
+    let result = restore(ctx, &source, &again, false).await;
+    source.close().await;
+    result
+}
+
+fn print_kept(kept: &[(std::path::PathBuf, std::path::PathBuf)]) {
+    for (live, kept) in kept {
+        out(&format!(
+            "previous contents of `{}` kept in `{}`",
+            live.display(),
+            kept.display()
+        ));
+    }
 }
 
 fn show_plan(id: &str, finished: &str, plan: &Plan, merge: bool) {

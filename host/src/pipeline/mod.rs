@@ -12,6 +12,7 @@
 //! | restore test (`verify --restore-test`) | [`restore_test`] | [`restore_test::RestoreTestReport`] |
 //! | list a repository | [`snapshots`] | [`snapshots::Listing`] |
 //! | restore in place (phases, the transaction) | [`restore`] | [`restore::RestoreReport`] |
+//! | undo or finish an interrupted restore | [`recover`] | the journal dealt with |
 //! | a snapshot written into a directory (drill) | [`drill`] | files written |
 //! | one mailbox or domain merged | [`mail`] | [`mail::MailReport`] |
 //!
@@ -20,9 +21,11 @@
 //! reached from here in one hop.
 
 pub mod backup;
+mod conf_keys;
 pub mod drill;
 pub mod mail;
 pub mod prune;
+pub mod recover;
 pub mod restore;
 pub mod restore_test;
 pub mod snapshots;

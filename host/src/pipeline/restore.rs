@@ -18,12 +18,11 @@ use crate::repo::LocalRepo;
 use crate::repo::capture::Counts;
 use crate::repo::manifest::{Catalog, Kind, Manifest};
 use crate::repo::names::{BlobId, SnapshotId};
-use crate::restore as rules;
 use crate::runtime::{
     LoadedPlugin, PluginHost, RestoreMode, RestoreRequest, RestoreSource, RunEnv,
 };
 use crate::transport::BoxRepo;
-use crate::txn::{RestoreTxn, Step};
+use crate::txn::{Rerun, RestoreTxn, Step};
 
 pub use super::drill::write_snapshot;
 pub use super::mail::{MailReport, mail_subset, merge_mail};
@@ -194,7 +193,8 @@ pub fn subset(m: &Manifest, comps: &[String]) -> Manifest {
 }
 
 /// A restore that was interrupted left its journal: nothing may change the
-/// live system (or publish it as a snapshot) until it is dealt with.
+/// live system (or publish it as a snapshot) until it is rolled back or
+/// resumed ([`super::recover`]).
 ///
 /// # Errors
 /// Exit 7, naming the journal and what it says is where.
@@ -380,11 +380,12 @@ pub struct RestoreReport {
 
 /// Run the plan: watchdog first, each component's plugin in order, then the
 /// services back up (watchdog last). On a failure every recorded change is
-/// undone and the error says what state the system is in.
+/// undone and the error says what state the system is in; SIGINT and SIGTERM
+/// are such a failure too, taken at the next step.
 ///
 /// # Errors
-/// A plugin failure (exit 7) with the state left; a journal that cannot be
-/// written (nothing is changed then).
+/// A plugin failure or a signal (exit 7) with the state left; a journal
+/// that cannot be written (nothing is changed then).
 pub async fn execute(
     ctx: &Context,
     env: &Arc<RunEnv>,
@@ -392,15 +393,19 @@ pub async fn execute(
     m: &Manifest,
     plugins: &Plugins,
     plan: &Plan,
-    keep_previous: bool,
+    rerun: Rerun,
 ) -> Result<RestoreReport, CommandError> {
     let t0 = Instant::now();
+    let keep_previous = rerun.keep_previous;
     let restore_id = crate::clock::snapshot_id(time::OffsetDateTime::now_utc());
+    let journal = ctx.config.backup.cache_dir.join(crate::txn::JOURNAL);
+    let interrupt = super::recover::Interrupt::listen(journal).class(Failure::Internal)?;
     let txn = RestoreTxn::begin(
         &ctx.config.backup.cache_dir,
         restore_id.as_str(),
         m.id.as_str(),
         &plan.comps,
+        rerun,
     )
     .class(Failure::Restore)?;
     let txn = Arc::new(Mutex::new(txn));
@@ -414,9 +419,12 @@ pub async fn execute(
         .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", scratch.display()))
         .class(Failure::Preflight)?;
 
-    let failure = run_components(ctx, env, repo, m, plan, plugins, &txn, &counts, &scratch)
-        .await
-        .err();
+    let failure = run_components(
+        ctx, env, repo, m, plan, plugins, &txn, &counts, &scratch, &interrupt,
+    )
+    .await
+    .and_then(|()| interrupt.check())
+    .err();
     let _ = fs_err::remove_dir_all(&scratch);
     let mut txn = Arc::try_unwrap(txn)
         .map_err(|_| ())
@@ -431,13 +439,25 @@ pub async fn execute(
                 .to_string()
         } else {
             format!(
-                "ATTENTION: {}; the journal in [backup] cache-dir keeps the rest",
-                problems.join("; ")
+                "ATTENTION: {}; the journal `{}` keeps the rest: once fixed, run `cshost restore --rollback`",
+                problems.join("; "),
+                ctx.config
+                    .backup
+                    .cache_dir
+                    .join(crate::txn::JOURNAL)
+                    .display()
             )
+        };
+        let what = match interrupt.received() {
+            Some(signal) if f.contains(signal) => format!("was {f}"),
+            // A signal to the process group also ends the commands a plugin
+            // runs: their failure is a consequence, not the cause.
+            Some(signal) => format!("was interrupted by {signal} ({f})"),
+            None => format!("failed: {f}"),
         };
         return Err(fail(
             Failure::Restore,
-            format!("restore of snapshot {} failed: {f}; {state}", m.id),
+            format!("restore of snapshot {} {what}; {state}", m.id),
         ));
     }
     let mut problems = txn.restart(&env.services).await;
@@ -447,14 +467,19 @@ pub async fn execute(
         let Ok(plugin) = plugins.of(m, c) else {
             continue;
         };
-        if let Err(e) = plugins
+        match plugins
             .host
             .post_restore(plugin, env.clone(), &request(m, c, plan, env))
             .await
         {
-            problems.push(format!(
+            Ok(r) => {
+                for w in r.warnings {
+                    tracing::warn!("{c}: {w}");
+                }
+            }
+            Err(e) => problems.push(format!(
                 "{c}: the data is restored, but its post-restore step failed: {e}"
-            ));
+            )),
         }
     }
     crate::failpoint::hit("restore-before-commit");
@@ -508,7 +533,9 @@ async fn stop(env: &RunEnv, txn: &Arc<Mutex<RestoreTxn>>, service: &str) -> Resu
     env.services
         .stop(service)
         .await
-        .map_err(|e| format!("stopping {service}: {e}"))
+        .map_err(|e| format!("stopping {service}: {e}"))?;
+    crate::failpoint::hit_at("restore-after-service-stop", service);
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -522,9 +549,11 @@ async fn run_components(
     txn: &Arc<Mutex<RestoreTxn>>,
     counts: &Arc<Mutex<Counts>>,
     scratch: &Path,
+    interrupt: &super::recover::Interrupt,
 ) -> Result<(), String> {
     // R2: watchdog first, so it cannot restart what we stop.
     if plan.watchdog {
+        interrupt.check()?;
         stop(env, txn, WATCHDOG).await?;
     }
     let running = env.services.services();
@@ -532,8 +561,10 @@ async fn run_components(
         let rec = &m.components[c.as_str()];
         let plugin = plugins.of(m, c)?;
         for s in plugin.rules.stops.iter().filter(|s| running.contains(s)) {
+            interrupt.check()?;
             stop(env, txn, s).await.map_err(|e| format!("{c}: {e}"))?;
         }
+        interrupt.check()?;
         let source = Arc::new(RestoreSource {
             component: rec.clone(),
             txn: txn.clone(),
@@ -552,62 +583,10 @@ async fn run_components(
             .await
             .map_err(|e| format!("{c}: {e}"))?;
         if !plugin.rules.carry_conf_keys.is_empty() {
-            carry_conf_keys(ctx, repo, m, env, txn, &plugin.rules.carry_conf_keys)
+            super::conf_keys::carry(ctx, repo, m, env, txn, &plugin.rules.carry_conf_keys)
                 .map_err(|e| format!("{c}: the data was restored, but {e}"))?;
         }
+        crate::failpoint::hit_at("restore-after-component", c);
     }
-    Ok(())
-}
-
-/// R6, as the plugins declare it (`carry-conf-keys`; mysql declares DBNAME,
-/// DBUSER, DBPASS and DBROOT: the restored databases have the snapshot's users
-/// and passwords): the live mailcow.conf gets the snapshot's values of those
-/// keys, and only those. The previous file is kept beside the journal.
-fn carry_conf_keys(
-    ctx: &Context,
-    repo: &LocalRepo,
-    m: &Manifest,
-    env: &RunEnv,
-    txn: &Arc<Mutex<RestoreTxn>>,
-    keys: &[String],
-) -> Result<(), String> {
-    let old = fs_err::read(repo.blob_path(&m.mailcow.conf_blob))
-        .map_err(|e| format!("the snapshot's mailcow.conf cannot be read: {e}"))?;
-    let old = crate::mailcow::parse(&String::from_utf8_lossy(&old));
-    let path = fs_err::canonicalize(&env.conf.path).unwrap_or_else(|_| env.conf.path.clone());
-    let live = fs_err::read_to_string(&path)
-        .map_err(|e| format!("`{}` cannot be read: {e}", path.display()))?;
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let new = rules::rewrite_conf(&live, &old, &keys);
-    if new == live {
-        return Ok(());
-    }
-    let mode = fs_err::metadata(&path)
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-        .unwrap_or(0o600);
-    let mut t = txn.lock().expect("restore transaction lock");
-    let previous = ctx
-        .config
-        .backup
-        .cache_dir
-        .join(format!("mailcow.conf.before-restore-{}", t.restore_id()));
-    crate::repo::store::write_atomic(&previous, live.as_bytes(), 0o600)
-        .map_err(|e| format!("keeping a copy of `{}` failed: {e}", path.display()))?;
-    t.record(Step::Rewrite {
-        path: path.clone(),
-        previous,
-    })
-    .map_err(|e| e.to_string())?;
-    crate::repo::store::write_atomic(&path, new.as_bytes(), mode).map_err(|e| {
-        format!(
-            "updating the database keys in `{}` failed: {e}",
-            path.display()
-        )
-    })?;
-    tracing::info!(
-        "`{}` now has the snapshot's {}",
-        path.display(),
-        keys.join(", ")
-    );
     Ok(())
 }

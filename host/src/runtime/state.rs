@@ -207,9 +207,12 @@ impl HostState {
         .await
         .map_err(failed)?
         .map_err(|e| failed(format!("restoring {what}: {e}")))?;
-        let mut c = source.counts.lock().expect("restore counts lock");
-        c.files += counts.files;
-        c.bytes += counts.bytes;
+        {
+            let mut c = source.counts.lock().expect("restore counts lock");
+            c.files += counts.files;
+            c.bytes += counts.bytes;
+        }
+        crate::failpoint::hit_at("restore-mid-write", &volume);
         Ok(summary(counts))
     }
 

@@ -59,7 +59,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 }
 
 /// (headers, plain part, html part) of a raw message.
-fn parts(raw: &str) -> (String, String, String) {
+pub(crate) fn parts(raw: &str) -> (String, String, String) {
     let headers = raw
         .split("\r\n\r\n")
         .next()

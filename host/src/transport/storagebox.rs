@@ -45,7 +45,9 @@ pub enum TransportError {
     },
     #[error("{target}: {message}")]
     Refused { target: String, message: String },
-    #[error("{target} does not offer `{program}`")]
+    #[error(
+        "{target} refused `{program}`, which it offered when probed; run again: cshost probes the box afresh and works without it"
+    )]
     Absent { target: String, program: String },
     #[error("{target}: `{path}` is unreadable: {detail}; {hint}")]
     Unreadable {

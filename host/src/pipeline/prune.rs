@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
+use crate::pipeline::sync::box_err;
 use crate::repo::LocalRepo;
 use crate::repo::manifest::{Catalog, Manifest};
 use crate::repo::names::BlobId;
@@ -125,8 +126,21 @@ fn local(ctx: &Context, dry_run: bool) -> Result<PruneReport, CommandError> {
 async fn storagebox(ctx: &Context, dry_run: bool) -> Result<PruneReport, CommandError> {
     let policy = ctx.storagebox()?.policy();
     let b = ctx.connect_box().await?;
-    let mut index = RemoteIndex::load(&b).await.class(Failure::Transport)?;
-    let r = prune_remote(&b, &mut index, &policy, dry_run).await;
+    let r = async {
+        let Some(id) = b.identity().await.map_err(box_err)? else {
+            return Err(CommandError::new(
+                Failure::Repository,
+                anyhow::anyhow!(
+                    "{}: there is no cshost repository at `{}`; a backup creates it, or point [repository.storagebox] path at the repository",
+                    b.target(),
+                    ctx.storagebox()?.path
+                ),
+            ));
+        };
+        let mut index = RemoteIndex::load(&b, &id).await.map_err(box_err)?;
+        prune_remote(&b, &mut index, &policy, dry_run).await
+    }
+    .await;
     b.close().await;
     r
 }
@@ -252,13 +266,17 @@ pub async fn prune_remote(
         .filter(|f| is_garbage(f, &referenced))
         .map(|f| format!("blobs/{f}"))
         .collect();
-    remote.remove(&garbage).await.class(Failure::Retention)?;
+    // The index forgets the blobs before the box loses them: a run killed in
+    // between leaves blobs the index does not claim (sent again if needed),
+    // never an index claiming blobs the box lacks.
     for g in &garbage {
         if let Some(h) = g.rsplit('/').next() {
             index.blobs.remove(h);
         }
     }
     index.save().class(Failure::Retention)?;
+    crate::failpoint::hit("box-prune-before-rm");
+    remote.remove(&garbage).await.class(Failure::Retention)?;
     if !plan.delete.is_empty() || !garbage.is_empty() {
         tracing::info!(
             "storagebox: removed {} snapshots and {} blob files",

@@ -9,8 +9,8 @@ use crate::pipeline::prune::{self, PruneReport};
 use crate::repo::LocalRepo;
 use crate::repo::manifest::Manifest;
 use crate::repo::names::BlobId;
-use crate::transport::BoxRepo;
 use crate::transport::storagebox::{RemoteIndex, Usage};
+use crate::transport::{BoxRepo, TransportError};
 
 /// What a sync did.
 #[derive(Debug)]
@@ -29,6 +29,12 @@ pub struct SyncReport {
 
 fn fail(failure: Failure, msg: String) -> CommandError {
     CommandError::new(failure, anyhow::Error::msg(msg))
+}
+
+/// A box error with its class: exit 5 for an unreadable repository on the
+/// box, exit 8 for a box that cannot be reached or written.
+pub(crate) fn box_err(e: TransportError) -> CommandError {
+    CommandError::new(e.failure(), e)
 }
 
 /// Upload `m` (already published locally), verify it on the box, publish its
@@ -70,11 +76,11 @@ async fn sync_to(
     m: &Manifest,
 ) -> Result<SyncReport, CommandError> {
     let (remote, target) = (to.remote, to.name.as_str());
-    remote
+    let repo_id = remote
         .init(&local.root().join("cshost-repo.toml"))
         .await
-        .class(Failure::Transport)?;
-    let mut index = RemoteIndex::load(remote).await.class(Failure::Transport)?;
+        .map_err(box_err)?;
+    let mut index = RemoteIndex::load(remote, &repo_id).await.map_err(box_err)?;
     let sent = send_blobs(remote, target, &mut index, local, m).await?;
     let manifest_bytes = publish_manifest(remote, target, local, m).await?;
     tracing::info!(
@@ -137,6 +143,8 @@ async fn send_blobs(
         .verify_blobs(local, &new)
         .await
         .class(Failure::Transport)?;
+    // Only blobs verified on the box enter the index: a run killed before
+    // this point leaves them out, and the next run checks them again.
     if let Some(p) = problems.first() {
         return Err(fail(
             Failure::Verify,

@@ -2,7 +2,9 @@
 //! listing and removal. Every path is a blob id's `rel_path()`, so nothing
 //! read from a manifest can name a file outside `blobs/`.
 
-use super::boxcmd::BoxCommand;
+use std::collections::BTreeSet;
+
+use super::boxcaps::absent;
 use super::rsync::{self, Stats};
 use super::storagebox::{BATCH, BoxRepo, TransportError, local_err};
 use crate::repo::LocalRepo;
@@ -32,9 +34,8 @@ impl BoxRepo {
             format!("--files-from={}", list.display()),
         ];
         args.extend(self.bwlimit());
-        args.push(format!("{}/", local.root().display()));
-        args.push(self.remote(""));
-        Ok(rsync::parse_stats(&self.rsync(&args).await?))
+        let paths = [format!("{}/", local.root().display()), self.remote("")];
+        Ok(rsync::parse_stats(&self.rsync(&args, &paths).await?))
     }
 
     /// Fetch blobs (hashes) into the local repository, skipping those it has.
@@ -55,19 +56,19 @@ impl BoxRepo {
             return Ok(Stats::default());
         }
         let list = self.list_file("download.list", &missing)?;
-        let args = vec![
+        let args = [
             "-rt".to_string(),
             "--stats".into(),
             format!("--files-from={}", list.display()),
-            self.remote(""),
-            format!("{}/", local.root().display()),
         ];
-        Ok(rsync::parse_stats(&self.rsync(&args).await?))
+        let paths = [self.remote(""), format!("{}/", local.root().display())];
+        Ok(rsync::parse_stats(&self.rsync(&args, &paths).await?))
     }
 
     /// Check blobs on the box against their names: remote `sha256sum` when the
     /// box has it, otherwise rsync's full-checksum comparison with the local
-    /// copies, or a read-back for blobs not held locally.
+    /// copies, or a read-back for blobs not held locally. A box that no longer
+    /// offers `sha256sum` is probed again and checked the other way.
     ///
     /// # Errors
     /// When the box cannot be reached; mismatches are returned as problems.
@@ -76,54 +77,81 @@ impl BoxRepo {
         local: &LocalRepo,
         blobs: &[(BlobId, String)],
     ) -> Result<Vec<Problem>, TransportError> {
-        let mut problems = Vec::new();
-        if self.caps.sha256sum {
-            for chunk in blobs.chunks(BATCH) {
-                let paths: Vec<String> = chunk
-                    .iter()
-                    .map(|(h, _)| self.path(&h.rel_path()))
-                    .collect();
-                let cmd = BoxCommand::new("sha256sum", &paths, &self.cfg.path, &self.caps)
-                    .map_err(|message| TransportError::Refused {
-                        target: self.target(),
-                        message,
-                    })?;
-                let out = self.run(&cmd).await?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                for (h, used_by) in chunk {
-                    let found = text
-                        .lines()
-                        .find(|l| l.ends_with(&format!("/{h}")))
-                        .and_then(|l| l.split_whitespace().next());
-                    match found {
-                        Some(actual) if actual == h.as_str() => {}
-                        Some(actual) => problems.push(Problem::Mismatch {
-                            blob: h.to_string(),
-                            used_by: used_by.clone(),
-                            actual: actual.into(),
-                        }),
-                        None => problems.push(Problem::Missing {
-                            blob: h.to_string(),
-                            used_by: used_by.clone(),
-                        }),
+        if self.caps().sha256sum {
+            match self.verify_by_sha256sum(blobs).await {
+                Err(TransportError::Absent { program, .. }) => {
+                    if self.reprobe(&program).await? {
+                        return self.verify_by_sha256sum(blobs).await;
                     }
                 }
+                other => return other,
             }
-            return Ok(problems);
         }
+        self.verify_by_rsync(local, blobs).await
+    }
+
+    async fn verify_by_sha256sum(
+        &self,
+        blobs: &[(BlobId, String)],
+    ) -> Result<Vec<Problem>, TransportError> {
+        let mut problems = Vec::new();
+        for chunk in blobs.chunks(BATCH) {
+            let paths: Vec<String> = chunk
+                .iter()
+                .map(|(h, _)| self.path(&h.rel_path()))
+                .collect();
+            let cmd = self.command("sha256sum", &paths)?;
+            // A missing file makes sha256sum fail but list the others.
+            let out = self.run(&cmd).await?;
+            if absent(&out) {
+                return Err(TransportError::Absent {
+                    target: self.target(),
+                    program: "sha256sum".into(),
+                });
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            for (h, used_by) in chunk {
+                let found = text
+                    .lines()
+                    .find(|l| l.ends_with(&format!("/{h}")))
+                    .and_then(|l| l.split_whitespace().next());
+                match found {
+                    Some(actual) if actual == h.as_str() => {}
+                    Some(actual) => problems.push(Problem::Mismatch {
+                        blob: h.to_string(),
+                        used_by: used_by.clone(),
+                        actual: actual.into(),
+                    }),
+                    None => problems.push(Problem::Missing {
+                        blob: h.to_string(),
+                        used_by: used_by.clone(),
+                    }),
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Without `sha256sum`: rsync compares full checksums of the box's copies
+    /// with the verified local ones; blobs not held here are read back.
+    async fn verify_by_rsync(
+        &self,
+        local: &LocalRepo,
+        blobs: &[(BlobId, String)],
+    ) -> Result<Vec<Problem>, TransportError> {
+        let mut problems = Vec::new();
         let (held, absent): (Vec<_>, Vec<_>) = blobs.iter().partition(|(h, _)| local.has_blob(h));
         if !held.is_empty() {
             let lines: Vec<String> = held.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("check.list", &lines)?;
-            let args = vec![
+            let args = [
                 "-rc".to_string(),
                 "--dry-run".into(),
                 "--itemize-changes".into(),
                 format!("--files-from={}", list.display()),
-                format!("{}/", local.root().display()),
-                self.remote(""),
             ];
-            let differ = rsync::parse_itemized(&self.rsync(&args).await?);
+            let paths = [format!("{}/", local.root().display()), self.remote("")];
+            let differ = rsync::parse_itemized(&self.rsync(&args, &paths).await?);
             for (h, used_by) in held {
                 if differ.iter().any(|d| d.ends_with(h.as_str())) {
                     problems.push(Problem::Mismatch {
@@ -141,13 +169,12 @@ impl BoxRepo {
             let lines: Vec<String> = absent.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("readback.list", &lines)?;
             // Missing files make rsync exit 23; each absent one is reported below.
-            let args = vec![
+            let args = [
                 "-rt".to_string(),
                 format!("--files-from={}", list.display()),
-                self.remote(""),
-                format!("{}/", dir.display()),
             ];
-            let _ = self.rsync(&args).await;
+            let paths = [self.remote(""), format!("{}/", dir.display())];
+            let _ = self.rsync(&args, &paths).await;
             for (h, used_by) in absent {
                 match fs_err::read(dir.join(h.rel_path())) {
                     Ok(bytes) => {
@@ -177,9 +204,30 @@ impl BoxRepo {
     /// When the listing fails.
     pub async fn list_blob_files(&self) -> Result<Vec<String>, TransportError> {
         let out = self
-            .rsync(&["--list-only".into(), "-r".into(), self.remote("blobs/")])
+            .rsync(
+                &["--list-only".into(), "-r".into()],
+                &[self.remote("blobs/")],
+            )
             .await?;
         Ok(rsync::parse_list(&out))
+    }
+
+    /// The blobs on the box, from one listing: files under `blobs/` named by
+    /// a hash in the shard of its first two digits (not rsync temporaries).
+    ///
+    /// # Errors
+    /// When the listing fails.
+    pub async fn blobs_on_box(&self) -> Result<BTreeSet<BlobId>, TransportError> {
+        Ok(self
+            .list_blob_files()
+            .await?
+            .iter()
+            .filter_map(|f| {
+                let (shard, name) = f.split_once('/')?;
+                let id = BlobId::parse(name).ok()?;
+                name.starts_with(shard).then_some(id)
+            })
+            .collect())
     }
 
     /// Remove files (paths relative to the repository), in batches.

@@ -4,7 +4,7 @@
 
 /// Commands every Storage Box offers.
 pub const CONFIRMED: [&str; 13] = [
-    "ls", "tree", "cd", "pwd", "mkdir", "rmdir", "du", "df", "dd", "cat", "touch", "cp", "rm",
+    "ls", "ll", "tree", "pwd", "mkdir", "rmdir", "du", "df", "dd", "cat", "touch", "cp", "rm",
 ];
 /// Commands a box probably offers; probed once and recorded.
 pub const PROBED: [&str; 4] = ["mv", "ln", "chmod", "sha256sum"];

@@ -21,35 +21,44 @@ impl BoxRepo {
         id: &SnapshotId,
     ) -> Result<Stats, TransportError> {
         let file = local.root().join(id.rel_path());
-        let args = vec![
-            "-t".to_string(),
-            "--stats".into(),
-            file.display().to_string(),
-            self.remote("snapshots/"),
-        ];
-        Ok(rsync::parse_stats(&self.rsync(&args).await?))
+        let args = ["-t".to_string(), "--stats".into()];
+        let paths = [file.display().to_string(), self.remote("snapshots/")];
+        Ok(rsync::parse_stats(&self.rsync(&args, &paths).await?))
     }
 
     /// The SHA-256 of one file on the box (relative to the repository): remote
-    /// `sha256sum` when offered, otherwise read back and hashed here.
+    /// `sha256sum` when offered, otherwise read back and hashed here. A box
+    /// that no longer offers `sha256sum` is probed again.
     ///
     /// # Errors
     /// When the file cannot be read.
     pub async fn file_hash(&self, rel: &str) -> Result<String, TransportError> {
-        if self.caps.sha256sum {
-            let out = self.run_ok("sha256sum", &[self.path(rel)]).await?;
-            let text = String::from_utf8_lossy(&out);
-            return Ok(text
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string());
+        let mut retried = false;
+        while self.caps().sha256sum {
+            match self.run_ok("sha256sum", &[self.path(rel)]).await {
+                Ok(out) => {
+                    let text = String::from_utf8_lossy(&out);
+                    return Ok(text
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string());
+                }
+                Err(TransportError::Absent { program, .. }) if !retried => {
+                    retried = true;
+                    self.reprobe(&program).await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let dir = self.cache.join("readback-file");
         fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
         let dest = dir.join("file");
-        self.rsync(&["-t".into(), self.remote(rel), dest.display().to_string()])
-            .await?;
+        self.rsync(
+            &["-t".into()],
+            &[self.remote(rel), dest.display().to_string()],
+        )
+        .await?;
         let bytes = fs_err::read(&dest).map_err(local_err(&dest))?;
         let _ = fs_err::remove_dir_all(&dir);
         Ok(crate::repo::sha256_hex(&bytes))
@@ -64,14 +73,9 @@ impl BoxRepo {
     pub async fn catalog(&self) -> Result<Catalog, TransportError> {
         let dir = self.cache.join("snapshots");
         fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
-        let args = vec![
-            "-rt".to_string(),
-            "--delete".into(),
-            "--exclude=.*".into(),
-            self.remote("snapshots/"),
-            format!("{}/", dir.display()),
-        ];
-        self.rsync(&args).await?;
+        let args = ["-rt".to_string(), "--delete".into(), "--exclude=.*".into()];
+        let paths = [self.remote("snapshots/"), format!("{}/", dir.display())];
+        self.rsync(&args, &paths).await?;
         let mut ids: Vec<SnapshotId> = fs_err::read_dir(&dir)
             .map_err(local_err(&dir))?
             .filter_map(|e| SnapshotId::from_file_name(e.ok()?.file_name().to_str()?))
@@ -99,11 +103,10 @@ impl BoxRepo {
         let dir = self.cache.join("snapshots");
         fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
         let dest = dir.join(id.file_name());
-        self.rsync(&[
-            "-t".into(),
-            self.remote(&id.rel_path()),
-            dest.display().to_string(),
-        ])
+        self.rsync(
+            &["-t".into()],
+            &[self.remote(&id.rel_path()), dest.display().to_string()],
+        )
         .await?;
         let bytes = fs_err::read(&dest).map_err(local_err(&dest))?;
         let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));

@@ -2,14 +2,19 @@
 //! allows 10 connections), plain restricted-shell commands, rsync over the
 //! master for every byte, and verification on the box.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use openssh::{KnownHosts, Session, SessionBuilder};
 
+use super::boxcaps::absent;
 use super::boxcmd::{BoxCommand, Caps, PROBED};
+use super::boxmaster::{self, MasterGuard};
 use crate::config::StorageBoxRepository;
+use crate::error::Failure;
 use crate::repo::manifest::ManifestError;
 
 pub use super::df::{Usage, parse_df};
@@ -40,6 +45,17 @@ pub enum TransportError {
     },
     #[error("{target}: {message}")]
     Refused { target: String, message: String },
+    #[error(
+        "{target} refused `{program}`, which it offered when probed; run again: cshost probes the box afresh and works without it"
+    )]
+    Absent { target: String, program: String },
+    #[error("{target}: `{path}` is unreadable: {detail}; {hint}")]
+    Unreadable {
+        target: String,
+        path: String,
+        detail: String,
+        hint: &'static str,
+    },
     #[error("`{path}`: {source}")]
     Local {
         path: PathBuf,
@@ -49,12 +65,26 @@ pub enum TransportError {
     Manifest(#[from] ManifestError),
 }
 
+impl TransportError {
+    /// The exit class: an unreadable repository on the box is exit 5, every
+    /// other failure to reach or write the box exit 8.
+    pub fn failure(&self) -> Failure {
+        match self {
+            TransportError::Unreadable { .. } | TransportError::Manifest(_) => Failure::Repository,
+            _ => Failure::Transport,
+        }
+    }
+}
+
 pub struct BoxRepo {
     session: Session,
     pub(super) cfg: StorageBoxRepository,
-    pub(super) caps: Caps,
+    /// Behind a lock so a box that refuses a command it offered before can be
+    /// probed again in the middle of an operation.
+    pub(super) caps: Mutex<Caps>,
     pub(super) cache: PathBuf,
     ssh: String,
+    _master: MasterGuard,
 }
 
 fn connect_hint(detail: &str) -> &'static str {
@@ -107,6 +137,7 @@ async fn diagnose(cfg: &StorageBoxRepository, timeout: Duration) -> Option<Strin
             &cfg.port.to_string(),
             "-l",
             &cfg.user,
+            "--",
             &cfg.host,
             "pwd",
         ])
@@ -134,6 +165,7 @@ impl BoxRepo {
     ) -> Result<Self, TransportError> {
         let cache = cache_dir.join("storagebox");
         fs_err::create_dir_all(&cache).map_err(local_err(&cache))?;
+        boxmaster::reap_orphans(&cache, &cfg.display());
         let timeout = Duration::from_secs(cfg.timeout_seconds.max(1) as u64);
         let mut b = SessionBuilder::default();
         b.user(cfg.user.clone())
@@ -157,6 +189,9 @@ impl BoxRepo {
                 });
             }
         };
+        // Marked at once, so a run killed from here on has its master reaped.
+        boxmaster::claim(session.control_socket()).map_err(local_err(&cache))?;
+        let master = MasterGuard::new(session.control_socket());
         let ssh = super::rsync::remote_shell(&[
             "ssh",
             "-S",
@@ -166,14 +201,16 @@ impl BoxRepo {
             "-o",
             "BatchMode=yes",
         ]);
-        let mut repo = Self {
+        let repo = Self {
             session,
             cfg: cfg.clone(),
-            caps: Caps::default(),
+            caps: Mutex::new(Caps::default()),
             cache,
             ssh,
+            _master: master,
         };
-        repo.caps = repo.load_or_probe_caps().await?;
+        let caps = repo.load_or_probe_caps().await?;
+        *repo.caps.lock().expect("caps lock") = caps;
         Ok(repo)
     }
 
@@ -181,8 +218,8 @@ impl BoxRepo {
         self.cfg.display()
     }
 
-    pub fn caps(&self) -> &Caps {
-        &self.caps
+    pub fn caps(&self) -> Caps {
+        self.caps.lock().expect("caps lock").clone()
     }
 
     pub(super) fn path(&self, rel: &str) -> String {
@@ -193,13 +230,39 @@ impl BoxRepo {
         }
     }
 
+    /// Run one command. Its exit code is the caller's to read, 127 too (the
+    /// openssh crate turns that into an error and drops the output).
     pub(super) async fn run(&self, cmd: &BoxCommand) -> Result<Output, TransportError> {
         let mut c = self.session.raw_command(cmd.program);
         c.raw_args(&cmd.args);
-        c.output().await.map_err(|e| TransportError::Command {
-            target: self.target(),
-            line: cmd.line(),
-            detail: format!("{e:#}"),
+        match c.output().await {
+            Ok(out) => Ok(out),
+            Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Output {
+                    status: std::process::ExitStatus::from_raw(127 << 8),
+                    stdout: vec![],
+                    stderr: b"command not found".to_vec(),
+                })
+            }
+            Err(e) => Err(TransportError::Command {
+                target: self.target(),
+                line: cmd.line(),
+                detail: format!("{e:#}"),
+            }),
+        }
+    }
+
+    /// The validated command, or why it may not run.
+    pub(super) fn command(
+        &self,
+        program: &str,
+        paths: &[String],
+    ) -> Result<BoxCommand, TransportError> {
+        BoxCommand::new(program, paths, &self.cfg.path, &self.caps()).map_err(|message| {
+            TransportError::Refused {
+                target: self.target(),
+                message,
+            }
         })
     }
 
@@ -209,14 +272,14 @@ impl BoxRepo {
         program: &str,
         paths: &[String],
     ) -> Result<Vec<u8>, TransportError> {
-        let cmd =
-            BoxCommand::new(program, paths, &self.cfg.path, &self.caps).map_err(|message| {
-                TransportError::Refused {
-                    target: self.target(),
-                    message,
-                }
-            })?;
+        let cmd = self.command(program, paths)?;
         let out = self.run(&cmd).await?;
+        if PROBED.contains(&cmd.program) && absent(&out) {
+            return Err(TransportError::Absent {
+                target: self.target(),
+                program: cmd.program.into(),
+            });
+        }
         if !out.status.success() {
             return Err(TransportError::Command {
                 target: self.target(),
@@ -227,61 +290,19 @@ impl BoxRepo {
         Ok(out.stdout)
     }
 
-    async fn load_or_probe_caps(&self) -> Result<Caps, TransportError> {
-        let file = self
-            .cache
-            .join(format!("caps-{}-{}.toml", self.cfg.host, self.cfg.port));
-        if let Some(c) = fs_err::read_to_string(&file)
-            .ok()
-            .and_then(|t| toml::from_str(&t).ok())
-        {
-            return Ok(c);
-        }
-        let mut caps = Caps::default();
-        for p in PROBED {
-            // Without arguments a real command complains about usage; a
-            // restricted shell says it does not know it.
-            let out = self
-                .run(&BoxCommand {
-                    program: p,
-                    args: vec![],
-                })
-                .await?;
-            let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
-            let absent = matches!(out.status.code(), Some(126 | 127))
-                || err.contains("not found")
-                || err.contains("not allowed");
-            match p {
-                "mv" => caps.mv = !absent,
-                "ln" => caps.ln = !absent,
-                "chmod" => caps.chmod = !absent,
-                _ => caps.sha256sum = !absent,
-            }
-        }
-        tracing::info!(
-            "{} offers: mv={} ln={} chmod={} sha256sum={}",
-            self.target(),
-            caps.mv,
-            caps.ln,
-            caps.chmod,
-            caps.sha256sum
-        );
-        let text = toml::to_string(&caps).expect("caps serialise");
-        crate::repo::store::write_atomic(&file, text.as_bytes(), 0o600).map_err(|e| {
-            TransportError::Local {
-                path: file.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-        Ok(caps)
-    }
-
-    /// rsync over the master connection; `remote` arguments are prefixed with `user@host:`.
-    pub(super) async fn rsync(&self, args: &[String]) -> Result<String, TransportError> {
+    /// rsync over the master connection: options, then `--`, then the paths
+    /// (remote ones from [`Self::remote`]), so no path is read as an option.
+    pub(super) async fn rsync(
+        &self,
+        opts: &[String],
+        paths: &[String],
+    ) -> Result<String, TransportError> {
         let out = tokio::process::Command::new("rsync")
             .arg("-e")
             .arg(&self.ssh)
-            .args(args)
+            .args(opts)
+            .arg("--")
+            .args(paths)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output()
@@ -303,64 +324,6 @@ impl BoxRepo {
 
     pub(super) fn remote(&self, rel: &str) -> String {
         format!("{}@{}:{}", self.cfg.user, self.cfg.host, self.path(rel))
-    }
-
-    /// Create the repository on the box when it is not there yet.
-    ///
-    /// # Errors
-    /// When the box cannot be written.
-    pub async fn init(&self, marker: &Path) -> Result<(), TransportError> {
-        if self
-            .run_ok("ls", &[self.path("cshost-repo.toml")])
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        let mut prefix = String::new();
-        for part in self.cfg.path.split('/') {
-            prefix = if prefix.is_empty() {
-                part.to_string()
-            } else {
-                format!("{prefix}/{part}")
-            };
-            if prefix == self.cfg.path {
-                if self.run_ok("ls", &[prefix.clone()]).await.is_err() {
-                    self.run_ok("mkdir", &[prefix.clone()]).await?;
-                }
-                break;
-            }
-            let refused = |message| TransportError::Refused {
-                target: self.target(),
-                message,
-            };
-            let ls = BoxCommand::above_repo("ls", &prefix, &self.cfg.path).map_err(refused)?;
-            if !self.run(&ls).await?.status.success() {
-                let mkdir =
-                    BoxCommand::above_repo("mkdir", &prefix, &self.cfg.path).map_err(refused)?;
-                let out = self.run(&mkdir).await?;
-                if !out.status.success() {
-                    return Err(TransportError::Command {
-                        target: self.target(),
-                        line: mkdir.line(),
-                        detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                    });
-                }
-            }
-        }
-        for sub in ["blobs", "snapshots"] {
-            if self.run_ok("ls", &[self.path(sub)]).await.is_err() {
-                self.run_ok("mkdir", &[self.path(sub)]).await?;
-            }
-        }
-        self.rsync(&["-t".into(), marker.display().to_string(), self.remote("")])
-            .await?;
-        tracing::info!(
-            "created the repository `{}` on {}",
-            self.cfg.path,
-            self.target()
-        );
-        Ok(())
     }
 
     pub(super) fn list_file(

@@ -2,19 +2,28 @@
 //! ForceCommand. It allows exactly what a Hetzner Storage Box's port-23 shell
 //! allows (one plain command, no pipes, redirects, `;`, `&&`, `$`, backticks),
 //! from the confirmed command set, plus the rsync server, sftp and scp.
-//! `box-shell extended ROOT` also allows `mv ln chmod sha256sum`.
+//! `box-shell extended ROOT` also allows `mv ln chmod sha256sum`. A command it
+//! does not offer exits 127 with "command not found", as a shell would; a
+//! line using shell syntax exits 126.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, exit};
 
+/// The commands a Storage Box is confirmed to offer, and nothing else: `cd`
+/// has no meaning for a single command, so it is not here either.
 const STRICT: [&str; 13] = [
-    "ls", "tree", "cd", "pwd", "mkdir", "rmdir", "du", "df", "dd", "cat", "touch", "cp", "rm",
+    "ls", "ll", "tree", "pwd", "mkdir", "rmdir", "rm", "cp", "touch", "du", "df", "dd", "cat",
 ];
 const EXTRA: [&str; 4] = ["mv", "ln", "chmod", "sha256sum"];
 
 fn refuse(msg: &str) -> ! {
     eprintln!("box-shell: {msg}");
     exit(126)
+}
+
+fn not_found(program: &str) -> ! {
+    eprintln!("box-shell: command not found: {program}");
+    exit(127)
 }
 
 /// Split like a simple shell: whitespace, single and double quotes, backslash.
@@ -93,8 +102,13 @@ fn main() {
             vec!["/usr/lib/openssh/sftp-server".into()]
         }
         "scp" if w.iter().any(|a| a == "-t" || a == "-f") => w.clone(),
+        "ll" if allowed => ["ls", "-l"]
+            .into_iter()
+            .map(String::from)
+            .chain(w[1..].iter().cloned())
+            .collect(),
         _ if allowed => w.clone(),
-        other => refuse(&format!("command not found: {other}")),
+        other => not_found(other),
     };
     let err = Command::new(&target[0]).args(&target[1..]).exec();
     refuse(&format!("cannot run {}: {err}", target[0]))

@@ -88,6 +88,12 @@ impl Plugin for Vmail {
             let line = format!("doveadm {}", args.join(" "));
             match host.exec(&exec_capture(DOVECOT, "doveadm", args)) {
                 Ok(r) if r.exit_code == 0 => host.info(&format!("`{line}` done")),
+                // 126/127: the service has no runnable doveadm (a container
+                // without it, a stand-in); nothing ran, so nothing failed.
+                Ok(r) if r.exit_code == 126 || r.exit_code == 127 => warnings.push(format!(
+                    "`{line}` could not run in {DOVECOT} (exit {}); run it once dovecot is up so clients see the restored mail",
+                    r.exit_code
+                )),
                 Ok(r) => {
                     return Err(Error::failed(format!(
                         "`{line}` in {DOVECOT} failed (exit {}): {}; run it by hand so clients see the restored mail",
@@ -222,6 +228,13 @@ mod tests {
             e.message().contains("force-resync") && e.message().contains("locked"),
             "{e:?}"
         );
+        let missing = testing::FakeHost::new().on_exec(|_| {
+            let mut r = testing::ok_output("");
+            r.exit_code = 126;
+            Ok(r)
+        });
+        let report = Vmail::post_restore(&missing, &req).unwrap();
+        assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
     }
 
     #[test]

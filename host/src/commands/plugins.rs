@@ -271,7 +271,7 @@ async fn check(tools: &FileTools, file: &Path) -> Result<(), CommandError> {
                     "\ndry backup of `{component}`: ok; facts: {:?}; warnings: {:?}",
                     b.report.facts, b.report.warnings
                 ));
-                captured.counts.files += b.captured.counts.files;
+                captured.counts += b.captured.counts;
                 captured.artifacts.extend(b.captured.artifacts);
             }
             Err(e) => {

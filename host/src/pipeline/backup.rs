@@ -395,13 +395,7 @@ async fn capture_all(plan: &Plan, scratch: &Path) -> Result<Captures, CommandErr
         match result {
             Ok(b) => {
                 log_component(sel, &b, t.elapsed().as_secs_f64());
-                let c = b.captured.counts;
-                captures.totals.files += c.files;
-                captures.totals.bytes += c.bytes;
-                captures.totals.new_blobs += c.new_blobs;
-                captures.totals.new_bytes += c.new_bytes;
-                captures.totals.vanished += c.vanished;
-                captures.totals.changed += c.changed;
+                captures.totals += b.captured.counts;
                 let name = ComponentName::parse(&sel.keyword).class(Failure::Component)?;
                 captures
                     .records

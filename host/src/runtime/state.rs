@@ -208,9 +208,7 @@ impl HostState {
         .map_err(failed)?
         .map_err(|e| failed(format!("restoring {what}: {e}")))?;
         {
-            let mut c = source.counts.lock().expect("restore counts lock");
-            c.files += counts.files;
-            c.bytes += counts.bytes;
+            *source.counts.lock().expect("restore counts lock") += counts;
         }
         crate::failpoint::hit_at("restore-mid-write", &volume);
         Ok(summary(counts))
@@ -282,14 +280,7 @@ impl HostState {
         let key = VolumeName::parse(&volume).map_err(failed)?;
         let mut rec = self.record.lock().expect("record lock");
         let c = captured.counts;
-        rec.counts.files += c.files;
-        rec.counts.dirs += c.dirs;
-        rec.counts.symlinks += c.symlinks;
-        rec.counts.bytes += c.bytes;
-        rec.counts.new_blobs += c.new_blobs;
-        rec.counts.new_bytes += c.new_bytes;
-        rec.counts.vanished += c.vanished;
-        rec.counts.changed += c.changed;
+        rec.counts += c;
         rec.volumes.entry(key).or_default().extend(captured.entries);
         Ok(summary(c))
     }

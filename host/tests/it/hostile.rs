@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use cshost_testkit::sshbox::{Mode, StorageBox};
+use cshost_testkit::sshbox::Mode;
 use serde_json::Value;
 
 use crate::support::*;
@@ -190,16 +190,7 @@ fn count_files(dir: &Path) -> usize {
 
 #[test]
 fn tampered_box_manifests_are_refused_with_exit_5_naming_the_manifest() {
-    let w = World::new(Size::SMALL, false);
-    let b = StorageBox::start(
-        &w.dir.path().join("box"),
-        Mode::Strict,
-        &crate::storagebox::box_shell(),
-    )
-    .expect("sshd starts");
-    let mut config = std::fs::read_to_string(&w.config).unwrap();
-    config.push_str(&b.config_toml("backups/mailcow"));
-    std::fs::write(&w.config, config).unwrap();
+    let crate::storagebox::BoxWorld { w, b } = crate::storagebox::with_box(Mode::Strict, "");
     let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
     assert!(out.status.success(), "{}", text(&out));
     let good_id = w.snapshots().pop().unwrap();
@@ -250,16 +241,7 @@ fn tampered_box_manifests_are_refused_with_exit_5_naming_the_manifest() {
 
 #[test]
 fn a_damaged_blob_in_the_local_cache_is_fetched_again_from_the_box() {
-    let w = World::new(Size::SMALL, false);
-    let b = StorageBox::start(
-        &w.dir.path().join("box"),
-        Mode::Strict,
-        &crate::storagebox::box_shell(),
-    )
-    .expect("sshd starts");
-    let mut config = std::fs::read_to_string(&w.config).unwrap();
-    config.push_str(&b.config_toml("backups/mailcow"));
-    std::fs::write(&w.config, config).unwrap();
+    let crate::storagebox::BoxWorld { w, b: _box } = crate::storagebox::with_box(Mode::Strict, "");
     let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
     assert!(out.status.success(), "{}", text(&out));
     let id = w.snapshots().pop().unwrap();

@@ -45,6 +45,19 @@ pub struct Counts {
     pub changed: u64,
 }
 
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.symlinks += o.symlinks;
+        self.bytes += o.bytes;
+        self.new_blobs += o.new_blobs;
+        self.new_bytes += o.new_bytes;
+        self.vanished += o.vanished;
+        self.changed += o.changed;
+    }
+}
+
 pub struct Captured {
     pub entries: Vec<Entry>,
     pub counts: Counts,

@@ -110,10 +110,10 @@ pub async fn run(ctx: &Context, input: &VerifyInput) -> Result<VerifyReport, Com
 fn local_manifests(local: &LocalRepo, input: &VerifyInput) -> Result<Vec<Manifest>, CommandError> {
     let manifests = if input.full {
         let catalog = local.catalog().class(Failure::Repository)?;
-        if let Some(bad) = catalog.unreadable_summary() {
-            return Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad)));
-        }
-        catalog.manifests
+        catalog
+            .all_readable()
+            .map_err(anyhow::Error::msg)
+            .class(Failure::Repository)?
     } else {
         vec![local.load(&input.snapshot).class(Failure::Repository)?]
     };
@@ -133,10 +133,10 @@ fn local_manifests(local: &LocalRepo, input: &VerifyInput) -> Result<Vec<Manifes
 async fn box_manifests(b: &BoxRepo, input: &VerifyInput) -> Result<Vec<Manifest>, CommandError> {
     if input.full {
         let catalog = b.catalog().await.class(Failure::Transport)?;
-        if let Some(bad) = catalog.unreadable_summary() {
-            return Err(CommandError::new(Failure::Repository, anyhow::anyhow!(bad)));
-        }
-        return Ok(catalog.manifests);
+        return catalog
+            .all_readable()
+            .map_err(anyhow::Error::msg)
+            .class(Failure::Repository);
     }
     let id = if input.snapshot == "latest" {
         let catalog = b.catalog().await.class(Failure::Transport)?;

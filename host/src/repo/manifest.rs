@@ -143,6 +143,17 @@ impl Catalog {
         }
     }
 
+    /// Every manifest, for work that must see all of them (`verify --full`).
+    ///
+    /// # Errors
+    /// The line naming the unreadable ones, when there are any.
+    pub fn all_readable(self) -> Result<Vec<Manifest>, String> {
+        match self.unreadable_summary() {
+            Some(bad) => Err(bad),
+            None => Ok(self.manifests),
+        }
+    }
+
     /// One line naming every unreadable manifest, for a warning or an error.
     pub fn unreadable_summary(&self) -> Option<String> {
         if self.unreadable.is_empty() {

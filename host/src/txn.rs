@@ -178,7 +178,8 @@ impl Journal {
         for s in &self.steps {
             match s {
                 Step::SafetyDump { path } => parts.push(format!(
-                    "a safety dump of the database is in `{}`",
+                    "a dump of the databases as they were before the import is in `{}` \
+                     (zstd-compressed SQL; `zstd -dc` it into `mariadb -u root -p` to put them back)",
                     path.display()
                 )),
                 Step::Rewrite { path, previous } => parts.push(format!(
@@ -271,6 +272,16 @@ impl RestoreTxn {
 
     pub fn restore_id(&self) -> &str {
         &self.journal.restore_id
+    }
+
+    /// Where a copy kept for this restore (a safety dump) goes: beside the
+    /// journal, in the state directory, named after the restore.
+    pub fn keep_path(&self, name: &str) -> PathBuf {
+        self.path.with_file_name(format!(
+            "restore-{}-{}",
+            self.journal.restore_id,
+            name.replace('/', "-")
+        ))
     }
 
     pub fn journal(&self) -> &Journal {
@@ -403,6 +414,17 @@ impl RestoreTxn {
         }
         crate::failpoint::hit("restore-mid-commit");
         let mut kept = Vec::new();
+        for s in &self.journal.steps {
+            if let Step::SafetyDump { path } = s {
+                if keep_previous {
+                    kept.push((PathBuf::from("the databases"), path.clone()));
+                } else if let Err(e) = fs_err::remove_file(path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    problems.push(format!("could not remove the safety dump: {e}"));
+                }
+            }
+        }
         for (live, aside) in self.journal.moved() {
             if keep_previous {
                 kept.push((live, aside));
@@ -444,13 +466,30 @@ fn put_back(live: &Path, aside: &Path) -> std::io::Result<()> {
     fs_err::rename(aside, live)
 }
 
-/// Write a rewritten file's kept copy back over it, keeping its mode.
+/// Write a rewritten file's kept copy back over it, keeping its mode. A
+/// copy is always made before its step is recorded, so a step without one
+/// means the file did not exist before the restore: it is removed.
 fn put_file_back(path: &Path, previous: &Path) -> std::io::Result<()> {
+    if fs_err::symlink_metadata(previous).is_err() {
+        return match fs_err::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    use std::os::unix::fs::MetadataExt;
+    // The copy keeps the file's mode, owner and mtime, and stays (a rollback
+    // that is itself interrupted can run again).
     let bytes = fs_err::read(previous)?;
-    let mode = fs_err::metadata(path)
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-        .unwrap_or(0o600);
-    crate::repo::store::write_atomic(path, &bytes, mode).map_err(std::io::Error::other)
+    let meta = fs_err::metadata(previous)?;
+    crate::repo::store::write_atomic(path, &bytes, meta.mode() & 0o7777)
+        .map_err(std::io::Error::other)?;
+    let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+    let mtime = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec() as u32);
+    fs_err::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(mtime)
 }
 
 /// Services to stop again: watchdog first (R2), then in the order they were stopped.

@@ -163,6 +163,14 @@ fn stand_in_doveadm(s: &Sample) {
     let path = bin.join("doveadm");
     fs::write(&path, script).expect("stand-in doveadm");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod doveadm");
+    // dovecot's `find` would reach the host's /var/vmail_index here: it only logs.
+    let script = format!(
+        "#!/bin/sh\necho \"find $*\" >> '{}'\n",
+        dovecot_exec_log(s).display()
+    );
+    let path = bin.join("find");
+    fs::write(&path, script).expect("stand-in find");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod find");
 }
 
 pub fn generate(root: &Path, size: Size, seed: u64) -> Sample {
@@ -311,7 +319,62 @@ pub fn generate(root: &Path, size: Size, seed: u64) -> Sample {
         101,
         0o700,
     );
+    admin_config(&s.mailcow_dir);
     s
+}
+
+/// The admin's own files in the mailcow directory: a compose override,
+/// `data/conf` overrides, a certificate and its key, the UI's local vars.
+fn admin_config(dir: &Path) {
+    let conf = dir.join("data/conf");
+    for d in ["postfix", "dovecot", "rspamd/override.d"] {
+        mkdir(&conf.join(d), 0);
+    }
+    write(
+        &conf.join("postfix/extra.cf"),
+        b"smtpd_banner = $myhostname ESMTP\n",
+        0,
+        0o644,
+    );
+    write(
+        &conf.join("dovecot/extra.conf"),
+        b"mail_max_userip_connections = 50\n",
+        0,
+        0o644,
+    );
+    write(
+        &conf.join("rspamd/override.d/worker-controller.inc"),
+        b"# local password hash\n",
+        0,
+        0o644,
+    );
+    let ssl = dir.join("data/assets/ssl");
+    mkdir(&ssl, 0);
+    write(
+        &ssl.join("cert.pem"),
+        b"-----BEGIN CERTIFICATE-----\nMIIB\n",
+        0,
+        0o644,
+    );
+    write(
+        &ssl.join("key.pem"),
+        b"-----BEGIN PRIVATE KEY-----\nMIIE\n",
+        0,
+        0o600,
+    );
+    mkdir(&dir.join("data/web/inc"), 0);
+    write(
+        &dir.join("data/web/inc/vars.local.inc.php"),
+        b"<?php\n$MAILCOW_APPS = [];\n",
+        0,
+        0o644,
+    );
+    write(
+        &dir.join("docker-compose.override.yml"),
+        b"services:\n  dovecot-mailcow:\n    environment:\n      - EXTRA=1\n",
+        0,
+        0o644,
+    );
 }
 
 /// Mail-store changes between two nightly runs: flag renames, a move between

@@ -77,6 +77,8 @@ async fn restore(
         )?;
         pipeline::refuse_if_unfinished(ctx)?;
         let env = ctx.run_env(Some(source.repo.clone())).await?;
+        let plugins = pipeline::load(ctx, &env).await?;
+        pipeline::check_mail(&env, &plugins, &m, args.force)?;
         let r = pipeline::merge_mail(&env, &source.repo, &needed, &prefix, threads)?;
         out(&format!(
             "merged `{}` from snapshot {}: {} files written ({}), newer live files kept; run `doveadm force-resync -u <user> '*'` if clients miss mail",
@@ -115,7 +117,15 @@ async fn restore(
     pipeline::refuse_if_unfinished(ctx)?;
     let env = ctx.run_env(Some(source.repo.clone())).await?;
     let plugins = pipeline::load(ctx, &env).await?;
-    let plan = pipeline::plan(&env, &plugins, &m, &comps, args.merge, args.force)?;
+    let plan = pipeline::plan(
+        &env,
+        &plugins,
+        &m,
+        &comps,
+        args.components.as_deref(),
+        args.merge,
+        args.force,
+    )?;
     show_plan(m.id.as_str(), &m.finished, &plan, args.merge);
     confirm(args, interactive, "Type `yes` to restore")?;
     let rerun = Rerun {
@@ -135,6 +145,9 @@ async fn restore(
     )
     .await?;
     print_kept(&r.kept_previous);
+    for (c, why) in &r.skipped {
+        out(&format!("skipped {c}: {why}"));
+    }
     out(&format!(
         "restored {} from snapshot {}: {} files, {} in {:.1} s",
         r.comps.join(", "),
@@ -257,13 +270,27 @@ fn show_plan(id: &str, finished: &str, plan: &Plan, merge: bool) {
     for c in &plan.comps {
         eprintln!("  {c}");
     }
-    for (path, size) in &plan.volumes {
+    let conf_dir = plan.conf_dir.as_ref().map(|(p, _)| p);
+    for (path, size) in plan.volumes.iter().filter(|(p, _)| Some(p) != conf_dir) {
         let how = if merge {
             "merged into"
         } else {
             "replaces (current contents moved aside)"
         };
         eprintln!("    {} {how} `{}`", human_bytes(*size), path.display());
+    }
+    if let Some((dir, changes)) = &plan.conf_dir {
+        if changes.is_empty() {
+            eprintln!("    `{}`: no file differs from the snapshot", dir.display());
+        } else {
+            eprintln!(
+                "    in `{}` (previous files kept in a .cshost-previous-* directory there):",
+                dir.display()
+            );
+            for c in changes {
+                eprintln!("      {c}");
+            }
+        }
     }
     if !plan.stops.is_empty() {
         eprintln!("  stopped during the restore: {}", plan.stops.join(", "));

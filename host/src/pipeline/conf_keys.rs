@@ -31,10 +31,48 @@ pub(super) fn carry(
         .map_err(|e| format!("`{}` cannot be read: {e}", path.display()))?;
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let new = rules::rewrite_conf(&live, &old, &keys);
+    rewrite(ctx, txn, &path, &live, &new)?;
+    tracing::info!(
+        "`{}` now has the snapshot's {}",
+        path.display(),
+        keys.join(", ")
+    );
+    Ok(())
+}
+
+/// The whole live mailcow.conf becomes the snapshot's (a component that
+/// captured the mailcow directory, asked for by name), the previous file
+/// kept beside the journal.
+pub(super) fn replace(
+    ctx: &Context,
+    repo: &LocalRepo,
+    m: &Manifest,
+    env: &RunEnv,
+    txn: &Arc<Mutex<RestoreTxn>>,
+) -> Result<(), String> {
+    let old = fs_err::read(repo.blob_path(&m.mailcow.conf_blob))
+        .map_err(|e| format!("the snapshot's mailcow.conf cannot be read: {e}"))?;
+    let path = fs_err::canonicalize(&env.conf.path).unwrap_or_else(|_| env.conf.path.clone());
+    let live = fs_err::read_to_string(&path)
+        .map_err(|e| format!("`{}` cannot be read: {e}", path.display()))?;
+    rewrite(ctx, txn, &path, &live, &String::from_utf8_lossy(&old))?;
+    tracing::info!("`{}` is now the snapshot's", path.display());
+    Ok(())
+}
+
+/// Write `new` over the live mailcow.conf at `path` (holding `live`), once
+/// its pre-restore copy is kept and the rewrite recorded.
+fn rewrite(
+    ctx: &Context,
+    txn: &Arc<Mutex<RestoreTxn>>,
+    path: &std::path::Path,
+    live: &str,
+    new: &str,
+) -> Result<(), String> {
     if new == live {
         return Ok(());
     }
-    let mode = fs_err::metadata(&path)
+    let mode = fs_err::metadata(path)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
         .unwrap_or(0o600);
     let mut t = txn.lock().expect("restore transaction lock");
@@ -47,24 +85,15 @@ pub(super) fn carry(
         .cache_dir
         .join(format!("mailcow.conf.before-restore-{}", t.restore_id()));
     if !kept {
-        crate::repo::store::write_atomic(&previous, live.as_bytes(), 0o600)
+        // The copy has the live file's mode: a rollback gives it back as it was.
+        crate::repo::store::write_atomic(&previous, live.as_bytes(), mode)
             .map_err(|e| format!("keeping a copy of `{}` failed: {e}", path.display()))?;
         t.record(Step::Rewrite {
-            path: path.clone(),
+            path: path.to_path_buf(),
             previous,
         })
         .map_err(|e| e.to_string())?;
     }
-    crate::repo::store::write_atomic(&path, new.as_bytes(), mode).map_err(|e| {
-        format!(
-            "updating the database keys in `{}` failed: {e}",
-            path.display()
-        )
-    })?;
-    tracing::info!(
-        "`{}` now has the snapshot's {}",
-        path.display(),
-        keys.join(", ")
-    );
-    Ok(())
+    crate::repo::store::write_atomic(path, new.as_bytes(), mode)
+        .map_err(|e| format!("updating `{}` failed: {e}", path.display()))
 }

@@ -70,6 +70,43 @@ fn parent_of(dir: &crate::repo::names::RelPath, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// What a full vmail restore checks holds for one mailbox too: the live
+/// mail_crypt keys are the snapshot's (else its encrypted mail cannot be
+/// read), and MAILDIR_SUB is the same (else the mail lands where dovecot
+/// does not look). `force` skips both, as for a full restore.
+///
+/// # Errors
+/// Exit 7, saying what differs and how to go on.
+pub fn check_mail(
+    env: &RunEnv,
+    plugins: &super::restore::Plugins,
+    m: &Manifest,
+    force: bool,
+) -> Result<(), CommandError> {
+    if force {
+        return Ok(());
+    }
+    super::restore::check_matching(env, plugins, m, &["vmail".to_string()])
+        .map_err(|e| fail(Failure::Restore, e))?;
+    let backed_up = m
+        .components
+        .get("vmail")
+        .and_then(|c| c.facts.get("maildir-sub"));
+    let live = env.conf.get("MAILDIR_SUB").unwrap_or_default();
+    match backed_up {
+        Some(b) if b.as_str() != live => Err(fail(
+            Failure::Restore,
+            format!(
+                "MAILDIR_SUB differs: snapshot {} has {b:?}, `{}` has {live:?}; the mail would land where dovecot does not look. \
+                 Set MAILDIR_SUB={b} in mailcow.conf, or add --force",
+                m.id,
+                env.conf.path.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Merge one mailbox or domain into the live mail store, keeping files that
 /// are newer there. Dovecot keeps running: new files in a maildir are picked
 /// up like delivered mail.
@@ -89,10 +126,7 @@ pub fn merge_mail(
         .and_then(|c| c.volumes.get("vmail-vol-1"))
         .map(|es| es.iter().collect())
         .unwrap_or_default();
-    let live = env
-        .services
-        .volume_path(&format!("{}_vmail-vol-1", env.project))
-        .class(Failure::Preflight)?;
+    let live = env.volume_root("vmail-vol-1").class(Failure::Preflight)?;
     let size = entries
         .iter()
         .filter(|e| e.kind == Kind::File)

@@ -19,13 +19,13 @@ use crate::repo::capture::Counts;
 use crate::repo::manifest::{Catalog, Kind, Manifest};
 use crate::repo::names::{BlobId, SnapshotId};
 use crate::runtime::{
-    LoadedPlugin, PluginHost, RestoreMode, RestoreRequest, RestoreSource, RunEnv,
+    LoadedPlugin, PluginFailure, PluginHost, RestoreMode, RestoreRequest, RestoreSource, RunEnv,
 };
 use crate::transport::BoxRepo;
 use crate::txn::{Rerun, RestoreTxn, Step};
 
 pub use super::drill::write_snapshot;
-pub use super::mail::{MailReport, mail_subset, merge_mail};
+pub use super::mail::{MailReport, check_mail, mail_subset, merge_mail};
 
 const WATCHDOG: &str = "watchdog-mailcow";
 
@@ -250,6 +250,13 @@ pub struct Plan {
     pub stops: Vec<String>,
     pub mode: RestoreMode,
     pub watchdog: bool,
+    /// Components the admin named (`--components rspamd`), not reached
+    /// through `all`: a plugin that declines one of these fails the restore,
+    /// while one reached through `all` is skipped with a warning.
+    pub named: Vec<String>,
+    /// The mailcow directory, when a component restores files into it, and
+    /// what would change there: `added x` / `changed y` (nothing else is touched).
+    pub conf_dir: Option<(PathBuf, Vec<String>)>,
 }
 
 /// Check that an in-place restore can proceed, and say what it will do:
@@ -265,6 +272,7 @@ pub fn plan(
     plugins: &Plugins,
     m: &Manifest,
     comps: &[String],
+    requested: Option<&[String]>,
     merge: bool,
     force: bool,
 ) -> Result<Plan, CommandError> {
@@ -283,17 +291,24 @@ pub fn plan(
         );
     }
     let mut volumes: Vec<(PathBuf, u64)> = Vec::new();
+    let mut conf_dir = None;
     for c in &comps {
         for (vol, entries) in &m.components[c.as_str()].volumes {
+            if vol.as_str() == crate::runtime::confdir::MAILCOW_DIR {
+                let root = env.volume_root(vol.as_str()).class(Failure::Preflight)?;
+                let changes = crate::runtime::confdir::differences(&root, entries)
+                    .into_iter()
+                    .filter(|(_, d)| !merge || *d == crate::runtime::confdir::Difference::Added)
+                    .map(|(e, d)| format!("{} {}", d.verb(), e.path))
+                    .collect();
+                conf_dir = Some((root, changes));
+            }
             let size: u64 = entries
                 .iter()
                 .filter(|e| e.kind == Kind::File)
                 .map(|e| e.size)
                 .sum();
-            let path = env
-                .services
-                .volume_path(&format!("{}_{vol}", env.project))
-                .class(Failure::Preflight)?;
+            let path = env.volume_root(vol.as_str()).class(Failure::Preflight)?;
             volumes.push((path, size));
         }
     }
@@ -309,6 +324,7 @@ pub fn plan(
         }
     }
     Ok(Plan {
+        named: named(&comps, requested),
         comps,
         volumes,
         stops,
@@ -318,14 +334,30 @@ pub fn plan(
             RestoreMode::Replace
         },
         watchdog: running.iter().any(|s| s == WATCHDOG),
+        conf_dir,
     })
+}
+
+/// Which of `comps` the admin asked for by name (an alias counts).
+fn named(comps: &[String], requested: Option<&[String]>) -> Vec<String> {
+    let asked: Vec<&str> = requested
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(|r| crate::repo::names::canonical(r.trim()))
+        .collect();
+    comps
+        .iter()
+        .filter(|c| asked.contains(&c.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// R4, as the plugins declare it (`needs-matching`; vmail declares crypt):
 /// a component whose live data must equal the snapshot's is either restored
 /// in the same run, or every file of its volumes is compared, by hash, with
 /// the snapshot's.
-fn check_matching(
+pub(super) fn check_matching(
     env: &RunEnv,
     plugins: &Plugins,
     m: &Manifest,
@@ -344,10 +376,7 @@ fn check_matching(
                 ));
             };
             for (vol, entries) in &rec.volumes {
-                let root = env
-                    .services
-                    .volume_path(&format!("{}_{vol}", env.project))
-                    .map_err(|e| e.to_string())?;
+                let root = env.volume_root(vol.as_str()).map_err(|e| e.to_string())?;
                 for e in entries.iter().filter(|e| e.kind == Kind::File) {
                     let live = fs_err::read(root.join(e.path.as_str()))
                         .map(|b| crate::repo::sha256_hex(&b))
@@ -376,6 +405,8 @@ pub struct RestoreReport {
     pub seconds: f64,
     /// Previous contents kept on request (`--keep-previous`): (live, kept at).
     pub kept_previous: Vec<(PathBuf, PathBuf)>,
+    /// Components whose plugin declined them in an `all` restore: (name, why).
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Run the plan: watchdog first, each component's plugin in order, then the
@@ -419,8 +450,19 @@ pub async fn execute(
         .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", scratch.display()))
         .class(Failure::Preflight)?;
 
+    let mut skipped = Vec::new();
     let failure = run_components(
-        ctx, env, repo, m, plan, plugins, &txn, &counts, &scratch, &interrupt,
+        ctx,
+        env,
+        repo,
+        m,
+        plan,
+        plugins,
+        &txn,
+        &counts,
+        &scratch,
+        &interrupt,
+        &mut skipped,
     )
     .await
     .and_then(|()| interrupt.check())
@@ -467,6 +509,9 @@ pub async fn execute(
         let Ok(plugin) = plugins.of(m, c) else {
             continue;
         };
+        if skipped.iter().any(|(s, _)| s == c) {
+            continue;
+        }
         match plugins
             .host
             .post_restore(plugin, env.clone(), &request(m, c, plan, env))
@@ -503,6 +548,7 @@ pub async fn execute(
         bytes: c.bytes,
         seconds: t0.elapsed().as_secs_f64(),
         kept_previous,
+        skipped,
     })
 }
 
@@ -550,6 +596,7 @@ async fn run_components(
     counts: &Arc<Mutex<Counts>>,
     scratch: &Path,
     interrupt: &super::recover::Interrupt,
+    skipped: &mut Vec<(String, String)>,
 ) -> Result<(), String> {
     // R2: watchdog first, so it cannot restart what we stop.
     if plan.watchdog {
@@ -571,7 +618,7 @@ async fn run_components(
             counts: counts.clone(),
         });
         tracing::info!("restoring {c}");
-        plugins
+        let done = plugins
             .host
             .restore(
                 plugin,
@@ -580,8 +627,35 @@ async fn run_components(
                 source,
                 scratch,
             )
-            .await
-            .map_err(|e| format!("{c}: {e}"))?;
+            .await;
+        match done {
+            Ok(r) => {
+                for w in r.warnings {
+                    tracing::warn!("{c}: {w}");
+                }
+            }
+            // Declining means nothing was changed for this component (WIT
+            // `unsupported`); in an `all` restore the rest goes on, as
+            // mailcow's own script skips rspamd from another architecture.
+            Err(PluginFailure::Declined { message, .. }) if !plan.named.contains(c) => {
+                tracing::warn!(
+                    "{c} skipped: {message} (ask for it by name with --components {c} to make this an error)"
+                );
+                skipped.push((c.clone(), message));
+                continue;
+            }
+            Err(e) => return Err(format!("{c}: {e}")),
+        }
+        // mailcow.conf holds every password and the hostname: it is replaced
+        // whole only when the admin names the component that keeps the
+        // mailcow directory (`--components config`), never through `all`.
+        if rec
+            .volumes
+            .contains_key(crate::runtime::confdir::MAILCOW_DIR)
+            && plan.named.contains(c)
+        {
+            super::conf_keys::replace(ctx, repo, m, env, txn).map_err(|e| format!("{c}: {e}"))?;
+        }
         if !plugin.rules.carry_conf_keys.is_empty() {
             super::conf_keys::carry(ctx, repo, m, env, txn, &plugin.rules.carry_conf_keys)
                 .map_err(|e| format!("{c}: the data was restored, but {e}"))?;

@@ -132,6 +132,9 @@ impl HostState {
                     raw_size: record.raw_size,
                     tail,
                 });
+                if let Some(source) = &self.source {
+                    keep_safety_dump(source, &repo.blob_path(&record.blob), name)?;
+                }
                 let mut rec = self.record.lock().expect("record lock");
                 if stored.new {
                     rec.counts.new_blobs += 1;
@@ -181,6 +184,36 @@ impl HostState {
             .map(|blob| repo.blob_path(&blob))
             .ok_or_else(|| failed(format!("no artifact `{name}` in this snapshot")))
     }
+}
+
+/// A dump taken during a restore holds the live data from before it (the
+/// mysql plugin's safety dump). The repository's copy is unreferenced and a
+/// later prune deletes it, so a copy goes beside the restore journal, which
+/// names it until the restore commits: a crash after the import still leaves
+/// the way back.
+fn keep_safety_dump(
+    source: &super::state::RestoreSource,
+    blob: &std::path::Path,
+    name: &str,
+) -> Result<(), Error> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    let mut txn = source.txn.lock().expect("restore transaction lock");
+    let path = txn.keep_path(name);
+    let tmp = path.with_extension("part");
+    let copy = || -> std::io::Result<()> {
+        let _ = fs_err::remove_file(&tmp);
+        let mut out = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::copy(&mut fs_err::File::open(blob)?, &mut out)?;
+        out.sync_all()?;
+        fs_err::rename(&tmp, &path)
+    };
+    copy().map_err(|e| failed(format!("keeping the safety dump beside the journal: {e}")))?;
+    txn.record(crate::txn::Step::SafetyDump { path })
+        .map_err(failed)
 }
 
 /// Stream a stored zstd artifact, decompressed, into a program's stdin.

@@ -214,12 +214,14 @@ impl Call {
         let plugin = self.plugin.clone();
         self.finish(r, limits)?.map_err(|e| {
             use bindings::types::Error;
-            let message = match e {
-                Error::Denied(m) => format!("denied: {m}"),
-                Error::Failed(m) => m,
-                Error::Unsupported(m) => format!("unsupported: {m}"),
-            };
-            PluginFailure::Returned { plugin, message }
+            match e {
+                Error::Denied(m) => PluginFailure::Returned {
+                    plugin,
+                    message: format!("denied: {m}"),
+                },
+                Error::Failed(message) => PluginFailure::Returned { plugin, message },
+                Error::Unsupported(message) => PluginFailure::Declined { plugin, message },
+            }
         })
     }
 }

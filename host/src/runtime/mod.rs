@@ -5,6 +5,7 @@
 
 mod bindings;
 pub mod builtin;
+pub mod confdir;
 mod exec;
 pub mod grants;
 mod instance;
@@ -71,6 +72,10 @@ pub enum RuntimeError {
 pub enum PluginFailure {
     #[error("plugin `{plugin}` reported: {message}")]
     Returned { plugin: String, message: String },
+    /// The plugin declined the request before changing anything (WIT
+    /// `unsupported`), e.g. rspamd data from another architecture.
+    #[error("plugin `{plugin}` declined: {message}")]
+    Declined { plugin: String, message: String },
     #[error(
         "plugin `{plugin}` was stopped after using more than its CPU-time limit of {secs} s (raise [limits] cpu-seconds if this is expected)"
     )]
@@ -374,11 +379,7 @@ impl PluginHost {
                 .grants
                 .volumes
                 .iter()
-                .filter(|v| {
-                    env.services
-                        .volume_path(&format!("{}_{v}", env.project))
-                        .is_ok()
-                })
+                .filter(|v| env.volume_root(v).is_ok())
                 .cloned()
                 .collect(),
             arch: crate::mailcow::arch().into(),
@@ -411,12 +412,14 @@ impl PluginHost {
         wasi.stderr(stderr.clone());
         if matches!(mode, Mode::Estimate | Mode::Backup | Mode::Doctor) {
             for volume in &plugin.grants.volumes {
+                // The mailcow directory holds mailcow.conf (every password):
+                // never visible, reached only through capture and restore-tree.
+                if volume == confdir::MAILCOW_DIR {
+                    continue;
+                }
                 // A volume that does not exist is simply not visible; a capture
                 // of it fails with the path named.
-                if let Ok(path) = env
-                    .services
-                    .volume_path(&format!("{}_{volume}", env.project))
-                {
+                if let Ok(path) = env.volume_root(volume) {
                     wasi.preopened_dir(&path, sdk_volume_dir(volume), FsPerms::ReadOnly)
                         .map_err(|e| {
                             instantiate(format!("cannot open volume `{volume}`: {e:#}"))

@@ -38,6 +38,20 @@ pub struct RunEnv {
 }
 
 impl RunEnv {
+    /// Where a volume (short name) is: a Docker volume or a native
+    /// directory, or the mailcow directory for `mailcow-dir`.
+    ///
+    /// # Errors
+    /// When the runtime does not know the volume.
+    pub fn volume_root(&self, volume: &str) -> Result<PathBuf, crate::services::ServiceError> {
+        if volume == super::confdir::MAILCOW_DIR {
+            let dir = self.conf.path.parent().unwrap_or(std::path::Path::new("."));
+            return Ok(dir.to_path_buf());
+        }
+        self.services
+            .volume_path(&format!("{}_{volume}", self.project))
+    }
+
     /// An environment with no mailcow behind it: no services, no volumes, no
     /// repository. Enough to compile a plugin and ask it to describe itself.
     pub fn detached() -> Self {
@@ -134,10 +148,7 @@ impl HostState {
     }
 
     fn volume_root(&self, volume: &str) -> Result<PathBuf, Error> {
-        self.env
-            .services
-            .volume_path(&format!("{}_{volume}", self.env.project))
-            .map_err(failed)
+        self.env.volume_root(volume).map_err(failed)
     }
 
     pub(super) fn repo(&self) -> Result<Arc<LocalRepo>, Error> {
@@ -168,6 +179,9 @@ impl HostState {
                 ))
             })?;
         let live = self.volume_root(&volume)?;
+        if volume == super::confdir::MAILCOW_DIR {
+            return self.restore_mailcow_dir(&live, &entries, mode, &source);
+        }
         let overwrite = match mode {
             RestoreMode::Replace => {
                 let mut txn = source.txn.lock().expect("restore transaction lock");
@@ -211,6 +225,26 @@ impl HostState {
             *source.counts.lock().expect("restore counts lock") += counts;
         }
         crate::failpoint::hit_at("restore-mid-write", &volume);
+        Ok(summary(counts))
+    }
+
+    /// `restore-tree` of the mailcow directory: only differing files, each
+    /// previous copy kept (see `confdir`).
+    fn restore_mailcow_dir(
+        &self,
+        live: &std::path::Path,
+        entries: &[Entry],
+        mode: RestoreMode,
+        source: &RestoreSource,
+    ) -> Result<TreeSummary, Error> {
+        let repo = self.repo()?;
+        let merge = matches!(mode, RestoreMode::Merge);
+        let (counts, changes) =
+            super::confdir::restore(&repo, live, entries, merge, &source.txn).map_err(failed)?;
+        for c in &changes {
+            tracing::info!(plugin = %self.plugin, "{}: {c}", live.display());
+        }
+        *source.counts.lock().expect("restore counts lock") += counts;
         Ok(summary(counts))
     }
 
@@ -260,6 +294,11 @@ impl HostState {
         };
         self.check(&call)?;
         let root = self.volume_root(&volume)?;
+        let conf_dir = volume == super::confdir::MAILCOW_DIR;
+        // What an admin may not have customised is simply not there.
+        if conf_dir && fs_err::symlink_metadata(root.join(&path)).is_err() {
+            return Ok(summary(Counts::default()));
+        }
         let threads = self.env.threads;
         let what = format!("{}_{volume}/{path}", self.env.project);
         if measure_only {
@@ -271,6 +310,12 @@ impl HostState {
         }
         let repo = self.repo()?;
         let cache = self.env.cache.clone();
+        let parents = if conf_dir {
+            // Several sub-paths share parents (`data`): each is listed once.
+            super::confdir::ancestors(&root, &path)
+        } else {
+            Vec::new()
+        };
         let captured = tokio::task::spawn_blocking(move || {
             capture::capture(&repo, &cache, &root, &path, threads)
         })
@@ -281,7 +326,13 @@ impl HostState {
         let mut rec = self.record.lock().expect("record lock");
         let c = captured.counts;
         rec.counts += c;
-        rec.volumes.entry(key).or_default().extend(captured.entries);
+        let list = rec.volumes.entry(key).or_default();
+        for parent in parents {
+            if !list.iter().any(|e| e.path == parent.path) {
+                list.push(parent);
+            }
+        }
+        list.extend(captured.entries);
         Ok(summary(c))
     }
 }

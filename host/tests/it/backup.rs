@@ -56,7 +56,9 @@ fn full_backup_records_every_file_and_the_dumps_restore_into_fresh_servers() {
         .collect();
     assert_eq!(
         comps,
-        ["crypt", "mysql", "postfix", "redis", "rspamd", "vmail"]
+        [
+            "config", "crypt", "mysql", "postfix", "redis", "rspamd", "vmail"
+        ]
     );
     assert_eq!(m["mailcow"]["project"], "mailcowdockerized");
     assert_eq!(m["mailcow"]["maildir-sub"], "Maildir");

@@ -48,8 +48,21 @@ fn restore_all_brings_back_files_owners_modes_mtimes_rows_and_keys() {
     .unwrap();
 
     damage(&w);
+    // Made after the snapshot: a restore gives back the snapshot, without them.
+    db.sql("CREATE DATABASE made_later; CREATE TABLE mailcow.made_later (id INT)")
+        .unwrap();
     let out = w.cshost(&["restore", "--snapshot", "latest", "--yes"]);
     assert!(out.status.success(), "{}", text(&out));
+    let later = db
+        .sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'made_later'")
+        .unwrap();
+    assert_eq!(
+        later.trim(),
+        "0",
+        "a table made after the snapshot survived"
+    );
+    let dbs = db.sql("SHOW DATABASES").unwrap();
+    assert!(!dbs.contains("made_later"), "{dbs}");
 
     for (v, b) in vols.iter().zip(&before) {
         assert_eq!(
@@ -89,11 +102,17 @@ fn restore_all_brings_back_files_owners_modes_mtimes_rows_and_keys() {
         "{ev:?}"
     );
     assert!(ev.contains(&"start dovecot-mailcow".to_string()), "{ev:?}");
+    // the database's clients were stopped for the import
+    assert!(ev.contains(&"stop sogo-mailcow".to_string()), "{ev:?}");
     // with dovecot back, vmail's post-restore step resynced and recounted
     let dovecot = std::fs::read_to_string(mailcow::dovecot_exec_log(&w.sample)).unwrap_or_default();
     assert_eq!(
         dovecot.lines().collect::<Vec<_>>(),
-        ["doveadm force-resync -A *", "doveadm quota recalc -A"],
+        [
+            "find /var/vmail_index -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +",
+            "doveadm force-resync -A *",
+            "doveadm quota recalc -A"
+        ],
         "{dovecot}"
     );
     // no moved-aside copies are left behind
@@ -152,7 +171,15 @@ fn a_failure_midway_puts_every_replaced_volume_back_and_restarts_services() {
     damage(&w);
     let crypt_before = state(&w.sample.volume("crypt-vol-1"));
     let vmail_before = state(&w.sample.volume("vmail-vol-1"));
-    let out = w.cshost(&["restore", "--snapshot", id, "--yes"]);
+    // Named, so the plugin declining rspamd is an error, not a skip.
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        id,
+        "--components",
+        "crypt,vmail,redis,postfix,rspamd,mysql",
+        "--yes",
+    ]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -517,4 +544,218 @@ fn a_volume_on_a_full_filesystem_is_refused_before_anything_changes() {
     );
     assert_eq!(after, before, "nothing was moved or written");
     assert!(events(&w).is_empty(), "no service was stopped");
+}
+
+#[test]
+fn rspamd_from_another_architecture_is_skipped_in_a_full_restore_and_refused_by_name() {
+    let w = World::new(Size::SMALL, false);
+    let out = w.cshost(&["backup", "--components", "crypt,rspamd"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = w.snapshots()[0].clone();
+    let path = w.repo.join("snapshots").join(format!("{id}.json"));
+    let mut m = w.manifest(&id);
+    m["components"]["rspamd"]["facts"]["arch"] = "riscv64".into();
+    std::fs::write(&path, m.to_string()).unwrap();
+    let rspamd = w.sample.volume("rspamd-vol-1");
+    std::fs::write(rspamd.join("made-later"), "live").unwrap();
+    std::fs::remove_file(w.sample.volume("crypt-vol-1").join("ecpubkey.pem")).unwrap();
+    let live_rspamd = state(&rspamd);
+
+    let out = w.cshost(&["restore", "--snapshot", "latest", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("skipped rspamd") && text(&out).contains("riscv64"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(state(&rspamd), live_rspamd, "rspamd was touched");
+    assert!(
+        w.sample
+            .volume("crypt-vol-1")
+            .join("ecpubkey.pem")
+            .is_file()
+    );
+
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "rspamd",
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("riscv64"), "{}", text(&out));
+    assert_eq!(state(&rspamd), live_rspamd);
+}
+
+/// Files and symlinks with content, owner, mode and mtime; directories'
+/// mtimes move whenever a file is added or removed in them.
+fn files(root: &std::path::Path) -> impl PartialEq + std::fmt::Debug + use<> {
+    let mut all = state(root);
+    all.retain(|_, v| v.0 != "dir");
+    all
+}
+
+#[test]
+fn config_brings_back_the_admins_files_keeps_the_previous_ones_and_replaces_mailcow_conf_only_by_name()
+ {
+    let w = World::new(Size::SMALL, false);
+    let dir = w.sample.mailcow_dir.clone();
+    let out = w.cshost(&["backup", "--components", "config,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let conf = dir.join("data/conf");
+    let ssl = dir.join("data/assets/ssl");
+    let (conf_before, ssl_before) = (files(&conf), files(&ssl));
+    let conf_path = dir.join("mailcow.conf");
+    let mailcow_conf = std::fs::read_to_string(&conf_path).unwrap();
+
+    std::fs::write(conf.join("postfix/extra.cf"), "changed by hand\n").unwrap();
+    std::fs::remove_file(ssl.join("key.pem")).unwrap();
+    std::fs::write(conf.join("dovecot/made-later.conf"), "stays\n").unwrap();
+    std::fs::write(&conf_path, format!("{mailcow_conf}ADDITIONAL_SAN=later\n")).unwrap();
+
+    // Through `all` (no --components): the files come back, mailcow.conf stays.
+    let out = w.cshost(&["restore", "--snapshot", "latest", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("changed data/conf/postfix/extra.cf"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("added data/assets/ssl/key.pem"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(files(&ssl), ssl_before, "certificates differ");
+    std::fs::remove_file(conf.join("dovecot/made-later.conf")).unwrap();
+    assert_eq!(files(&conf), conf_before, "data/conf differs");
+    let kept: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".cshost-previous-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(kept[0].join("data/conf/postfix/extra.cf")).unwrap(),
+        "changed by hand\n"
+    );
+    assert!(
+        std::fs::read_to_string(&conf_path)
+            .unwrap()
+            .contains("ADDITIONAL_SAN=later")
+    );
+
+    // Named: mailcow.conf is the snapshot's too, its previous copy kept.
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "config",
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&conf_path).unwrap(), mailcow_conf);
+
+    // A drill writes them out byte-exact, the key still 0600.
+    let target = w.dir.path().join("drill");
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "config",
+        "--target-dir",
+        target.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let written = target.join("config/mailcow-dir");
+    assert_eq!(files(&written.join("data/assets/ssl")), ssl_before);
+    assert_eq!(
+        std::fs::read(written.join("docker-compose.override.yml")).unwrap(),
+        std::fs::read(dir.join("docker-compose.override.yml")).unwrap()
+    );
+}
+
+#[test]
+fn a_failed_restore_puts_the_admins_files_back_and_removes_the_ones_it_added() {
+    let w = World::new(Size::SMALL, false);
+    let dir = w.sample.mailcow_dir.clone();
+    let out = w.cshost(&["backup", "--components", "config,rspamd"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let extra = dir.join("data/conf/postfix/extra.cf");
+    std::fs::write(&extra, "changed by hand\n").unwrap();
+    std::fs::remove_file(dir.join("data/assets/ssl/key.pem")).unwrap();
+    let before = files(&dir.join("data"));
+    // rspamd, asked for by name, is declined after config was written.
+    let id = &w.snapshots()[0];
+    let path = w.repo.join("snapshots").join(format!("{id}.json"));
+    let mut m = w.manifest(id);
+    m["components"]["rspamd"]["facts"]["arch"] = "aarch64".into();
+    std::fs::write(&path, m.to_string()).unwrap();
+    let out = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "config,rspamd",
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("put back"), "{}", text(&out));
+    assert_eq!(files(&dir.join("data")), before, "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&extra).unwrap(),
+        "changed by hand\n"
+    );
+}
+
+#[test]
+fn a_mailbox_merge_checks_the_crypt_keys_and_maildir_sub_like_a_full_restore() {
+    let w = World::new(Size::SMALL, false);
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mailbox = w.sample.volume("vmail-vol-1").join("example1.org/user2");
+    std::fs::remove_dir_all(&mailbox).unwrap();
+    let merge = [
+        "restore",
+        "--snapshot",
+        "latest",
+        "--mailbox",
+        "user2@example1.org",
+        "--yes",
+    ];
+
+    let key = w.sample.volume("crypt-vol-1").join("ecprivkey.pem");
+    let real_key = std::fs::read(&key).unwrap();
+    std::fs::write(&key, "a new key").unwrap();
+    let out = w.cshost(&merge);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("crypt"), "{}", text(&out));
+    assert!(!mailbox.exists());
+    std::fs::write(&key, real_key).unwrap();
+
+    let conf_path = w.sample.mailcow_dir.join("mailcow.conf");
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    std::fs::write(
+        &conf_path,
+        conf.replace("MAILDIR_SUB=Maildir", "MAILDIR_SUB=Elsewhere"),
+    )
+    .unwrap();
+    let out = w.cshost(&merge);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("MAILDIR_SUB"), "{}", text(&out));
+    assert!(!mailbox.exists());
+    std::fs::write(&conf_path, conf).unwrap();
+
+    let out = w.cshost(&merge);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(mailbox.is_dir());
 }

@@ -9,6 +9,18 @@ const SERVICE: &str = "mysql-mailcow";
 const ARTIFACT: &str = "mysql/all-databases.sql.zst";
 const DUMP_TRAILER: &str = "-- Dump completed";
 const SAFETY: &str = "pre-restore/all-databases.sql.zst";
+/// Schemas the server owns: never dropped before an import (`mysql` holds
+/// the users, and the dump replaces its tables one by one).
+const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "performance_schema", "mysql", "sys"];
+/// Every mailcow container that holds a database connection; mailcow's own
+/// restore takes the whole stack down for the import.
+const CLIENTS: [&str; 5] = [
+    "php-fpm-mailcow",
+    "sogo-mailcow",
+    "dovecot-mailcow",
+    "postfix-mailcow",
+    "acme-mailcow",
+];
 
 pub struct Mysql;
 
@@ -80,9 +92,19 @@ impl Plugin for Mysql {
             description: "MariaDB: all databases as a consistent SQL dump".into(),
             grants: grants(
                 &["mysql-vol-1"],
-                &[(SERVICE, &["mariadb", "mysql", "mariadb-dump", "mysqldump"])],
+                &[(
+                    SERVICE,
+                    &[
+                        "mariadb",
+                        "mysql",
+                        "mariadb-dump",
+                        "mysqldump",
+                        "mariadb-upgrade",
+                        "mysql_upgrade",
+                    ],
+                )],
                 &["DBROOT", "DBNAME", "DBUSER", "DBPASS"],
-                &[SERVICE],
+                &[&[SERVICE][..], &CLIENTS[..]].concat(),
             ),
         }
     }
@@ -92,8 +114,10 @@ impl Plugin for Mysql {
             // A volume restore can be undone by a rename and an import cannot,
             // so every volume is in place before the import starts.
             after: names(&["crypt", "redis", "valkey", "postfix", "rspamd", "vmail"]),
-            // The import runs against the live server: nothing to stop.
-            stops: Vec::new(),
+            // The import runs against the live server with its clients
+            // stopped, so nothing writes between the drop and the import,
+            // and each client reconnects with the restored credentials.
+            stops: names(&CLIENTS),
             needs_matching: Vec::new(),
             // The dump holds the users and passwords of the snapshot's
             // mailcow.conf; the live one must name the same.
@@ -178,16 +202,41 @@ impl Plugin for Mysql {
         safety.stdout = StdoutSink::Artifact(SAFETY.into());
         let out = host.exec(&safety)?;
         check("the safety dump before the restore", &out)?;
+        let complete = out
+            .artifact
+            .as_ref()
+            .is_some_and(|a| String::from_utf8_lossy(&a.tail).contains(DUMP_TRAILER));
+        if !complete {
+            return Err(Error::failed(
+                "the safety dump of the live databases is incomplete; nothing was changed",
+            ));
+        }
+        // The result must be the snapshot: a database created after it
+        // (or a table, since each database is recreated whole) is gone.
+        let dropped = drop_statements(&query(host, "SHOW DATABASES")?);
+        let dropping = if dropped.is_empty() {
+            None
+        } else {
+            let args = ["--batch", "--execute", dropped.as_str()];
+            Some(host.exec(&client("mariadb", &args))?)
+        };
         let mut import = client("mariadb", &[]);
         import.stdin = StdinSource::Artifact(ARTIFACT.into());
-        let out = host.exec(&import)?;
+        let (step, out) = match dropping {
+            Some(o) if o.exit_code != 0 => ("dropping the live databases", o),
+            _ => ("importing the dump", host.exec(&import)?),
+        };
         if out.exit_code == 0 {
-            return Ok(RestoreReport {
-                warnings: Vec::new(),
-            });
+            let mut warnings = Vec::new();
+            if let Some(backed_up) = backed_up
+                && older(backed_up, &live)
+            {
+                upgrade(host, backed_up, &live, &mut warnings);
+            }
+            return Ok(RestoreReport { warnings });
         }
         let first = format!(
-            "importing the dump failed (exit {}): {}",
+            "{step} failed (exit {}): {}",
             out.exit_code,
             errors(&out.stderr)
         );
@@ -207,6 +256,42 @@ impl Plugin for Mysql {
                 "{first}; putting the previous databases back failed: {e}"
             ))),
         }
+    }
+}
+
+/// `DROP DATABASE` for every database in a `SHOW DATABASES` listing that
+/// the server does not own, as one statement list ("" when there is none).
+pub fn drop_statements(listing: &str) -> String {
+    listing
+        .lines()
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !SYSTEM_SCHEMAS.contains(d))
+        .map(|d| format!("DROP DATABASE `{}`;", d.replace('`', "``")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The dump came from an older server: its `mysql` schema is the old
+/// layout, which `mariadb-upgrade` brings up to this server's.
+fn upgrade(host: &impl Host, from: &str, to: &str, warnings: &mut Vec<String>) {
+    host.info(&format!(
+        "the dump is from MariaDB {from} and the server is {to}: running mariadb-upgrade"
+    ));
+    let run = |program: &str| host.exec(&client(program, &["--force"]));
+    let out = match run("mariadb-upgrade") {
+        Err(Error::Failed(m)) if m.contains("not found") => run("mysql_upgrade"),
+        other => other,
+    };
+    match out {
+        Ok(o) if o.exit_code == 0 => {}
+        Ok(o) => warnings.push(format!(
+            "mariadb-upgrade failed (exit {}): {}; run `mariadb-upgrade --force` in {SERVICE} by hand",
+            o.exit_code,
+            errors(&o.stderr)
+        )),
+        Err(e) => warnings.push(format!(
+            "mariadb-upgrade could not run ({e}); run `mariadb-upgrade --force` in {SERVICE} by hand"
+        )),
     }
 }
 
@@ -294,6 +379,84 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn every_database_but_the_servers_own_is_dropped_before_an_import() {
+        let cases = [
+            ("", ""),
+            ("information_schema\nmysql\nperformance_schema\nsys", ""),
+            ("mailcow\nmysql", "DROP DATABASE `mailcow`;"),
+            (
+                "extra\nmailcow\n",
+                "DROP DATABASE `extra`; DROP DATABASE `mailcow`;",
+            ),
+            ("we`ird", "DROP DATABASE `we``ird`;"),
+        ];
+        for (listing, want) in cases {
+            assert_eq!(drop_statements(listing), want, "{listing:?}");
+        }
+    }
+
+    fn restore_req(version: &str) -> RestoreRequest {
+        RestoreRequest {
+            component: "mysql".into(),
+            snapshot_id: "s".into(),
+            mode: RestoreMode::Replace,
+            facts: vec![("server-version".into(), version.into())],
+            services: vec![],
+            arch: "x86_64".into(),
+            drill: false,
+        }
+    }
+
+    fn a_server(version: &'static str) -> testing::FakeHost {
+        testing::FakeHost::new().secret("DBROOT").on_exec(move |r| {
+            Ok(match r.program.as_str() {
+                "mariadb-dump" => artifact("-- Dump completed"),
+                _ if r.args.iter().any(|a| a == "SHOW DATABASES") => {
+                    testing::ok_output("mailcow\nmysql\nnewer")
+                }
+                _ => testing::ok_output(version),
+            })
+        })
+    }
+
+    #[test]
+    fn a_dump_from_an_older_server_is_upgraded_after_the_import() {
+        let host = a_server("11.4.2-MariaDB");
+        let report = Mysql::restore(&host, &restore_req("10.11.6-MariaDB")).unwrap();
+        assert!(report.warnings.is_empty(), "{report:?}");
+        let execs = host.exec_lines();
+        let at = |needle: &str| execs.iter().position(|l| l.contains(needle));
+        let (drop, import, upgrade) = (
+            at("DROP DATABASE `mailcow`; DROP DATABASE `newer`;").expect("drop"),
+            execs
+                .iter()
+                .position(|l| l.trim_end() == "mariadb --user=root")
+                .expect("import"),
+            at("mariadb-upgrade --user=root --force").expect("upgrade"),
+        );
+        assert!(drop < import && import < upgrade, "{execs:#?}");
+        // The same version needs no upgrade.
+        let host = a_server("10.11.6-MariaDB");
+        Mysql::restore(&host, &restore_req("10.11.6-MariaDB")).unwrap();
+        assert!(!host.exec_lines().iter().any(|l| l.contains("upgrade")));
+    }
+
+    #[test]
+    fn the_database_clients_are_stopped_during_an_import() {
+        let rules = Mysql::restore_rules();
+        let services = Mysql::describe().grants.services;
+        for c in [
+            "php-fpm-mailcow",
+            "sogo-mailcow",
+            "dovecot-mailcow",
+            "postfix-mailcow",
+        ] {
+            assert!(rules.stops.iter().any(|s| s == c), "{c}");
+            assert!(services.iter().any(|s| s == c), "{c} is not granted");
+        }
     }
 
     #[test]

@@ -51,6 +51,23 @@ pub fn survey(root: &std::path::Path, maildir_sub: &str) -> std::io::Result<Layo
     Ok(layout)
 }
 
+/// Where mailcow's dovecot keeps its indexes (`vmail-index-vol-1`).
+const INDEX_DIR: &str = "/var/vmail_index";
+/// Everything inside the index volume, not the mount point itself.
+const CLEAR_INDEX: [&str; 11] = [
+    INDEX_DIR,
+    "-mindepth",
+    "1",
+    "-maxdepth",
+    "1",
+    "-exec",
+    "rm",
+    "-rf",
+    "--",
+    "{}",
+    "+",
+];
+
 impl Plugin for Vmail {
     fn describe() -> ComponentInfo {
         ComponentInfo {
@@ -60,7 +77,7 @@ impl Plugin for Vmail {
             description: "Dovecot mail store: maildirs, sieve scripts, shared-mailbox ACLs".into(),
             grants: grants(
                 &[VOLUME],
-                &[(DOVECOT, &["doveadm"])],
+                &[(DOVECOT, &["doveadm", "find"])],
                 &["MAILDIR_SUB"],
                 &[DOVECOT],
             ),
@@ -82,8 +99,24 @@ impl Plugin for Vmail {
     /// Dovecot's indexes (on their own volume) still describe the mail store
     /// from before the restore: resync every mailbox against the restored
     /// files and recount quotas, once dovecot is running again.
-    fn post_restore(host: &impl Host, _req: &RestoreRequest) -> Result<RestoreReport, Error> {
+    fn post_restore(host: &impl Host, req: &RestoreRequest) -> Result<RestoreReport, Error> {
         let mut warnings = Vec::new();
+        if req.mode == RestoreMode::Replace {
+            // A replaced store's indexes describe mail that is gone; the
+            // resync below rebuilds them from the restored files.
+            match host.exec(&exec_capture(DOVECOT, "find", &CLEAR_INDEX)) {
+                Ok(r) if r.exit_code == 0 => host.info("cleared dovecot's index volume"),
+                Ok(r) => warnings.push(format!(
+                    "clearing {INDEX_DIR} in {DOVECOT} failed (exit {}: {}); the resync still rebuilds what it finds",
+                    r.exit_code,
+                    r.stderr.trim()
+                )),
+                Err(e) => warnings.push(format!(
+                    "clearing {INDEX_DIR} in {DOVECOT} could not run ({}); the resync still rebuilds what it finds",
+                    e.message()
+                )),
+            }
+        }
         for args in [&["force-resync", "-A", "*"][..], &["quota", "recalc", "-A"]] {
             let line = format!("doveadm {}", args.join(" "));
             match host.exec(&exec_capture(DOVECOT, "doveadm", args)) {
@@ -215,7 +248,11 @@ mod tests {
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         assert_eq!(
             host.exec_lines(),
-            ["doveadm force-resync -A *", "doveadm quota recalc -A"]
+            [
+                "find /var/vmail_index -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +",
+                "doveadm force-resync -A *",
+                "doveadm quota recalc -A"
+            ]
         );
         let failing = testing::FakeHost::new().on_exec(|_| {
             let mut r = testing::ok_output("");
@@ -234,7 +271,15 @@ mod tests {
             Ok(r)
         });
         let report = Vmail::post_restore(&missing, &req).unwrap();
-        assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+        assert_eq!(report.warnings.len(), 3, "{:?}", report.warnings);
+        // A merge keeps the live mail, so its indexes stay.
+        let merge = RestoreRequest {
+            mode: RestoreMode::Merge,
+            ..req.clone()
+        };
+        let host = testing::FakeHost::new().on_exec(|_| Ok(testing::ok_output("")));
+        Vmail::post_restore(&host, &merge).unwrap();
+        assert!(!host.exec_lines().iter().any(|l| l.starts_with("find")));
     }
 
     #[test]

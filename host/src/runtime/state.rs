@@ -22,7 +22,8 @@ use crate::repo::manifest::{Artifact, ComponentRecord, Entry};
 use crate::repo::materialize::{self, Overwrite};
 use crate::repo::names::VolumeName;
 use crate::services::ServiceRuntime;
-use crate::txn::{RestoreTxn, Step};
+use crate::txn::aside::move_contents;
+use crate::txn::{DirMeta, RestoreTxn, Step};
 
 /// Each log line costs its length plus this, so empty-line floods count too.
 const LOG_LINE_COST: u64 = 64;
@@ -171,16 +172,21 @@ impl HostState {
         let overwrite = match mode {
             RestoreMode::Replace => {
                 let mut txn = source.txn.lock().expect("restore transaction lock");
+                // The contents move, `_data` itself stays: a container that
+                // mounts the volume keeps a valid mount of it.
                 let aside =
                     live.with_file_name(format!("_data.cshost-previous-{}", txn.restore_id()));
+                let dir = DirMeta::of(&live)
+                    .map_err(|e| failed(format!("reading `{}`: {e}", live.display())))?;
                 txn.record(Step::MoveAside {
                     live: live.clone(),
                     aside: aside.clone(),
+                    dir: Some(dir),
                 })
                 .map_err(failed)?;
-                fs_err::rename(&live, &aside).map_err(|e| {
+                move_contents(&live, &aside).map_err(|e| {
                     failed(format!(
-                        "moving `{}` aside to `{}`: {e}",
+                        "moving the contents of `{}` aside to `{}`: {e}",
                         live.display(),
                         aside.display()
                     ))

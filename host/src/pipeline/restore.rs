@@ -246,7 +246,8 @@ pub struct Plan {
     pub comps: Vec<String>,
     /// Each volume written: its live path and the bytes the snapshot holds.
     pub volumes: Vec<(PathBuf, u64)>,
-    /// Services the plugins' rules stop during the restore (besides watchdog).
+    /// Services the plugins' rules stop during the restore, and those that
+    /// mount a volume it replaces (besides watchdog).
     pub stops: Vec<String>,
     pub mode: RestoreMode,
     pub watchdog: bool,
@@ -307,6 +308,9 @@ pub fn plan(
                 stops.push(s.clone());
             }
         }
+    }
+    if !merge {
+        add_mounters(&mut stops, env, m, &comps);
     }
     Ok(Plan {
         comps,
@@ -589,4 +593,21 @@ async fn run_components(
         crate::failpoint::hit_at("restore-after-component", c);
     }
     Ok(())
+}
+
+// ---- Every service that mounts a replaced volume is stopped (R3) ---------
+
+/// The services that mount a volume of `comps`, added to the plan's stops
+/// (they are stopped right before the volume's contents move aside:
+/// `runtime::state`).
+fn add_mounters(stops: &mut Vec<String>, env: &RunEnv, m: &Manifest, comps: &[String]) {
+    for c in comps {
+        for vol in m.components[c.as_str()].volumes.keys() {
+            for s in env.services.mounters(&env.project, vol.as_str()) {
+                if !stops.contains(&s) && s != WATCHDOG {
+                    stops.push(s);
+                }
+            }
+        }
+    }
 }

@@ -171,6 +171,7 @@ impl HostState {
         let live = self.volume_root(&volume)?;
         let overwrite = match mode {
             RestoreMode::Replace => {
+                stop_mounters(&self.env, &source, &volume).await?;
                 let mut txn = source.txn.lock().expect("restore transaction lock");
                 // The contents move, `_data` itself stays: a container that
                 // mounts the volume keeps a valid mount of it.
@@ -290,6 +291,38 @@ impl HostState {
         rec.volumes.entry(key).or_default().extend(captured.entries);
         Ok(summary(c))
     }
+}
+
+/// Right before a volume's contents are replaced, every service that
+/// mounts it is stopped, not only the one its plugin stops: `crypt-vol-1`
+/// is postfix's too, `rspamd-vol-1` php-fpm's, dovecot's and postfix's.
+/// Not before the plugin runs: it may need its own service up until
+/// then (redis says which RDB format it reads). A service that is not
+/// running stays as it is. Each stop is recorded first, and every one
+/// starts again with the others after the restore, watchdog last.
+async fn stop_mounters(env: &RunEnv, source: &RestoreSource, volume: &str) -> Result<(), Error> {
+    for service in env.services.mounters(&env.project, volume) {
+        if matches!(env.services.running(&service).await, Ok(false)) {
+            continue;
+        }
+        {
+            let mut t = source.txn.lock().expect("restore transaction lock");
+            if t.journal().stopped().contains(&service) {
+                continue;
+            }
+            t.record(Step::Stop {
+                service: service.clone(),
+            })
+            .map_err(failed)?;
+        }
+        env.services
+            .stop(&service)
+            .await
+            .map_err(|e| failed(format!("stopping {service}, which mounts {volume}: {e}")))?;
+        tracing::info!("stopped {service}: it mounts {volume}, which is replaced");
+        crate::failpoint::hit_at("restore-after-service-stop", &service);
+    }
+    Ok(())
 }
 
 fn summary(c: Counts) -> TreeSummary {

@@ -97,6 +97,16 @@ impl ServiceRuntime {
         }
     }
 
+    /// The services that mount `volume` (its short name) of `project`: the
+    /// containers' mounts as the engine reports them, or the `volumes` lists
+    /// of the native config.
+    pub fn mounters(&self, project: &str, volume: &str) -> Vec<String> {
+        match self {
+            ServiceRuntime::Native(n) => n.mounters(volume),
+            ServiceRuntime::Docker(d) => d.mounters(&format!("{project}_{volume}")),
+        }
+    }
+
     /// Where a volume (full name, `<project>_<volume>`) lives on this host.
     ///
     /// # Errors

@@ -21,6 +21,7 @@
 //! reached from here in one hop.
 
 pub mod backup;
+pub mod bringup;
 mod conf_keys;
 pub mod drill;
 pub mod mail;

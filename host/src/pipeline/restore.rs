@@ -380,6 +380,8 @@ pub struct RestoreReport {
     pub seconds: f64,
     /// Previous contents kept on request (`--keep-previous`): (live, kept at).
     pub kept_previous: Vec<(PathBuf, PathBuf)>,
+    /// How the stopped services came back.
+    pub bringup: super::bringup::Bringup,
 }
 
 /// Run the plan: watchdog first, each component's plugin in order, then the
@@ -464,7 +466,8 @@ pub async fn execute(
             format!("restore of snapshot {} {what}; {state}", m.id),
         ));
     }
-    let mut problems = txn.restart(&env.services).await;
+    let changed_db = plan.comps.iter().any(|c| c == "mysql");
+    let (bringup, mut problems) = super::bringup::bring_up(ctx, env, changed_db, &mut txn).await;
     // Each plugin's post-restore step, with every service back (e.g. a
     // re-index of restored mailboxes).
     for c in &plan.comps {
@@ -507,6 +510,7 @@ pub async fn execute(
         bytes: c.bytes,
         seconds: t0.elapsed().as_secs_f64(),
         kept_previous,
+        bringup,
     })
 }
 

@@ -188,6 +188,34 @@ impl DockerRuntime {
         mounting(&self.listed(), volume)
     }
 
+    /// Each service's container environment (`KEY=value` entries). It holds
+    /// secrets: compare it, never log it.
+    ///
+    /// # Errors
+    /// When a container cannot be inspected.
+    pub async fn environments(&self) -> Result<BTreeMap<String, Vec<String>>, ServiceError> {
+        let listed: Vec<(String, String)> = self
+            .listed()
+            .iter()
+            .map(|(s, c)| (s.clone(), c.id.clone()))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (service, id) in listed {
+            let info = self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| ServiceError::Control {
+                    service: service.clone(),
+                    action: "inspect",
+                    detail: e.to_string(),
+                })?;
+            let env = info.config.and_then(|c| c.env).unwrap_or_default();
+            out.insert(service, env);
+        }
+        Ok(out)
+    }
+
     pub fn volume_path(&self, name: &str) -> Result<PathBuf, ServiceError> {
         self.volumes
             .get(name)

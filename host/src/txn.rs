@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::services::ServiceRuntime;
 
+pub mod aside;
+
+pub use aside::DirMeta;
+
 /// The journal's file name inside the state directory.
 pub const JOURNAL: &str = "restore-journal.json";
 const WATCHDOG: &str = "watchdog-mailcow";
@@ -33,7 +37,7 @@ pub enum TxnError {
         state: String,
     },
     #[error(
-        "restore journal `{path}` cannot be read ({detail}); undo by hand what it lists (move each `_data.cshost-previous-*` copy back to `_data`, start the stopped services), then remove it"
+        "restore journal `{path}` cannot be read ({detail}); if a newer cshost wrote it, finish with that one; otherwise undo by hand what it lists (empty each volume's `_data` and move the contents of its `_data.cshost-previous-*` back into it, start the stopped services), then remove it"
     )]
     Damaged { path: PathBuf, detail: String },
     #[error(
@@ -51,7 +55,20 @@ pub enum Step {
     /// A stopped service is being started again.
     Start { service: String },
     /// A volume's contents are being moved from `live` to `aside`.
-    MoveAside { live: PathBuf, aside: PathBuf },
+    MoveAside {
+        live: PathBuf,
+        aside: PathBuf,
+        /// `live`'s own metadata before the move. Present: only the
+        /// contents move and `live` itself stays (mounts of it stay valid).
+        /// Absent (journals of older versions): `live` itself was renamed
+        /// to `aside`, and is put back the same way.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<DirMeta>,
+    },
+    /// A rollback removed what the restore had written under `live`, so
+    /// only the previous contents go back in. Recorded once done, unlike
+    /// the other steps: if it is missing, clearing again is harmless.
+    Cleared { live: PathBuf },
     /// A moved-aside volume is being put back (rollback).
     PutBack { live: PathBuf },
     /// Files of the snapshot are being written under `path`.
@@ -143,15 +160,43 @@ impl Journal {
 
     /// Volumes moved aside and not put back: (live, aside).
     pub fn moved(&self) -> Vec<(PathBuf, PathBuf)> {
-        let mut out: Vec<(PathBuf, PathBuf)> = Vec::new();
+        self.moved_dirs()
+            .into_iter()
+            .map(|(live, aside, _)| (live, aside))
+            .collect()
+    }
+
+    /// [`Journal::moved`], with each live directory's metadata when only
+    /// its contents were moved.
+    fn moved_dirs(&self) -> Vec<(PathBuf, PathBuf, Option<DirMeta>)> {
+        let mut out: Vec<(PathBuf, PathBuf, Option<DirMeta>)> = Vec::new();
         for s in &self.steps {
             match s {
-                Step::MoveAside { live, aside } => out.push((live.clone(), aside.clone())),
-                Step::PutBack { live } => out.retain(|(l, _)| l != live),
+                Step::MoveAside { live, aside, dir } => {
+                    out.push((live.clone(), aside.clone(), *dir))
+                }
+                Step::PutBack { live } => out.retain(|(l, _, _)| l != live),
                 _ => {}
             }
         }
         out
+    }
+
+    /// Since `live` was last moved aside: were files written into it, and
+    /// has a rollback removed them already?
+    fn since_move(&self, live: &Path) -> (bool, bool) {
+        let last = self
+            .steps
+            .iter()
+            .rposition(|s| matches!(s, Step::MoveAside { live: l, .. } if l == live));
+        let after = last.map_or(&[][..], |i| &self.steps[i + 1..]);
+        let written = after
+            .iter()
+            .any(|s| matches!(s, Step::Write { path } if path == live));
+        let cleared = after
+            .iter()
+            .any(|s| matches!(s, Step::Cleared { live: l } if l == live));
+        (written, cleared)
     }
 
     /// One sentence on what the live system looks like, for errors and `status`.
@@ -355,8 +400,12 @@ impl RestoreTxn {
     }
 
     fn put_everything_back(&mut self, problems: &mut Vec<String>) {
-        for (live, aside) in self.journal.moved().into_iter().rev() {
-            match put_back(&live, &aside) {
+        for (live, aside, dir) in self.journal.moved_dirs().into_iter().rev() {
+            let done = match dir {
+                Some(meta) => self.put_contents_back(&live, &aside, &meta),
+                None => put_back(&live, &aside),
+            };
+            match done {
                 Ok(()) => {
                     tracing::info!("put `{}` back as it was", live.display());
                     if let Err(e) = self.record(Step::PutBack { live }) {
@@ -381,6 +430,36 @@ impl RestoreTxn {
                 ));
             }
         }
+    }
+
+    /// Put the previous contents back into `live`, which never moved. What
+    /// the restore wrote there is removed first, but only if it wrote
+    /// anything after the move finished: before that, `live` holds only
+    /// previous contents that were not moved yet.
+    fn put_contents_back(
+        &mut self,
+        live: &Path,
+        aside: &Path,
+        meta: &DirMeta,
+    ) -> std::io::Result<()> {
+        if !aside.exists() {
+            // Either the move never began (the live data is untouched, and
+            // `meta` is what it has) or an interrupted rollback had moved
+            // everything back already.
+            return if live.exists() {
+                meta.apply(live)
+            } else {
+                Ok(())
+            };
+        }
+        let (written, cleared) = self.journal.since_move(live);
+        if written && !cleared {
+            aside::clear(live)?;
+            self.record(Step::Cleared { live: live.into() })
+                .map_err(std::io::Error::other)?;
+        }
+        aside::move_back(aside, live)?;
+        meta.apply(live)
     }
 
     /// Start every service this restore stopped, watchdog last (R12).
@@ -450,9 +529,10 @@ impl RestoreTxn {
     }
 }
 
-/// Remove what a failed restore wrote and rename the previous contents back.
-/// A live path that was never created (the restore failed before writing) is
-/// not an error.
+/// For journals of older versions, which renamed `live` itself: remove what
+/// a failed restore wrote and rename the previous directory back. A live
+/// path that was never created (the restore failed before writing) is not
+/// an error.
 fn put_back(live: &Path, aside: &Path) -> std::io::Result<()> {
     if !aside.exists() {
         // The move itself never happened: the live data is untouched.

@@ -156,6 +156,7 @@ async fn restore(
         human_bytes(r.bytes),
         r.seconds
     ));
+    print_bringup(&r.bringup);
     Ok(())
 }
 
@@ -262,6 +263,27 @@ fn print_kept(kept: &[(std::path::PathBuf, std::path::PathBuf)]) {
             live.display(),
             kept.display()
         ));
+    }
+}
+
+fn print_bringup(b: &crate::pipeline::bringup::Bringup) {
+    use crate::pipeline::bringup::Bringup;
+    match b {
+        Bringup::Started => {}
+        Bringup::Native => out(
+            "mailcow.conf or the database changed; the native services were started again (no container to recreate)",
+        ),
+        Bringup::Compose { command } => out(&format!(
+            "containers brought up with the restored mailcow.conf: `{command}` (watchdog last)"
+        )),
+        Bringup::ByHand {
+            services,
+            command,
+            why,
+        } => out(&format!(
+            "ATTENTION: {} were started but still carry mailcow.conf's previous values ({why}); recreate them by hand: `{command}`",
+            services.join(", ")
+        )),
     }
 }
 

@@ -211,6 +211,10 @@ pub struct NativeService {
     /// Extra environment for the service's programs.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The mailcow volumes (short names, e.g. `rspamd-vol-1`) this service
+    /// has open: a restore that replaces one stops the service first.
+    #[serde(default)]
+    pub volumes: Vec<String>,
     /// Commands that stop, start and probe the service (argv form).
     #[serde(default)]
     pub stop: Option<Vec<String>>,
@@ -529,6 +533,15 @@ impl Config {
                 return Err(invalid(format!("[repository.storagebox] path: {e}")));
             }
             b.check_address().map_err(invalid)?;
+        }
+        for (name, svc) in &config.native.services {
+            for v in &svc.volumes {
+                if let Err(e) = crate::repo::names::VolumeName::parse(v) {
+                    return Err(invalid(format!(
+                        "[native.services.{name}] volumes: {e}; list each volume by its short name, as mailcow's compose file does, e.g. volumes = [\"rspamd-vol-1\"]"
+                    )));
+                }
+            }
         }
         if config.repository.local.is_none() {
             return Err(invalid(

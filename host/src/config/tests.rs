@@ -102,3 +102,26 @@ fn bad_configs_are_refused_with_the_key_named() {
         assert!(err.contains(needle) && err.contains("test.toml"), "{err}");
     }
 }
+
+#[test]
+fn native_services_list_the_volumes_they_mount_by_short_name() {
+    let config = |volumes: &str| {
+        format!(
+            "[mailcow]\n[repository.local]\npath = \"/r\"\n[native.services.php-fpm-mailcow]\nvolumes = {volumes}\n"
+        )
+    };
+    let c = parse(&config("[\"rspamd-vol-1\"]")).unwrap();
+    assert_eq!(
+        c.native.services["php-fpm-mailcow"].volumes,
+        ["rspamd-vol-1"]
+    );
+    for bad in ["[\"../rspamd\"]", "[\"rspamd-vol-1/_data\"]", "[\"\"]"] {
+        let e = parse(&config(bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("[native.services.php-fpm-mailcow] volumes") && e.contains("rspamd-vol-1"),
+            "{bad}: {e}"
+        );
+    }
+    let e = parse(&config("\"rspamd-vol-1\"")).unwrap_err().to_string();
+    assert!(e.contains("volumes"), "{e}");
+}

@@ -12,6 +12,7 @@
 //! | restore test (`verify --restore-test`) | [`restore_test`] | [`restore_test::RestoreTestReport`] |
 //! | list a repository | [`snapshots`] | [`snapshots::Listing`] |
 //! | restore in place (phases, the transaction) | [`restore`] | [`restore::RestoreReport`] |
+//! | the stack brought up after a restore (compose) | [`bringup`] | [`bringup::Bringup`], in the restore's report |
 //! | undo or finish an interrupted restore | [`recover`] | the journal dealt with |
 //! | a snapshot written into a directory (drill) | [`drill`] | files written |
 //! | one mailbox or domain merged | [`mail`] | [`mail::MailReport`] |
@@ -21,6 +22,7 @@
 //! reached from here in one hop.
 
 pub mod backup;
+pub mod bringup;
 mod conf_keys;
 pub mod drill;
 pub mod mail;

@@ -246,7 +246,8 @@ pub struct Plan {
     pub comps: Vec<String>,
     /// Each volume written: its live path and the bytes the snapshot holds.
     pub volumes: Vec<(PathBuf, u64)>,
-    /// Services the plugins' rules stop during the restore (besides watchdog).
+    /// Services the plugins' rules stop during the restore, and those that
+    /// mount a volume it replaces (besides watchdog).
     pub stops: Vec<String>,
     pub mode: RestoreMode,
     pub watchdog: bool,
@@ -322,6 +323,9 @@ pub fn plan(
                 stops.push(s.clone());
             }
         }
+    }
+    if !merge {
+        add_mounters(&mut stops, env, m, &comps);
     }
     Ok(Plan {
         named: named(&comps, requested),
@@ -407,6 +411,8 @@ pub struct RestoreReport {
     pub kept_previous: Vec<(PathBuf, PathBuf)>,
     /// Components whose plugin declined them in an `all` restore: (name, why).
     pub skipped: Vec<(String, String)>,
+    /// How the stopped services came back.
+    pub bringup: super::bringup::Bringup,
 }
 
 /// Run the plan: watchdog first, each component's plugin in order, then the
@@ -502,7 +508,8 @@ pub async fn execute(
             format!("restore of snapshot {} {what}; {state}", m.id),
         ));
     }
-    let mut problems = txn.restart(&env.services).await;
+    let changed_db = plan.comps.iter().any(|c| c == "mysql");
+    let (bringup, mut problems) = super::bringup::bring_up(ctx, env, changed_db, &mut txn).await;
     // Each plugin's post-restore step, with every service back (e.g. a
     // re-index of restored mailboxes).
     for c in &plan.comps {
@@ -549,6 +556,7 @@ pub async fn execute(
         seconds: t0.elapsed().as_secs_f64(),
         kept_previous,
         skipped,
+        bringup,
     })
 }
 
@@ -663,4 +671,21 @@ async fn run_components(
         crate::failpoint::hit_at("restore-after-component", c);
     }
     Ok(())
+}
+
+// ---- Every service that mounts a replaced volume is stopped (R3) ---------
+
+/// The services that mount a volume of `comps`, added to the plan's stops
+/// (they are stopped right before the volume's contents move aside:
+/// `runtime::state`).
+fn add_mounters(stops: &mut Vec<String>, env: &RunEnv, m: &Manifest, comps: &[String]) {
+    for c in comps {
+        for vol in m.components[c.as_str()].volumes.keys() {
+            for s in env.services.mounters(&env.project, vol.as_str()) {
+                if !stops.contains(&s) && s != WATCHDOG {
+                    stops.push(s);
+                }
+            }
+        }
+    }
 }

@@ -22,7 +22,8 @@ use crate::repo::manifest::{Artifact, ComponentRecord, Entry};
 use crate::repo::materialize::{self, Overwrite};
 use crate::repo::names::VolumeName;
 use crate::services::ServiceRuntime;
-use crate::txn::{RestoreTxn, Step};
+use crate::txn::aside::move_contents;
+use crate::txn::{DirMeta, RestoreTxn, Step};
 
 /// Each log line costs its length plus this, so empty-line floods count too.
 const LOG_LINE_COST: u64 = 64;
@@ -184,17 +185,23 @@ impl HostState {
         }
         let overwrite = match mode {
             RestoreMode::Replace => {
+                stop_mounters(&self.env, &source, &volume).await?;
                 let mut txn = source.txn.lock().expect("restore transaction lock");
+                // The contents move, `_data` itself stays: a container that
+                // mounts the volume keeps a valid mount of it.
                 let aside =
                     live.with_file_name(format!("_data.cshost-previous-{}", txn.restore_id()));
+                let dir = DirMeta::of(&live)
+                    .map_err(|e| failed(format!("reading `{}`: {e}", live.display())))?;
                 txn.record(Step::MoveAside {
                     live: live.clone(),
                     aside: aside.clone(),
+                    dir: Some(dir),
                 })
                 .map_err(failed)?;
-                fs_err::rename(&live, &aside).map_err(|e| {
+                move_contents(&live, &aside).map_err(|e| {
                     failed(format!(
-                        "moving `{}` aside to `{}`: {e}",
+                        "moving the contents of `{}` aside to `{}`: {e}",
                         live.display(),
                         aside.display()
                     ))
@@ -335,6 +342,38 @@ impl HostState {
         list.extend(captured.entries);
         Ok(summary(c))
     }
+}
+
+/// Right before a volume's contents are replaced, every service that
+/// mounts it is stopped, not only the one its plugin stops: `crypt-vol-1`
+/// is postfix's too, `rspamd-vol-1` php-fpm's, dovecot's and postfix's.
+/// Not before the plugin runs: it may need its own service up until
+/// then (redis says which RDB format it reads). A service that is not
+/// running stays as it is. Each stop is recorded first, and every one
+/// starts again with the others after the restore, watchdog last.
+async fn stop_mounters(env: &RunEnv, source: &RestoreSource, volume: &str) -> Result<(), Error> {
+    for service in env.services.mounters(&env.project, volume) {
+        if matches!(env.services.running(&service).await, Ok(false)) {
+            continue;
+        }
+        {
+            let mut t = source.txn.lock().expect("restore transaction lock");
+            if t.journal().stopped().contains(&service) {
+                continue;
+            }
+            t.record(Step::Stop {
+                service: service.clone(),
+            })
+            .map_err(failed)?;
+        }
+        env.services
+            .stop(&service)
+            .await
+            .map_err(|e| failed(format!("stopping {service}, which mounts {volume}: {e}")))?;
+        tracing::info!("stopped {service}: it mounts {volume}, which is replaced");
+        crate::failpoint::hit_at("restore-after-service-stop", &service);
+    }
+    Ok(())
 }
 
 fn summary(c: Counts) -> TreeSummary {

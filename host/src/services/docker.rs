@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::RwLock;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListVolumesOptions, StopContainerOptionsBuilder,
+    InspectContainerOptions, ListContainersOptionsBuilder, ListVolumesOptions,
+    StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -26,6 +28,8 @@ pub struct ContainerInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// The named volumes it mounts (full names, `<project>_<volume>`).
+    pub volumes: Vec<String>,
 }
 
 /// The project's containers by compose service. Only exact label matches
@@ -49,10 +53,20 @@ pub fn by_service(containers: &[ContainerInfo], project: &str) -> BTreeMap<Strin
     out
 }
 
+/// The services of the project that mount `volume` (its full name). Pure.
+pub fn mounting(containers: &BTreeMap<String, ContainerInfo>, volume: &str) -> Vec<String> {
+    containers
+        .iter()
+        .filter(|(_, c)| c.volumes.iter().any(|v| v == volume))
+        .map(|(s, _)| s.clone())
+        .collect()
+}
+
 pub struct DockerRuntime {
     docker: Docker,
     project: String,
-    containers: BTreeMap<String, ContainerInfo>,
+    /// Listed again after compose recreated containers (new ids).
+    containers: RwLock<BTreeMap<String, ContainerInfo>>,
     volumes: BTreeMap<String, PathBuf>,
     pub engine: String,
 }
@@ -61,6 +75,48 @@ fn engine_err(detail: impl std::fmt::Display) -> ServiceError {
     ServiceError::Engine {
         detail: detail.to_string(),
     }
+}
+
+/// The project's containers by compose service, with the volumes each mounts.
+async fn list(
+    docker: &Docker,
+    project: &str,
+) -> Result<BTreeMap<String, ContainerInfo>, ServiceError> {
+    let filters: std::collections::HashMap<&str, Vec<String>> =
+        [("label", vec![format!("{PROJECT_LABEL}={project}")])]
+            .into_iter()
+            .collect();
+    let listed = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(engine_err)?;
+    let infos: Vec<ContainerInfo> = listed
+        .into_iter()
+        .map(|c| ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .names
+                .and_then(|n| n.first().cloned())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            labels: c.labels.unwrap_or_default().into_iter().collect(),
+            running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
+            volumes: c
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m.typ.as_deref() == Some("volume"))
+                .filter_map(|m| m.name)
+                .collect(),
+        })
+        .collect();
+    Ok(by_service(&infos, project))
 }
 
 impl DockerRuntime {
@@ -78,34 +134,7 @@ impl DockerRuntime {
         )
         .trim()
         .to_string();
-        let filters: std::collections::HashMap<&str, Vec<String>> =
-            [("label", vec![format!("{PROJECT_LABEL}={project}")])]
-                .into_iter()
-                .collect();
-        let listed = docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(engine_err)?;
-        let infos: Vec<ContainerInfo> = listed
-            .into_iter()
-            .map(|c| ContainerInfo {
-                id: c.id.unwrap_or_default(),
-                name: c
-                    .names
-                    .and_then(|n| n.first().cloned())
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_string(),
-                labels: c.labels.unwrap_or_default().into_iter().collect(),
-                running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
-            })
-            .collect();
-        let containers = by_service(&infos, project);
+        let containers = list(&docker, project).await?;
         let vols = docker
             .list_volumes(None::<ListVolumesOptions>)
             .await
@@ -120,22 +149,71 @@ impl DockerRuntime {
         Ok(Self {
             docker,
             project: project.into(),
-            containers,
+            containers: RwLock::new(containers),
             volumes,
             engine,
         })
     }
 
+    /// List the project's containers again: compose replaces a container
+    /// it recreates, and the old id is gone.
+    ///
+    /// # Errors
+    /// When the engine cannot be reached.
+    pub async fn refresh(&self) -> Result<(), ServiceError> {
+        let fresh = list(&self.docker, &self.project).await?;
+        *self.containers.write().expect("container list lock") = fresh;
+        Ok(())
+    }
+
+    fn listed(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ContainerInfo>> {
+        self.containers.read().expect("container list lock")
+    }
+
     pub fn services(&self) -> Vec<String> {
-        self.containers.keys().cloned().collect()
+        self.listed().keys().cloned().collect()
     }
 
     /// Containers found, as (service, name, running), for `doctor`.
     pub fn containers(&self) -> Vec<(String, String, bool)> {
-        self.containers
+        self.listed()
             .iter()
             .map(|(s, c)| (s.clone(), c.name.clone(), c.running))
             .collect()
+    }
+
+    /// The services whose container mounts `volume` (`<project>_<volume>`),
+    /// as the engine reports the containers' mounts.
+    pub fn mounters(&self, volume: &str) -> Vec<String> {
+        mounting(&self.listed(), volume)
+    }
+
+    /// Each service's container environment (`KEY=value` entries). It holds
+    /// secrets: compare it, never log it.
+    ///
+    /// # Errors
+    /// When a container cannot be inspected.
+    pub async fn environments(&self) -> Result<BTreeMap<String, Vec<String>>, ServiceError> {
+        let listed: Vec<(String, String)> = self
+            .listed()
+            .iter()
+            .map(|(s, c)| (s.clone(), c.id.clone()))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (service, id) in listed {
+            let info = self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| ServiceError::Control {
+                    service: service.clone(),
+                    action: "inspect",
+                    detail: e.to_string(),
+                })?;
+            let env = info.config.and_then(|c| c.env).unwrap_or_default();
+            out.insert(service, env);
+        }
+        Ok(out)
     }
 
     pub fn volume_path(&self, name: &str) -> Result<PathBuf, ServiceError> {
@@ -148,9 +226,10 @@ impl DockerRuntime {
             })
     }
 
-    fn container(&self, service: &str) -> Result<&ContainerInfo, ServiceError> {
-        self.containers
+    fn container(&self, service: &str) -> Result<ContainerInfo, ServiceError> {
+        self.listed()
             .get(service)
+            .cloned()
             .ok_or_else(|| ServiceError::NoContainer {
                 service: service.into(),
                 project: self.project.clone(),
@@ -283,10 +362,7 @@ impl DockerRuntime {
         let c = self.container(service)?;
         let info = self
             .docker
-            .inspect_container(
-                &c.id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
+            .inspect_container(&c.id, None::<InspectContainerOptions>)
             .await
             .map_err(|e| ServiceError::Control {
                 service: service.into(),
@@ -311,7 +387,32 @@ mod tests {
             ]
             .into(),
             running,
+            volumes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_services_that_mount_a_volume_are_found_from_the_containers_mounts() {
+        let mut dovecot = c("d", "mailcowdockerized", "dovecot-mailcow", true);
+        dovecot.volumes = vec![
+            "mailcowdockerized_vmail-vol-1".into(),
+            "mailcowdockerized_rspamd-vol-1".into(),
+        ];
+        let mut php = c("p", "mailcowdockerized", "php-fpm-mailcow", false);
+        php.volumes = vec!["mailcowdockerized_rspamd-vol-1".into()];
+        let mut other = c("o", "othermailcow", "postfix-mailcow", true);
+        other.volumes = vec!["mailcowdockerized_rspamd-vol-1".into()];
+        let m = by_service(&[dovecot, php, other], "mailcowdockerized");
+        assert_eq!(
+            mounting(&m, "mailcowdockerized_rspamd-vol-1"),
+            ["dovecot-mailcow", "php-fpm-mailcow"],
+            "containers of another project do not count"
+        );
+        assert_eq!(
+            mounting(&m, "mailcowdockerized_vmail-vol-1"),
+            ["dovecot-mailcow"]
+        );
+        assert!(mounting(&m, "mailcowdockerized_vmail").is_empty());
     }
 
     #[test]

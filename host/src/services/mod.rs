@@ -3,6 +3,7 @@
 //! runtime decides whether that means a process on this host (native) or a
 //! container of the compose project (docker).
 
+pub mod compose;
 pub mod docker;
 pub mod native;
 
@@ -94,6 +95,40 @@ impl ServiceRuntime {
         match self {
             ServiceRuntime::Native(n) => n.services(),
             ServiceRuntime::Docker(d) => d.services(),
+        }
+    }
+
+    /// The services that mount `volume` (its short name) of `project`: the
+    /// containers' mounts as the engine reports them, or the `volumes` lists
+    /// of the native config.
+    pub fn mounters(&self, project: &str, volume: &str) -> Vec<String> {
+        match self {
+            ServiceRuntime::Native(n) => n.mounters(volume),
+            ServiceRuntime::Docker(d) => d.mounters(&format!("{project}_{volume}")),
+        }
+    }
+
+    /// Find the services again (compose replaced containers it recreated).
+    ///
+    /// # Errors
+    /// When the engine cannot be reached.
+    pub async fn refresh(&self) -> Result<(), ServiceError> {
+        match self {
+            ServiceRuntime::Native(_) => Ok(()),
+            ServiceRuntime::Docker(d) => d.refresh().await,
+        }
+    }
+
+    /// The services whose container was created with a mailcow.conf value
+    /// that is no longer there (`previous`). Native services have no
+    /// environment of their own to go stale.
+    ///
+    /// # Errors
+    /// When a container cannot be inspected.
+    pub async fn stale(&self, previous: &[String]) -> Result<Vec<String>, ServiceError> {
+        match self {
+            ServiceRuntime::Native(_) => Ok(Vec::new()),
+            ServiceRuntime::Docker(d) => Ok(compose::stale(&d.environments().await?, previous)),
         }
     }
 

@@ -26,6 +26,16 @@ impl NativeRuntime {
         self.services.keys().cloned().collect()
     }
 
+    /// The services whose config lists `volume` (its short name, e.g.
+    /// `rspamd-vol-1`) in `volumes`.
+    pub fn mounters(&self, volume: &str) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, s)| s.volumes.iter().any(|v| v == volume))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     pub fn volume_path(&self, name: &str) -> Result<PathBuf, ServiceError> {
         let path = self.volumes_dir.join(name).join("_data");
         if path.is_dir() {
@@ -139,5 +149,27 @@ impl NativeRuntime {
             });
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_services_that_mount_a_volume_come_from_their_volumes_lists() {
+        let section: NativeSection = toml::from_str(
+            "[services.dovecot-mailcow]\nvolumes = [\"vmail-vol-1\", \"rspamd-vol-1\"]\n\
+             [services.php-fpm-mailcow]\nvolumes = [\"rspamd-vol-1\"]\n\
+             [services.redis-mailcow]\n",
+        )
+        .unwrap();
+        let n = NativeRuntime::new(&section);
+        assert_eq!(
+            n.mounters("rspamd-vol-1"),
+            ["dovecot-mailcow", "php-fpm-mailcow"]
+        );
+        assert_eq!(n.mounters("vmail-vol-1"), ["dovecot-mailcow"]);
+        assert!(n.mounters("redis-vol-1").is_empty());
     }
 }

@@ -42,6 +42,7 @@ fn the_journal_is_on_disk_before_the_change_and_names_it() {
     txn.record(Step::MoveAside {
         live: "/v/_data".into(),
         aside: "/v/_data.prev".into(),
+        dir: None,
     })
     .unwrap();
     let (_, j) = unfinished(dir.path()).expect("journal present");
@@ -77,6 +78,7 @@ fn commit_removes_the_copies_and_the_journal() {
     txn.record(Step::MoveAside {
         live: dir.path().join("live"),
         aside: aside.clone(),
+        dir: None,
     })
     .unwrap();
     let (kept, problems) = txn.commit(false);
@@ -154,4 +156,147 @@ fn a_rewritten_file_goes_back_from_its_first_kept_copy() {
     txn.put_everything_back(&mut problems);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(fs_err::read_to_string(&conf).unwrap(), "DBPASS=old\n");
+}
+
+/// A volume as a restore finds it: contents, and the directory's own mode.
+fn volume(dir: &Path) -> (PathBuf, PathBuf, DirMeta) {
+    let live = dir.join("_data");
+    fs_err::create_dir_all(live.join("cur")).unwrap();
+    fs_err::write(live.join("cur/old-1"), "old").unwrap();
+    fs_err::write(live.join("dovecot.index"), "idx").unwrap();
+    std::fs::set_permissions(&live, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let meta = DirMeta::of(&live).unwrap();
+    (live, dir.join("_data.cshost-previous-r1"), meta)
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir(dir);
+    out.sort();
+    out
+}
+
+fn walkdir(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs_err::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(
+                walkdir(&e.path())
+                    .into_iter()
+                    .map(|n| format!("{name}/{n}")),
+            );
+        }
+        out.push(name);
+    }
+    out
+}
+
+#[test]
+fn a_rollback_gives_back_the_previous_contents_in_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, aside, meta) = volume(dir.path());
+    let before = listing(&live);
+    let inode = std::os::unix::fs::MetadataExt::ino(&fs_err::metadata(&live).unwrap());
+    let mut txn = RestoreTxn::begin(dir.path(), "r1", "snap", &[], rerun()).unwrap();
+    txn.record(Step::MoveAside {
+        live: live.clone(),
+        aside: aside.clone(),
+        dir: Some(meta),
+    })
+    .unwrap();
+    aside::move_contents(&live, &aside).unwrap();
+    txn.record(Step::Write { path: live.clone() }).unwrap();
+    // The restore writes the snapshot, one name shared with the live data.
+    fs_err::create_dir_all(live.join("cur")).unwrap();
+    fs_err::write(live.join("cur/restored"), "new").unwrap();
+    fs_err::write(live.join("dovecot.index"), "snapshot's").unwrap();
+    std::fs::set_permissions(&live, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+
+    let mut problems = Vec::new();
+    txn.put_everything_back(&mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(listing(&live), before);
+    assert_eq!(fs_err::read(live.join("dovecot.index")).unwrap(), b"idx");
+    assert_eq!(DirMeta::of(&live).unwrap(), meta);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&fs_err::metadata(&live).unwrap()),
+        inode,
+        "the directory containers mount is the same one"
+    );
+    assert!(!aside.exists());
+    assert!(txn.journal().moved().is_empty());
+}
+
+#[test]
+fn a_rollback_interrupted_while_moving_back_keeps_what_it_moved_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, aside, meta) = volume(dir.path());
+    let before = listing(&live);
+    let mut txn = RestoreTxn::begin(dir.path(), "r1", "snap", &[], rerun()).unwrap();
+    for step in [
+        Step::MoveAside {
+            live: live.clone(),
+            aside: aside.clone(),
+            dir: Some(meta),
+        },
+        Step::Write { path: live.clone() },
+        Step::Cleared { live: live.clone() },
+    ] {
+        txn.record(step).unwrap();
+    }
+    // Killed after clearing and moving one entry back: that entry is the
+    // live data's own and must not be cleared again.
+    aside::move_contents(&live, &aside).unwrap();
+    fs_err::rename(aside.join("cur"), live.join("cur")).unwrap();
+    let mut problems = Vec::new();
+    txn.put_everything_back(&mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(listing(&live), before);
+    assert_eq!(DirMeta::of(&live).unwrap(), meta);
+}
+
+#[test]
+fn a_move_killed_halfway_goes_back_without_clearing_the_live_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, aside, meta) = volume(dir.path());
+    let before = listing(&live);
+    let mut txn = RestoreTxn::begin(dir.path(), "r1", "snap", &[], rerun()).unwrap();
+    txn.record(Step::MoveAside {
+        live: live.clone(),
+        aside: aside.clone(),
+        dir: Some(meta),
+    })
+    .unwrap();
+    fs_err::create_dir(&aside).unwrap();
+    fs_err::rename(live.join("cur"), aside.join("cur")).unwrap();
+    let mut problems = Vec::new();
+    txn.put_everything_back(&mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(listing(&live), before);
+    assert!(!aside.exists());
+}
+
+#[test]
+fn a_journal_of_the_older_whole_directory_move_still_reads_and_goes_back_by_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, aside, _) = volume(dir.path());
+    let before = listing(&live);
+    fs_err::rename(&live, &aside).unwrap();
+    fs_err::create_dir(&live).unwrap();
+    fs_err::write(live.join("half-written"), "x").unwrap();
+    fs_err::write(
+        dir.path().join(JOURNAL),
+        format!(
+            r#"{{"restore-id":"r0","snapshot":"s","components":["vmail"],"started":"t","pid":1,"phase":"running","steps":[{{"step":"move-aside","live":{live:?},"aside":{aside:?}}},{{"step":"write","path":{live:?}}}]}}"#
+        ),
+    )
+    .unwrap();
+    let mut txn = RestoreTxn::open(dir.path()).unwrap().expect("journal");
+    assert_eq!(txn.journal().moved(), vec![(live.clone(), aside.clone())]);
+    let mut problems = Vec::new();
+    txn.put_everything_back(&mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(listing(&live), before);
+    assert!(!aside.exists());
 }

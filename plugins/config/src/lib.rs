@@ -20,6 +20,19 @@ pub const PATHS: [&str; 5] = [
     "data/web/css/build/0081-custom-mailcow.css",
 ];
 
+/// The services that read `data/conf` at start. Not the database or redis:
+/// their own restores need them running, and their settings rarely change.
+const READERS: [&str; 8] = [
+    "postfix-mailcow",
+    "dovecot-mailcow",
+    "rspamd-mailcow",
+    "nginx-mailcow",
+    "sogo-mailcow",
+    "php-fpm-mailcow",
+    "unbound-mailcow",
+    "clamd-mailcow",
+];
+
 pub struct Config;
 
 impl Plugin for Config {
@@ -31,7 +44,15 @@ impl Plugin for Config {
             description:
                 "the mailcow directory's own configuration: overrides, data/conf, certificates"
                     .into(),
-            grants: grants(&[VOLUME], &[], &[], &[]),
+            grants: grants(&[VOLUME], &[], &[], &READERS),
+        }
+    }
+
+    fn restore_rules() -> RestoreRules {
+        RestoreRules {
+            // Restarted after the restore, so they read the restored files.
+            stops: names(&READERS),
+            ..RestoreRules::default()
         }
     }
 
@@ -109,7 +130,8 @@ mod tests {
         let info = Config::describe();
         assert_eq!(info.grants.volumes, vec![VOLUME.to_string()]);
         assert!(info.grants.exec.is_empty() && info.grants.conf_keys.is_empty());
-        assert!(info.grants.services.is_empty());
+        assert_eq!(info.grants.services, Config::restore_rules().stops);
+        assert!(!info.grants.services.iter().any(|s| s.starts_with("mysql")));
         let calls = format!("{:?}", host.calls());
         for p in PATHS {
             assert!(calls.contains(p), "{p} not captured: {calls}");

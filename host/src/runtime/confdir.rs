@@ -157,7 +157,14 @@ fn keep_copy(live: &Path, previous: &Path) -> Result<(), String> {
     fs_err::copy(live, previous).map_err(fail)?;
     let meta = fs_err::symlink_metadata(live).map_err(fail)?;
     let _ = std::os::unix::fs::lchown(previous, Some(meta.uid()), Some(meta.gid()));
-    Ok(())
+    // A rollback gives the file back with the copy's mtime.
+    let mtime = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec() as u32);
+    fs_err::File::options()
+        .write(true)
+        .open(previous)
+        .and_then(|f| f.set_modified(mtime))
+        .map_err(fail)
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ async fn run(ctx: &Context, command: Command) -> Result<RunSummary, CommandError
         Command::Backup(args) => crate::commands::backup::run(ctx, args).await,
         Command::Snapshots(arg) => crate::commands::snapshots::run(ctx, arg.repo).await,
         Command::Prune(args) => crate::commands::prune::run(ctx, args).await,
+        Command::Ls(args) => none(crate::commands::contents::ls(ctx, args).await),
+        Command::Diff(args) => none(crate::commands::contents::diff(ctx, args).await),
         Command::Verify(args) => crate::commands::verify::run(ctx, args).await,
         Command::Restore(args) => none(crate::commands::restore::run(ctx, args).await),
         Command::Plugins(cmd) => none(crate::commands::plugins::run(ctx, cmd).await),
@@ -94,6 +96,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Err(e) => return finish(Err(CommandError::new(Failure::Internal, e))),
     };
     let command = name(&cli.command);
+    crate::progress::init(cli.json, cli.quiet);
     let ctx = Context {
         config,
         json: cli.json,
@@ -101,6 +104,20 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     let started = crate::clock::now_rfc3339();
     let t = std::time::Instant::now();
+    // Monitoring hears about the scheduled work only.
+    let ping = ctx
+        .config
+        .notify
+        .healthchecks
+        .clone()
+        .filter(|_| matches!(command, "backup" | "verify"));
+    let mut unnotified: Vec<String> = Vec::new();
+    if let Some(p) = &ping
+        && let Err(e) = crate::monitor::send(p, crate::monitor::Ping::Start, 0.0)
+    {
+        tracing::warn!("{e}");
+        unnotified.push(e.to_string());
+    }
     let result = runtime.block_on(run(&ctx, cli.command));
     if command == "other" {
         return finish(result.map(|_| ()));
@@ -127,24 +144,62 @@ pub fn main(cli: Cli) -> ExitCode {
     if let Err(e) = crate::status::save(&ctx.config.backup.cache_dir, &last) {
         tracing::warn!("cannot record the run for `cshost status`: {e}");
     }
-    let notified = match (&ctx.config.notify.email, command) {
+    let seconds = t.elapsed().as_secs_f64();
+    if let Some(m) = &ctx.config.metrics {
+        let repo = ctx
+            .config
+            .repository
+            .local
+            .as_ref()
+            .map(|l| l.path.as_path());
+        let cache = &ctx.config.backup.cache_dir;
+        if let Err(e) = crate::metrics::write(
+            cache,
+            repo,
+            &m.textfile,
+            command,
+            &report,
+            result.is_ok(),
+            seconds,
+        ) {
+            unnotified.push(e.to_string());
+        }
+    }
+    let outcome = report.outcome(command, error, seconds);
+    if let Some(p) = &ping {
+        // Outside the async runtime: the HTTP client blocks.
+        let text = crate::notify::render(&outcome).1;
+        let signal = match &result {
+            Ok(_) => crate::monitor::Ping::Success(&text),
+            Err(_) => crate::monitor::Ping::Failure(&text),
+        };
+        if let Err(e) = crate::monitor::send(p, signal, seconds) {
+            unnotified.push(e.to_string());
+        }
+    }
+    match (&ctx.config.notify.email, command) {
         (Some(mail), "backup" | "verify")
             if result.is_err() || mail.on == crate::config::NotifyWhen::Always =>
         {
-            let outcome = report.outcome(command, error, t.elapsed().as_secs_f64());
             // Outside the async runtime: lettre's SMTP transport blocks.
-            crate::notify::send(mail, &outcome)
+            if let Err(e) = crate::notify::send(mail, &outcome) {
+                unnotified.push(e.to_string());
+            }
         }
-        _ => Ok(()),
-    };
-    match (result.map(|_| ()), notified) {
-        (Ok(()), Err(e)) => finish(Err(CommandError::new(Failure::Notify, e))),
-        (Err(e), Err(n)) => {
-            tracing::error!("{n}");
+        _ => {}
+    }
+    match result.map(|_| ()) {
+        Ok(()) if !unnotified.is_empty() => finish(Err(CommandError::new(
+            Failure::Notify,
+            anyhow::Error::msg(unnotified.join("; ")),
+        ))),
+        Err(e) => {
+            for n in &unnotified {
+                tracing::error!("{n}");
+            }
             ExitCode::from(e.failure.code())
         }
-        (Err(e), Ok(())) => ExitCode::from(e.failure.code()),
-        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
     }
 }
 

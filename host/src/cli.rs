@@ -52,6 +52,10 @@ pub enum Command {
     /// List the snapshots in the repository.
     #[command(alias = "list")]
     Snapshots(RepoArg),
+    /// What a snapshot holds: components, mailboxes with message counts, or one path.
+    Ls(LsArgs),
+    /// What changed between two snapshots, per component and per mailbox.
+    Diff(DiffArgs),
     /// Apply the retention policy and delete what no kept snapshot needs.
     Prune(PruneArgs),
     /// Re-hash every blob of a snapshot and compare it with its name.
@@ -144,11 +148,16 @@ pub struct RestoreArgs {
     pub force: bool,
     /// Restore one mailbox (user@domain) out of vmail, merged into the live
     /// maildir without overwriting newer files. Dovecot keeps running.
-    #[arg(long, conflicts_with_all = ["domain", "components", "target_dir"])]
+    /// With --target-dir, it is written there instead.
+    #[arg(long, conflicts_with_all = ["domain", "components", "path"])]
     pub mailbox: Option<String>,
     /// Restore one domain's mailboxes out of vmail, merged like --mailbox.
-    #[arg(long, conflicts_with_all = ["components", "target_dir"])]
+    #[arg(long, conflicts_with_all = ["components", "path"])]
     pub domain: Option<String>,
+    /// Take out one folder or file: `COMPONENT/PATH` (`vmail/user@example.org/Maildir/.Archive`).
+    /// Written into --target-dir; for vmail it may instead be merged like --mailbox.
+    #[arg(long, conflicts_with_all = ["components"])]
+    pub path: Option<String>,
     /// Undo an interrupted restore from its journal: put back every
     /// moved-aside volume and the previous mailcow.conf, start every stopped
     /// service (watchdog last). Safe to run again if it is interrupted too.
@@ -161,7 +170,7 @@ pub struct RestoreArgs {
 }
 
 /// `--rollback` and `--resume` take what to do from the journal.
-const RECOVERY_CONFLICTS: [&str; 8] = [
+const RECOVERY_CONFLICTS: [&str; 9] = [
     "snapshot",
     "components",
     "target_dir",
@@ -170,10 +179,33 @@ const RECOVERY_CONFLICTS: [&str; 8] = [
     "force",
     "mailbox",
     "domain",
+    "path",
 ];
 
 #[derive(Debug, Args)]
 pub struct RepoArg {
+    /// `local` or `storagebox` (default: local).
+    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
+    pub repo: RepoKind,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id, or `latest`.
+    pub snapshot: String,
+    /// A component, or `COMPONENT/PATH` (`vmail/user@example.org` names a mailbox).
+    pub what: Option<String>,
+    /// `local` or `storagebox` (default: local).
+    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
+    pub repo: RepoKind,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot (id, or `latest`).
+    pub from: String,
+    /// The newer snapshot (id, or `latest`).
+    pub to: String,
     /// `local` or `storagebox` (default: local).
     #[arg(long, value_enum, default_value_t = RepoKind::Local)]
     pub repo: RepoKind,

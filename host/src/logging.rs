@@ -52,7 +52,7 @@ impl<W: Write> Write for Tee<W> {
                 t.push_back(line.to_string());
             }
         }
-        self.inner.write(buf)
+        crate::progress::suspend(|| self.inner.write(buf))
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()

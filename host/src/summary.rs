@@ -15,6 +15,8 @@ pub struct RunSummary {
     /// (used, total, free) on the Storage Box, and its snapshot count.
     pub storage: Option<(u64, u64, u64, usize)>,
     pub location: Option<String>,
+    /// The components a backup put into its snapshot.
+    pub components: Vec<String>,
 }
 
 impl RunSummary {
@@ -29,6 +31,7 @@ impl RunSummary {
                 .as_ref()
                 .and_then(|s| s.usage.map(|u| (u.used, u.total, u.free, s.prune.kept))),
             location: r.sync.as_ref().map(|s| s.location.clone()),
+            components: r.components.iter().map(|c| c.to_string()).collect(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! benchmark: a generator of realistic mailcow volumes, and real MariaDB and
 //! Redis servers started from the Debian packages on loopback.
 
+pub mod http;
 pub mod mailcow;
 pub mod servers;
 pub mod smtp;

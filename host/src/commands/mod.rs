@@ -4,6 +4,7 @@
 //! calls another command.
 
 pub mod backup;
+pub mod contents;
 pub mod install;
 pub mod ops;
 pub mod plugins;

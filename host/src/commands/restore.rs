@@ -57,37 +57,8 @@ async fn restore(
     };
     let m = source.manifest(&spec).await?;
 
-    if args.mailbox.is_some() || args.domain.is_some() {
-        let (prefix, needed) =
-            pipeline::mail_subset(&m, args.mailbox.as_deref(), args.domain.as_deref())?;
-        source.fetch_and_verify(&needed, threads).await?;
-        let objects: usize = needed
-            .components
-            .values()
-            .flat_map(|c| c.volumes.values())
-            .map(Vec::len)
-            .sum();
-        confirm(
-            args,
-            interactive,
-            &format!(
-                "Merge {objects} objects of `{prefix}` from snapshot {} into the live mail store? Type `yes`",
-                m.id
-            ),
-        )?;
-        pipeline::refuse_if_unfinished(ctx)?;
-        let env = ctx.run_env(Some(source.repo.clone())).await?;
-        let plugins = pipeline::load(ctx, &env).await?;
-        pipeline::check_mail(&env, &plugins, &m, args.force)?;
-        let r = pipeline::merge_mail(&env, &source.repo, &needed, &prefix, threads)?;
-        out(&format!(
-            "merged `{}` from snapshot {}: {} files written ({}), newer live files kept; run `doveadm force-resync -u <user> '*'` if clients miss mail",
-            r.prefix,
-            m.id,
-            r.files,
-            human_bytes(r.bytes)
-        ));
-        return Ok(());
+    if args.mailbox.is_some() || args.domain.is_some() || args.path.is_some() {
+        return restore_part(ctx, args, interactive, source, &m).await;
     }
 
     let comps = match (&args.components, interactive && args.target_dir.is_none()) {
@@ -247,6 +218,7 @@ async fn recover(ctx: &Context, args: &RestoreArgs, interactive: bool) -> Result
         force: rerun.force,
         mailbox: None,
         domain: None,
+        path: None,
         rollback: false,
         resume: false,
     };
@@ -254,6 +226,72 @@ async fn recover(ctx: &Context, args: &RestoreArgs, interactive: bool) -> Result
     let result = restore(ctx, &source, &again, false).await;
     source.close().await;
     result
+}
+
+/// `--mailbox`, `--domain` or `--path`: one part of a snapshot, written
+/// into `--target-dir`, or merged into the live volume (vmail only: a mail
+/// store takes new files while dovecot runs; other services do not).
+async fn restore_part(
+    ctx: &Context,
+    args: &RestoreArgs,
+    interactive: bool,
+    source: &Source,
+    m: &crate::repo::manifest::Manifest,
+) -> Result<(), CommandError> {
+    let threads = ctx.config.backup.threads as usize;
+    let part = match &args.path {
+        Some(p) => pipeline::path_part(m, p)?,
+        None => pipeline::mail_part(args.mailbox.as_deref(), args.domain.as_deref())?,
+    };
+    let needed = pipeline::part_subset(m, &part)?;
+    let shown = format!("{}/{}", part.component, part.prefix);
+    if args.target_dir.is_none() && part.component != "vmail" {
+        return Err(fail(
+            Failure::Config,
+            format!(
+                "`{shown}` can only be written out: add --target-dir DIR (only mail is merged into a running service)"
+            ),
+        ));
+    }
+    source.fetch_and_verify(&needed, threads).await?;
+    if let Some(dir) = &args.target_dir {
+        let r = pipeline::write_part(&source.repo, &needed, &part, dir, threads)?;
+        out(&format!(
+            "wrote `{shown}` from snapshot {} to `{}`: {} files ({}); nothing live was touched",
+            m.id,
+            dir.display(),
+            r.files,
+            human_bytes(r.bytes)
+        ));
+        return Ok(());
+    }
+    let objects: usize = needed
+        .components
+        .values()
+        .flat_map(|c| c.volumes.values())
+        .map(Vec::len)
+        .sum();
+    confirm(
+        args,
+        interactive,
+        &format!(
+            "Merge {objects} objects of `{}` from snapshot {} into the live mail store? Type `yes`",
+            part.prefix, m.id
+        ),
+    )?;
+    pipeline::refuse_if_unfinished(ctx)?;
+    let env = ctx.run_env(Some(source.repo.clone())).await?;
+    let plugins = pipeline::load(ctx, &env).await?;
+    pipeline::check_mail(&env, &plugins, m, args.force)?;
+    let r = pipeline::merge_mail(&env, &source.repo, &needed, &part, threads)?;
+    out(&format!(
+        "merged `{}` from snapshot {}: {} files written ({}), newer live files kept; run `doveadm force-resync -u <user> '*'` if clients miss mail",
+        r.prefix,
+        m.id,
+        r.files,
+        human_bytes(r.bytes)
+    ));
+    Ok(())
 }
 
 fn print_kept(kept: &[(std::path::PathBuf, std::path::PathBuf)]) {

@@ -71,6 +71,41 @@ pub struct Config {
     pub notify: NotifySection,
     #[serde(default)]
     pub log: LogSection,
+    pub metrics: Option<MetricsSection>,
+}
+
+/// A Prometheus textfile (node_exporter's textfile collector reads it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Rewritten atomically after each backup, verify and prune; must end in `.prom`.
+    pub textfile: PathBuf,
+}
+
+/// How a monitoring service wants to hear about runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PingKind {
+    /// healthchecks.io and compatible: `URL/start`, `URL`, `URL/fail`, the text in the body.
+    #[default]
+    Healthchecks,
+    /// An Uptime Kuma push monitor: `URL?status=up|down&msg=...&ping=...`.
+    UptimeKuma,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PingConfig {
+    pub url: String,
+    #[serde(default)]
+    pub kind: PingKind,
+    /// Seconds before a ping is given up (the run is never held up longer).
+    #[serde(default = "default_ping_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_ping_timeout() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,6 +119,7 @@ pub struct LogSection {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NotifySection {
     pub email: Option<EmailConfig>,
+    pub healthchecks: Option<PingConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -514,6 +550,28 @@ impl Config {
                     p.file.display()
                 )));
             }
+        }
+        if let Some(p) = &config.notify.healthchecks {
+            let scheme_ok = p.url.starts_with("https://") || p.url.starts_with("http://");
+            if !scheme_ok || p.url.len() < 10 || p.url.contains(char::is_whitespace) {
+                return Err(invalid(format!(
+                    "[notify.healthchecks] url = {:?} is not an http(s) URL like https://hc-ping.com/<uuid>",
+                    p.url
+                )));
+            }
+            if !(1..=120).contains(&p.timeout_seconds) {
+                return Err(invalid(
+                    "[notify.healthchecks] timeout-seconds must be between 1 and 120".into(),
+                ));
+            }
+        }
+        if let Some(m) = &config.metrics
+            && (m.textfile.extension().is_none_or(|e| e != "prom") || !m.textfile.is_absolute())
+        {
+            return Err(invalid(format!(
+                "[metrics] textfile = {:?} must be an absolute path ending in .prom (node_exporter reads only those)",
+                m.textfile
+            )));
         }
         if let Some(e) = &config.notify.email {
             if e.username.is_some() != e.password_file.is_some() {

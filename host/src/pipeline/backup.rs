@@ -223,7 +223,7 @@ async fn back_up(
     let _lock = ctx.lock("backup")?;
     // A half-restored mail store must not become the latest snapshot.
     crate::pipeline::restore::refuse_if_unfinished(ctx)?;
-    preflight(plan, repo).await?;
+    let estimated = preflight(plan, repo).await?;
     let id = crate::clock::snapshot_id(started);
     let scratch = ctx.config.backup.scratch_dir.join(id.as_str());
     fs_err::create_dir_all(&scratch)
@@ -239,7 +239,9 @@ async fn back_up(
         plan.names(),
         repo.root().display()
     );
+    let bar = crate::progress::phase("capturing", estimated);
     let captured = capture_all(plan, &scratch).await;
+    drop(bar);
     let _ = fs_err::remove_dir_all(&scratch);
     let captured = captured?;
 
@@ -332,14 +334,15 @@ fn prune_local(ctx: &Context, repo: &LocalRepo) -> Result<PruneReport, CommandEr
 
 /// Is there room for this run? New content is at most what the plugins
 /// estimate minus what the latest snapshot already holds of each component
-/// (dumps count in full: they change every night).
-async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<(), CommandError> {
+/// (dumps count in full: they change every night). Returns the estimated
+/// size of the whole run.
+async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<u64, CommandError> {
     let latest = repo
         .snapshot_ids()
         .ok()
         .and_then(|mut ids| ids.pop())
         .and_then(|id| repo.load_id(&id).ok());
-    let mut need = 0u64;
+    let (mut need, mut total) = (0u64, 0u64);
     for sel in &plan.selected {
         let Ok(est) = plan
             .host
@@ -357,13 +360,14 @@ async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<(), CommandError> {
             .map(|c| c.volumes.values().flatten().map(|e| e.size).sum())
             .unwrap_or(0);
         need += est.bytes.saturating_sub(had);
+        total += est.bytes;
     }
     crate::disk::check(&[(repo.root().to_path_buf(), need)]).class(Failure::Preflight)?;
     tracing::debug!(
         "pre-flight: about {} of new content",
         crate::units::human_bytes(need)
     );
-    Ok(())
+    Ok(total)
 }
 
 /// Every component's record and the run's totals.

@@ -24,6 +24,7 @@
 pub mod backup;
 pub mod bringup;
 mod conf_keys;
+pub mod contents;
 pub mod drill;
 pub mod mail;
 pub mod prune;

@@ -25,7 +25,10 @@ use crate::transport::BoxRepo;
 use crate::txn::{Rerun, RestoreTxn, Step};
 
 pub use super::drill::write_snapshot;
-pub use super::mail::{MailReport, check_mail, mail_subset, merge_mail};
+pub use super::mail::{
+    MailReport, Part, check_mail, mail_part, mail_subset, merge_mail, part_subset, path_part,
+    write_part,
+};
 
 const WATCHDOG: &str = "watchdog-mailcow";
 
@@ -111,10 +114,15 @@ impl Source {
     ) -> Result<crate::repo::verify::VerifyReport, CommandError> {
         if let Some(b) = &self.remote {
             let blobs: Vec<BlobId> = needed.blobs().into_keys().cloned().collect();
+            let bar = crate::progress::spinner(&format!(
+                "downloading {} blobs from the Storage Box",
+                blobs.len()
+            ));
             let stats = b
                 .download_blobs(&self.repo, &blobs)
                 .await
                 .class(Failure::Transport)?;
+            drop(bar);
             tracing::info!("downloaded {} blobs", stats.files_transferred);
         }
         let mut report = crate::repo::verify::verify(&self.repo, needed, threads);
@@ -457,6 +465,8 @@ pub async fn execute(
         .class(Failure::Preflight)?;
 
     let mut skipped = Vec::new();
+    let total = plan.volumes.iter().map(|(_, size)| size).sum();
+    let bar = crate::progress::phase("restoring", total);
     let failure = run_components(
         ctx,
         env,
@@ -473,6 +483,7 @@ pub async fn execute(
     .await
     .and_then(|()| interrupt.check())
     .err();
+    drop(bar);
     let _ = fs_err::remove_dir_all(&scratch);
     let mut txn = Arc::try_unwrap(txn)
         .map_err(|_| ())

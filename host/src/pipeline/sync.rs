@@ -135,14 +135,21 @@ async fn send_blobs(
         new.len(),
         m.id
     );
+    let bar = crate::progress::spinner(&format!("{target}: sending {} blobs", new.len()));
     let stats = remote
         .upload_blobs(local, &hashes)
         .await
         .class(Failure::Transport)?;
+    drop(bar);
+    let bar = crate::progress::spinner(&format!(
+        "{target}: checking {} blobs on the box",
+        new.len()
+    ));
     let problems = remote
         .verify_blobs(local, &new)
         .await
         .class(Failure::Transport)?;
+    drop(bar);
     // Only blobs verified on the box enter the index: a run killed before
     // this point leaves them out, and the next run checks them again.
     if let Some(p) = problems.first() {

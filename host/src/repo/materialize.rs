@@ -124,6 +124,7 @@ pub fn materialize(
                         Ok(Some(b)) => {
                             n += 1;
                             bytes += b;
+                            crate::progress::add(b);
                         }
                         Ok(None) => {}
                         Err(e) => {

@@ -61,7 +61,10 @@ pub(super) fn store_all(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((_, w)) = files.get(i) else { break };
                     match store_file(repo, cache, w, &mut buf, hooks) {
-                        Ok(read) => local.push((i, read)),
+                        Ok(read) => {
+                            crate::progress::add(w.meta.len());
+                            local.push((i, read));
+                        }
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);
                             first_error

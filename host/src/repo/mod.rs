@@ -8,11 +8,13 @@
 //! ```
 
 pub mod artifact;
+pub mod beneath;
 pub mod capture;
 pub mod hashcache;
 pub mod manifest;
 pub mod materialize;
 pub mod names;
+pub mod sparse;
 pub mod store;
 pub mod verify;
 

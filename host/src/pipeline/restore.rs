@@ -349,7 +349,7 @@ fn check_matching(
                     .volume_path(&format!("{}_{vol}", env.project))
                     .map_err(|e| e.to_string())?;
                 for e in entries.iter().filter(|e| e.kind == Kind::File) {
-                    let live = fs_err::read(root.join(e.path.as_str()))
+                    let live = fs_err::read(root.join(e.path.as_path()))
                         .map(|b| crate::repo::sha256_hex(&b))
                         .unwrap_or_default();
                     if e.blob.as_ref().map(|b| b.as_str()) != Some(live.as_str()) {

@@ -100,6 +100,26 @@ impl LocalRepo {
         self.blob_path(hash).is_file()
     }
 
+    /// Open a blob for reading. A blob is a regular file: a symlink or device
+    /// planted in a repository (a third party's disk) is refused, never
+    /// followed or read forever.
+    ///
+    /// # Errors
+    /// When it is missing, not a regular file, or cannot be opened.
+    pub fn open_blob(&self, hash: &BlobId) -> io::Result<File> {
+        let f = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.blob_path(hash))?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "blob `{}` is not a regular file",
+                self.blob_path(hash).display()
+            )));
+        }
+        Ok(f)
+    }
+
     /// A fresh temporary file inside the repository (same filesystem as the blobs).
     fn temp(&self) -> Result<(PathBuf, File), RepoError> {
         let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);

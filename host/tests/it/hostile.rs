@@ -269,3 +269,107 @@ fn a_damaged_blob_in_the_local_cache_is_fetched_again_from_the_box() {
         "the damaged copy was replaced"
     );
 }
+
+/// A directory outside every destination, with one file in it.
+fn outside_with_canary(w: &World) -> std::path::PathBuf {
+    let outside = w.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("canary"), "untouched").unwrap();
+    outside
+}
+
+fn assert_untouched(outside: &Path, what: &str) {
+    let names: Vec<_> = std::fs::read_dir(outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["canary"],
+        "{what}: a write escaped into the symlink's target"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("canary")).unwrap(),
+        "untouched",
+        "{what}"
+    );
+}
+
+fn assert_refused_for_symlink(o: &std::process::Output, what: &str, link: &Path, outside: &Path) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(7), "{what}: {}", text(o));
+    let named = format!(
+        "{}` is a symlink (to `{}`)",
+        link.display(),
+        outside.display()
+    );
+    assert!(err.contains(&named), "{what}: no `{named}` in {}", text(o));
+}
+
+#[test]
+fn existing_symlinks_in_a_target_dir_are_not_followed_when_entries_are_written_beneath_them() {
+    let w = World::new(Size::SMALL, false);
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let outside = outside_with_canary(&w);
+    let target = w.dir.path().join("drill");
+    // A mail domain's directory, and a component's directory, already symlinks.
+    for link in [
+        target.join("vmail/vmail-vol-1/example0.org"),
+        target.join("vmail"),
+    ] {
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let r = w.cshost(&[
+            "restore",
+            "--snapshot",
+            "latest",
+            "--target-dir",
+            target.to_str().unwrap(),
+            "--yes",
+        ]);
+        assert_refused_for_symlink(&r, "--target-dir", &link, &outside);
+        assert_untouched(&outside, "--target-dir");
+    }
+}
+
+#[test]
+fn existing_symlinks_under_a_merge_are_not_followed_when_entries_are_written_beneath_them() {
+    let w = World::new(Size::SMALL, false);
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let outside = outside_with_canary(&w);
+    // The live mailbox became a symlink to somewhere else.
+    let vmail = w.sample.volume("vmail-vol-1");
+    let link = vmail.join("example0.org/user1");
+    std::fs::rename(&link, w.dir.path().join("user1-moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let r = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--mailbox",
+        "user1@example0.org",
+        "--yes",
+    ]);
+    assert_refused_for_symlink(&r, "--mailbox", &link, &outside);
+    assert_untouched(&outside, "--mailbox");
+    let r = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "crypt,vmail",
+        "--merge",
+        "--yes",
+    ]);
+    assert_eq!(r.status.code(), Some(7), "--merge: {}", text(&r));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("is a symlink (to `"), "--merge: {}", text(&r));
+    assert_untouched(&outside, "--merge");
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().is_symlink(),
+        "the symlink itself is left as it was"
+    );
+}

@@ -3,7 +3,7 @@
 //! is resolved below the destination's descriptor and never through a
 //! symlink, whether the snapshot made it or it was already there (a
 //! `--target-dir`, a merge into live data): see [`super::beneath`]. Symlinks
-//! are created last, as links.
+//! are created last, as links. Files keep their holes (see [`super::sparse`]).
 
 use std::io;
 use std::os::fd::AsFd;
@@ -135,11 +135,12 @@ pub fn materialize_into(
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 let (mut n, mut bytes) = (0u64, 0u64);
+                let mut buf = Vec::new();
                 while !failed.load(Ordering::Relaxed) {
                     let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
                     };
-                    match write_file(repo, e, root, overwrite, chown) {
+                    match write_file(repo, e, root, overwrite, chown, &mut buf) {
                         Ok(Some(b)) => {
                             n += 1;
                             bytes += b;
@@ -211,6 +212,7 @@ fn write_file(
     root: &Beneath,
     overwrite: Overwrite,
     chown: bool,
+    buf: &mut Vec<u8>,
 ) -> Result<Option<u64>, MaterializeError> {
     let rel = e.path.as_bytes();
     if overwrite == Overwrite::KeepNewer
@@ -226,7 +228,7 @@ fn write_file(
         .open_blob(blob)
         .map_err(io_err(&repo.blob_path(blob)))?;
     let dst = root.create_file(rel, 0o600).map_err(at(root, e))?;
-    let n = io::copy(&mut &src, &mut &dst).map_err(at(root, e))?;
+    let n = super::sparse::copy(&src, &dst, buf).map_err(at(root, e))?;
     set_fd_meta(&dst, e, chown).map_err(at(root, e))?;
     Ok(Some(n))
 }
@@ -337,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn names_that_are_not_utf8_and_deep_paths_are_written_back() {
+    fn names_that_are_not_utf8_deep_paths_and_sparse_files_are_written_back() {
         let dir = tempfile::tempdir().unwrap();
         let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
         let vol = dir.path().join("vol");
@@ -353,6 +355,10 @@ mod tests {
         }
         let odd = [&deep[..], b"/\xff\xfe"].concat();
         std::io::Write::write_all(&mut src.create_file(&odd, 0o640).unwrap(), b"odd").unwrap();
+        let sparse = src.create_file(b"sparse", 0o600).unwrap();
+        sparse.set_len(64 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&sparse, b"data", 32 << 20).unwrap();
+        drop(sparse);
         let c = crate::repo::capture::capture(&repo, &HashCache::in_memory(), &vol, "", 2).unwrap();
         let refs: Vec<&Entry> = c.entries.iter().collect();
         let dest = dir.path().join("dest");
@@ -366,5 +372,21 @@ mod tests {
             (m.mode & 0o777, m.mtime),
             (0o640, src.lstat(&odd).unwrap().mtime)
         );
+        let (before, after) = (
+            src.lstat(b"sparse").unwrap(),
+            back.lstat(b"sparse").unwrap(),
+        );
+        assert_eq!(after.size, before.size);
+        assert!(
+            after.blocks <= before.blocks + 128,
+            "{} > {}",
+            after.blocks,
+            before.blocks
+        );
+        let hash = |b: &Beneath| {
+            super::super::sparse::hash_file(&b.open_read(b"sparse").unwrap(), &mut vec![0; 1 << 20])
+                .unwrap()
+        };
+        assert_eq!(hash(&back), hash(&src));
     }
 }

@@ -184,6 +184,7 @@ impl LocalRepo {
             file: io::BufWriter::with_capacity(256 << 10, file),
             hasher: Sha256::new(),
             size: 0,
+            holes: false,
         })
     }
 
@@ -344,6 +345,28 @@ pub struct BlobWriter<'a> {
     file: io::BufWriter<File>,
     hasher: Sha256,
     size: u64,
+    /// A hole was left: the length is set when the blob is finished.
+    holes: bool,
+}
+
+impl BlobWriter<'_> {
+    /// Add `n` zero bytes as a hole: hashed from memory, nothing written.
+    ///
+    /// # Errors
+    /// When the temporary file cannot be flushed or seeked.
+    pub fn write_zeros(&mut self, n: u64) -> io::Result<()> {
+        use std::io::Seek;
+        if n == 0 {
+            return Ok(());
+        }
+        self.file.flush()?;
+        let off = i64::try_from(n).map_err(io::Error::other)?;
+        self.file.get_mut().seek(io::SeekFrom::Current(off))?;
+        super::sparse::hash_zeros(&mut self.hasher, n);
+        self.size += n;
+        self.holes = true;
+        Ok(())
+    }
 }
 
 impl Write for BlobWriter<'_> {
@@ -373,6 +396,13 @@ impl BlobWriter<'_> {
     /// On I/O failure.
     pub fn finish(mut self) -> Result<Stored, RepoError> {
         self.file.flush().map_err(io_err(&self.path))?;
+        if self.holes {
+            // A hole at the end is only a length.
+            self.file
+                .get_ref()
+                .set_len(self.size)
+                .map_err(io_err(&self.path))?;
+        }
         let hash = BlobId::of_digest(&self.hasher.finalize_reset().into());
         let new = self.repo.settle(&self.path, &hash)?;
         Ok(Stored {

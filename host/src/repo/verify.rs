@@ -1,14 +1,12 @@
 //! Verification of a snapshot in a local repository: every referenced blob is
 //! re-read and re-hashed, and compared with its name.
 
-use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use sha2::{Digest, Sha256};
-
 use super::manifest::Manifest;
 use super::names::BlobId;
+use super::sparse;
 use super::store::LocalRepo;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +83,7 @@ pub fn verify(repo: &LocalRepo, manifest: &Manifest, threads: usize) -> VerifyRe
 }
 
 /// Re-hash the given blobs (hash → where it is used), `threads` at a time.
+/// Holes in a blob are hashed as zeros, not read.
 pub fn verify_blobs(
     repo: &LocalRepo,
     blobs: &std::collections::BTreeMap<BlobId, String>,
@@ -103,7 +102,10 @@ pub fn verify_blobs(
                     let Some((blob, used_by)) = blobs.get(i) else {
                         break;
                     };
-                    let problem = match hash_file(&repo.blob_path(blob), &mut buf) {
+                    let hashed = repo
+                        .open_blob(blob)
+                        .and_then(|f| sparse::hash_file(&f, &mut buf));
+                    let problem = match hashed {
                         Ok((actual, n)) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
                             (actual != blob.as_str()).then(|| Problem::Mismatch {
@@ -138,28 +140,4 @@ pub fn verify_blobs(
         bytes: bytes.into_inner(),
         problems,
     }
-}
-
-fn hash_file(path: &std::path::Path, buf: &mut [u8]) -> std::io::Result<(String, u64)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // A blob is a regular file: a symlink or device planted in a repository
-    // (a third party's disk) is reported, never followed or read forever.
-    let mut f = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    loop {
-        let r = f.read(buf)?;
-        if r == 0 {
-            break;
-        }
-        h.update(&buf[..r]);
-        n += r as u64;
-    }
-    Ok((hex::encode(h.finalize()), n))
 }

@@ -153,8 +153,9 @@ fn store_file(
     Ok(last)
 }
 
-/// Copy an open file into a blob. Errors reading name the file; errors
-/// writing name the repository.
+/// Copy an open file into a blob; a large one by its data segments, its
+/// holes hashed as zeros and left as holes in the blob. Errors reading name
+/// the file; errors writing name the repository.
 fn read_into(
     repo: &LocalRepo,
     mut file: &File,
@@ -175,21 +176,24 @@ fn read_into(
     }
     let mut writer = repo.writer()?;
     buf.resize(256 << 10, 0);
-    loop {
-        let n = match file.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(abs)(e)),
+    let mut write_failed = false;
+    let read = crate::repo::sparse::read_segments(file, buf, |p| {
+        let r = match p {
+            crate::repo::sparse::Piece::Data(b) => writer.write_all(b),
+            crate::repo::sparse::Piece::Hole(n) => writer.write_zeros(n),
         };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|source| RepoError::Io {
-                path: repo.root().to_path_buf(),
-                source,
-            })?;
+        write_failed = r.is_err();
+        r
+    });
+    match read {
+        Ok(_) => Ok(writer.finish()?),
+        Err(source) if write_failed => Err(RepoError::Io {
+            path: repo.root().to_path_buf(),
+            source,
+        }
+        .into()),
+        Err(e) => Err(io_err(abs)(e)),
     }
-    Ok(writer.finish()?)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
@@ -322,5 +326,30 @@ mod tests {
             &Hooks::NONE,
         );
         assert!(r.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_sparse_file_is_stored_with_its_holes_and_hashed_whole() {
+        let (dir, _log, repo) = setup(b"");
+        let path = dir.path().join("disk.img");
+        let f = File::create(&path).unwrap();
+        let len = 64u64 << 20;
+        f.set_len(len).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"superblock", 4096).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"tail", len - 4).unwrap();
+        drop(f);
+        let r = read(&repo, &HashCache::in_memory(), &path, &Hooks::NONE);
+        assert_eq!(r.stored.size, len);
+        let mut whole = vec![0u8; len as usize];
+        whole[4096..4106].copy_from_slice(b"superblock");
+        whole[len as usize - 4..].copy_from_slice(b"tail");
+        assert_eq!(r.stored.hash, BlobId::of_bytes(&whole));
+        let blob = fs_err::metadata(repo.blob_path(&r.stored.hash)).unwrap();
+        assert_eq!(blob.len(), len);
+        assert!(
+            std::os::unix::fs::MetadataExt::blocks(&blob) < 1024,
+            "the blob keeps the holes: {} blocks",
+            std::os::unix::fs::MetadataExt::blocks(&blob)
+        );
     }
 }

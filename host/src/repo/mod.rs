@@ -5,6 +5,7 @@
 //! <repo>/cshost-repo.toml      format, creation time, hash algorithm
 //! <repo>/blobs/ab/abcdef…      stored bytes; the name is their SHA-256
 //! <repo>/snapshots/<id>.json   one manifest per complete snapshot
+//! <repo>/damaged/abcdef…       blobs a verify found damaged, kept aside
 //! ```
 
 pub mod artifact;

@@ -103,8 +103,9 @@ fn store_file(
     buf: &mut Vec<u8>,
     hooks: &Hooks<'_>,
 ) -> Result<Option<FileRead>, CaptureError> {
+    // The size check makes a truncated or overwritten blob be stored again.
     if let Some(hash) = cache.lookup(&w.meta)
-        && repo.has_blob(&hash)
+        && repo.has_blob_sized(&hash, w.meta.size)
     {
         return Ok(Some(FileRead {
             stored: Stored {

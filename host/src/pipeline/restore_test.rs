@@ -94,6 +94,8 @@ pub fn run(ctx: &Context, snapshot: &str) -> Result<RestoreTestReport, CommandEr
     let _ = fs_err::remove_dir_all(&scratch);
     let result = (|| {
         let written = write_and_reread(ctx, &repo, &m, &scratch)?;
+        // A test looks at what was written (the dump's mode) here.
+        crate::failpoint::hit("restore-test-after-write");
         let sql = import_dump(&m, &scratch)?;
         Ok(RestoreTestReport {
             snapshot: m.id.clone(),

@@ -1,10 +1,11 @@
-//! Trees as they come: sparse files, names that are not UTF-8 and paths
-//! deeper than PATH_MAX. Each is backed up and written back byte for byte.
+//! Trees as they come: sparse files, names that are not UTF-8, paths deeper
+//! than PATH_MAX, and secrets written out by a drill. Each is backed up and
+//! written back byte for byte.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -230,4 +231,69 @@ fn a_file_name_that_is_not_utf8_and_a_path_over_4096_bytes_round_trip_byte_exact
     );
     let t = w.cshost(&["verify", "--restore-test"]);
     assert!(t.status.success(), "{}", text(&t));
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn the_sql_dump_written_by_a_drill_or_a_restore_test_is_mode_0600_like_mailcow_conf() {
+    let w = World::new(Size::SMALL, true);
+    let out = w.cshost(&["backup", "--components", "mysql"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(mode_of(&w.sample.mailcow_dir.join("mailcow.conf")), 0o600);
+
+    let target = w.dir.path().join("drill");
+    let r = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target-dir",
+        target.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    let dump = target.join("mysql/mysql/all-databases.sql");
+    assert!(
+        std::fs::read_to_string(&dump)
+            .unwrap()
+            .contains("-- Dump completed")
+    );
+    assert_eq!(mode_of(&dump), 0o600, "the drill's dump");
+    assert_eq!(mode_of(&target.join("mailcow.conf")), 0o600);
+
+    // The restore test's copy, looked at while it exists.
+    let mark = w.dir.path().join("written.mark");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cshost"))
+        .arg("--config")
+        .arg(&w.config)
+        .args(["verify", "--restore-test"])
+        .env("CSHOST_FAILPOINT", "restore-test-after-write")
+        .env("CSHOST_FAILPOINT_MARK", &mark)
+        .env("CSHOST_FAILPOINT_PAUSE", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !mark.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore test ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let id = w.snapshots().pop().unwrap();
+    let scratch = w
+        .dir
+        .path()
+        .join("scratch")
+        .join(format!("restore-test-{id}"));
+    assert_eq!(
+        mode_of(&scratch.join("mysql/mysql/all-databases.sql")),
+        0o600,
+        "the restore test's dump"
+    );
+    assert_eq!(mode_of(&scratch.join("mailcow.conf")), 0o600);
+    std::fs::remove_file(&mark).unwrap();
+    assert!(child.wait().unwrap().success());
 }

@@ -123,10 +123,7 @@ pub fn mail_subset(
 /// along so a mailbox whose domain is missing on a standby is created with
 /// the snapshot's owners and modes.
 fn parent_of(dir: &crate::repo::names::RelPath, prefix: &str) -> bool {
-    !dir.is_root()
-        && prefix
-            .strip_prefix(dir.as_str())
-            .is_some_and(|rest| rest.starts_with('/'))
+    dir.is_above(prefix)
 }
 
 fn entries_of<'a>(needed: &'a Manifest, part: &Part) -> Vec<&'a Entry> {

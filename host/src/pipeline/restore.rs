@@ -42,6 +42,9 @@ pub struct Source {
     pub kind: RepoKind,
     pub repo: Arc<LocalRepo>,
     pub remote: Option<BoxRepo>,
+    /// For a local restore, the configured box (and cache directory) that a
+    /// blob missing or damaged here is fetched from.
+    fallback: Option<(crate::config::StorageBoxRepository, PathBuf)>,
 }
 
 impl Source {
@@ -53,12 +56,15 @@ impl Source {
                 kind,
                 repo: Arc::new(ctx.open_repo()?),
                 remote: None,
+                fallback: (ctx.config.repository.storagebox.clone())
+                    .map(|b| (b, ctx.config.backup.cache_dir.clone())),
             },
             // A fresh standby has no local repository yet: it becomes the cache.
             RepoKind::Storagebox => Self {
                 kind,
                 repo: Arc::new(ctx.open_or_init_repo()?),
                 remote: Some(ctx.connect_box().await?),
+                fallback: None,
             },
         })
     }
@@ -126,9 +132,25 @@ impl Source {
             tracing::info!("downloaded {} blobs", stats.files_transferred);
         }
         let mut report = crate::repo::verify::verify(&self.repo, needed, threads);
+        // A local restore fetches what is missing or damaged here from the
+        // Storage Box, when one is configured.
+        let fallback = match (&self.fallback, report.problems.is_empty()) {
+            (Some((cfg, cache)), false) => match BoxRepo::connect(cfg, cache).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot fetch missing or damaged blobs from the Storage Box: {e}"
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let mut fetched = Ok(());
         // A copy in the local cache that is damaged (a bad disk, a killed
         // download) is not the box's problem: drop it and fetch it once more.
-        if let (Some(b), false) = (&self.remote, report.problems.is_empty()) {
+        let from = self.remote.as_ref().or(fallback.as_ref());
+        if let (Some(b), false) = (from, report.problems.is_empty()) {
             let damaged: Vec<BlobId> = report
                 .problems
                 .iter()
@@ -138,14 +160,18 @@ impl Source {
                 let _ = fs_err::remove_file(self.repo.blob_path(id));
             }
             tracing::warn!(
-                "{} blobs in the local cache were missing or damaged; fetching them again",
+                "{} blobs in the local repository were missing or damaged; fetching them from the Storage Box",
                 damaged.len()
             );
-            b.download_blobs(&self.repo, &damaged)
-                .await
-                .class(Failure::Transport)?;
-            report = crate::repo::verify::verify(&self.repo, needed, threads);
+            fetched = b.download_blobs(&self.repo, &damaged).await.map(drop);
+            if fetched.is_ok() {
+                report = crate::repo::verify::verify(&self.repo, needed, threads);
+            }
         }
+        if let Some(b) = fallback {
+            b.close().await;
+        }
+        fetched.class(Failure::Transport)?;
         if let Some(p) = report.problems.first() {
             return Err(fail(
                 Failure::Verify,
@@ -390,7 +416,7 @@ pub(super) fn check_matching(
             for (vol, entries) in &rec.volumes {
                 let root = env.volume_root(vol.as_str()).map_err(|e| e.to_string())?;
                 for e in entries.iter().filter(|e| e.kind == Kind::File) {
-                    let live = fs_err::read(root.join(e.path.as_str()))
+                    let live = fs_err::read(root.join(e.path.as_path()))
                         .map(|b| crate::repo::sha256_hex(&b))
                         .unwrap_or_default();
                     if e.blob.as_ref().map(|b| b.as_str()) != Some(live.as_str()) {

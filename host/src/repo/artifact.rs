@@ -4,14 +4,14 @@
 use std::io::Write;
 
 use super::manifest::{Artifact, Compression};
-use super::names::RelPath;
+use super::names::ArtifactName;
 use super::store::{BlobWriter, LocalRepo, RepoError, Stored};
 
 /// How many trailing bytes of the raw stream are kept for completion checks.
 pub const TAIL: usize = 4096;
 
 pub struct ArtifactSink<'a> {
-    name: RelPath,
+    name: ArtifactName,
     encoder: zstd::stream::write::Encoder<'static, BlobWriter<'a>>,
     raw_size: u64,
     tail: Vec<u8>,
@@ -20,7 +20,7 @@ pub struct ArtifactSink<'a> {
 impl<'a> ArtifactSink<'a> {
     /// # Errors
     /// When the repository cannot take a new blob.
-    pub fn new(repo: &'a LocalRepo, name: RelPath) -> Result<Self, RepoError> {
+    pub fn new(repo: &'a LocalRepo, name: ArtifactName) -> Result<Self, RepoError> {
         let encoder = zstd::stream::write::Encoder::new(repo.writer()?, 3).map_err(|source| {
             RepoError::Io {
                 path: repo.root().into(),

@@ -4,10 +4,9 @@
 //! rename, which updates ctime but never the content, and comparing it would
 //! make the nightly run re-read most of the mail store.
 
+use crate::repo::beneath::Meta;
 use crate::repo::names::BlobId;
 use std::collections::HashMap;
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -19,11 +18,11 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(m: &Metadata) -> Self {
+    fn of(m: &Meta) -> Self {
         Self {
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_ns: m.mtime_nsec(),
+            size: m.size,
+            mtime: m.mtime,
+            mtime_ns: m.mtime_ns.into(),
         }
     }
 }
@@ -67,18 +66,17 @@ impl HashCache {
             .expect("hash cache lock")
     }
 
-    pub fn lookup(&self, m: &Metadata) -> Option<BlobId> {
-        match self.entries().get(&(m.dev(), m.ino())) {
+    pub fn lookup(&self, m: &Meta) -> Option<BlobId> {
+        match self.entries().get(&(m.dev, m.ino)) {
             Some((stamp, hash)) if *stamp == Stamp::of(m) => Some(BlobId::of_digest(hash)),
             _ => None,
         }
     }
 
-    pub fn insert(&self, m: &Metadata, hash: &BlobId) {
+    pub fn insert(&self, m: &Meta, hash: &BlobId) {
         let mut bytes = [0u8; 32];
         if hex::decode_to_slice(hash.as_str(), &mut bytes).is_ok() {
-            self.entries()
-                .insert((m.dev(), m.ino()), (Stamp::of(m), bytes));
+            self.entries().insert((m.dev, m.ino), (Stamp::of(m), bytes));
         }
     }
 
@@ -155,7 +153,8 @@ mod tests {
         let file = dir.path().join("f");
         fs_err::write(&file, "one").unwrap();
         let cache = HashCache::load(&dir.path().join("cache"));
-        let m = fs_err::metadata(&file).unwrap();
+        let meta = |p: &Path| Meta::from(&fs_err::metadata(p).unwrap());
+        let m = meta(&file);
         assert_eq!(cache.lookup(&m), None);
         let id = BlobId::parse(&"ab".repeat(32)).unwrap();
         cache.insert(&m, &id);
@@ -164,8 +163,8 @@ mod tests {
         assert_eq!(cache.lookup(&m), Some(id.clone()));
         let renamed = dir.path().join("g");
         fs_err::rename(&file, &renamed).unwrap();
-        assert_eq!(cache.lookup(&fs_err::metadata(&renamed).unwrap()), Some(id));
+        assert_eq!(cache.lookup(&meta(&renamed)), Some(id));
         fs_err::write(&renamed, "two!").unwrap();
-        assert_eq!(cache.lookup(&fs_err::metadata(&renamed).unwrap()), None);
+        assert_eq!(cache.lookup(&meta(&renamed)), None);
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::names::{BlobId, ComponentName, RelPath, SnapshotId, VolumeName};
+use super::names::{
+    ArtifactName, BlobId, ComponentName, LinkTarget, RelPath, SnapshotId, VolumeName,
+};
 
 /// The manifest format this build writes and reads.
 pub const FORMAT: u32 = 1;
@@ -94,7 +96,7 @@ pub struct Entry {
     pub blob: Option<BlobId>,
     /// Symlink target, or the first path of a hard-linked file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<LinkTarget>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -109,7 +111,7 @@ fn is_zero_u64(v: &u64) -> bool {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Artifact {
     /// A relative path such as `mysql/all-databases.sql.zst`.
-    pub name: RelPath,
+    pub name: ArtifactName,
     pub blob: BlobId,
     /// Bytes stored (compressed).
     pub size: u64,
@@ -227,7 +229,7 @@ impl Manifest {
     }
 
     /// What the types alone cannot say: files have blobs, hard links point at
-    /// a path of the same volume, artifacts are not the root.
+    /// a path of the same volume.
     fn check(&self) -> Result<(), String> {
         for (name, c) in &self.components {
             for (vol, entries) in &c.volumes {
@@ -238,11 +240,16 @@ impl Manifest {
                             return Err(format!("{}: a file without a blob", at()));
                         }
                         Kind::Hardlink => {
-                            let t = e.target.as_deref().unwrap_or_default();
-                            if RelPath::parse(t).map(|p| p.is_root()).unwrap_or(true) {
+                            let t = e.target.as_ref().map(|t| t.as_bytes().to_vec());
+                            let ok = t
+                                .clone()
+                                .and_then(|t| RelPath::from_bytes(t).ok())
+                                .is_some_and(|p| !p.is_root());
+                            if !ok {
                                 return Err(format!(
-                                    "{}: hard link target {t:?} is not a path in the volume",
-                                    at()
+                                    "{}: hard link target `{}` is not a path in the volume",
+                                    at(),
+                                    super::names::shown_bytes(&t.unwrap_or_default())
                                 ));
                             }
                         }
@@ -254,13 +261,6 @@ impl Manifest {
                     if e.path.is_root() && e.kind != Kind::Dir {
                         return Err(format!("{}: the volume root must be a directory", at()));
                     }
-                }
-            }
-            for (i, a) in c.artifacts.iter().enumerate() {
-                if a.name.is_root() {
-                    return Err(format!(
-                        "field `components.{name}.artifacts[{i}].name`: empty artifact name"
-                    ));
                 }
             }
         }

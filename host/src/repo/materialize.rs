@@ -1,21 +1,24 @@
 //! Writing a captured tree back out of the repository, with owners, modes and
-//! mtimes from the manifest (never from what a storage box kept). Symlinks are
-//! created last, so no path written here ever passes through one.
+//! mtimes from the manifest (never from what a storage box kept). Every path
+//! is resolved below the destination's descriptor and never through a
+//! symlink, whether the snapshot made it or it was already there (a
+//! `--target-dir`, a merge into live data): see [`super::beneath`]. Symlinks
+//! are created last, as links. Files keep their holes (see [`super::sparse`]).
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::capture::{Counts, checked_relative};
+use super::beneath::{self, Beneath};
+use super::capture::Counts;
 use super::manifest::{Entry, Kind};
 use super::store::LocalRepo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
-    #[error("manifest entry {path:?} is not a safe relative path")]
+    #[error("manifest entry `{path}` is not a safe relative path")]
     BadPath { path: String },
     #[error("`{path}`: {source}")]
     Io { path: PathBuf, source: io::Error },
@@ -24,6 +27,14 @@ pub enum MaterializeError {
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MaterializeError + '_ {
     move |source| MaterializeError::Io {
         path: path.into(),
+        source,
+    }
+}
+
+/// An error about `rel` below `root`, named by its full path.
+fn at<'a>(root: &'a Beneath, e: &'a Entry) -> impl FnOnce(io::Error) -> MaterializeError + 'a {
+    move |source| MaterializeError::Io {
+        path: root.show(e.path.as_bytes()),
         source,
     }
 }
@@ -42,42 +53,42 @@ pub fn under<'a>(entries: &'a [Entry], prefix: &str) -> Vec<&'a Entry> {
     entries.iter().filter(|e| e.path.is_under(prefix)).collect()
 }
 
-/// Owner, mode and mtime of one written object (mode not for symlinks).
-/// Nothing here follows a symlink: ownership and times go to the link itself.
-fn set_meta(path: &Path, e: &Entry, chown: bool) -> Result<(), MaterializeError> {
-    use rustix::fs::{AtFlags, CWD, Timestamps};
-    let err = |e: rustix::io::Errno| io_err(path)(e.into());
+/// Owner, mode and mtime of an object through its descriptor. Owner first:
+/// a chown clears set-id bits that the chmod then puts back.
+fn set_fd_meta(fd: impl AsFd, e: &Entry, chown: bool) -> io::Result<()> {
     if chown {
-        rustix::fs::chownat(
-            CWD,
-            path,
+        rustix::fs::fchown(
+            &fd,
             Some(rustix::fs::Uid::from_raw(e.uid)),
             Some(rustix::fs::Gid::from_raw(e.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(err)?;
+        )?;
     }
-    if e.kind != Kind::Symlink {
-        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(e.mode & 0o7777)).map_err(err)?;
-    }
-    let times = Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: e.mtime,
-            tv_nsec: e.mtime_ns.into(),
-        },
-    };
-    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
+    rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(e.mode & 0o7777))?;
+    rustix::fs::futimens(&fd, &beneath::times((e.mtime, e.mtime_ns)))?;
     Ok(())
 }
 
-/// Write `entries` under `dest`. Returns counts of what was written.
+/// A directory's owner, mode and mtime. An unprivileged run (tests, a
+/// drill as a user) may not open a directory it made unreadable: its mode
+/// and mtime are then set by name, after checking it is a directory.
+fn set_dir_meta(root: &Beneath, e: &Entry, chown: bool) -> io::Result<()> {
+    let rel = e.path.as_bytes();
+    match root.open_object(rel) {
+        Ok(fd) => set_fd_meta(&fd, e, chown),
+        Err(err) if !chown && err.kind() == io::ErrorKind::PermissionDenied => {
+            root.chmod_dir(rel, e.mode & 0o7777)?;
+            root.set_link_meta(rel, None, (e.mtime, e.mtime_ns))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Write `entries` under `dest`, creating it when missing. Returns counts of
+/// what was written.
 ///
 /// # Errors
-/// On an unsafe path in the manifest or any I/O failure (e.g. a full disk).
+/// On an unsafe path in the manifest, a symlink in the way, or any I/O
+/// failure (e.g. a full disk).
 pub fn materialize(
     repo: &LocalRepo,
     entries: &[&Entry],
@@ -85,28 +96,36 @@ pub fn materialize(
     overwrite: Overwrite,
     threads: usize,
 ) -> Result<Counts, MaterializeError> {
+    let root = Beneath::create(dest).map_err(io_err(dest))?;
+    materialize_into(repo, entries, &root, overwrite, threads)
+}
+
+/// Write `entries` below `root`.
+///
+/// # Errors
+/// As [`materialize`].
+pub fn materialize_into(
+    repo: &LocalRepo,
+    entries: &[&Entry],
+    root: &Beneath,
+    overwrite: Overwrite,
+    threads: usize,
+) -> Result<Counts, MaterializeError> {
     let chown = rustix::process::geteuid().is_root();
-    let mut paths = Vec::with_capacity(entries.len());
-    for e in entries {
-        let rel = checked_relative(e.path.as_str()).map_err(|_| MaterializeError::BadPath {
-            path: e.path.to_string(),
-        })?;
-        paths.push(dest.join(rel));
-    }
     let mut counts = Counts::default();
-    fs_err::create_dir_all(dest).map_err(io_err(dest))?;
-    for (e, p) in entries.iter().zip(&paths) {
-        if e.kind == Kind::Dir {
-            counts.dirs += 1;
-            match fs_err::create_dir(p) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
-                Err(err) => return Err(io_err(p)(err)),
-            }
+    // Directories first, in the manifest's order (parents before children):
+    // a symlink already where one belongs stops the restore here, before
+    // any file is written.
+    for e in entries.iter().filter(|e| e.kind == Kind::Dir) {
+        counts.dirs += 1;
+        if !e.path.is_root() {
+            root.mkdir(e.path.as_bytes(), 0o700).map_err(at(root, e))?;
         }
     }
-    let files: Vec<usize> = (0..entries.len())
-        .filter(|&i| entries[i].kind == Kind::File)
+    let files: Vec<&Entry> = entries
+        .iter()
+        .copied()
+        .filter(|e| e.kind == Kind::File)
         .collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -116,11 +135,12 @@ pub fn materialize(
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 let (mut n, mut bytes) = (0u64, 0u64);
+                let mut buf = Vec::new();
                 while !failed.load(Ordering::Relaxed) {
-                    let Some(&i) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
                     };
-                    match write_file(repo, entries[i], &paths[i], overwrite, chown) {
+                    match write_file(repo, e, root, overwrite, chown, &mut buf) {
                         Ok(Some(b)) => {
                             n += 1;
                             bytes += b;
@@ -146,46 +166,42 @@ pub fn materialize(
     counts.files = n;
     counts.bytes = bytes;
     for kind in [Kind::Hardlink, Kind::Fifo, Kind::Symlink] {
-        for (e, p) in entries.iter().zip(&paths).filter(|(e, _)| e.kind == kind) {
-            if overwrite == Overwrite::KeepNewer && fs_err::symlink_metadata(p).is_ok() {
+        for e in entries.iter().filter(|e| e.kind == kind) {
+            let rel = e.path.as_bytes();
+            if overwrite == Overwrite::KeepNewer && root.lstat(rel).is_ok() {
                 continue;
             }
-            let _ = fs_err::remove_file(p);
+            let target = || {
+                e.target
+                    .as_ref()
+                    .map(|t| t.as_bytes())
+                    .ok_or_else(|| MaterializeError::BadPath {
+                        path: e.path.to_string(),
+                    })
+            };
             match kind {
                 Kind::Hardlink => {
-                    let target = e.target.as_deref().unwrap_or_default();
-                    let target =
-                        checked_relative(target).map_err(|_| MaterializeError::BadPath {
-                            path: target.into(),
-                        })?;
-                    fs_err::hard_link(dest.join(target), p).map_err(io_err(p))?;
-                    continue; // shares the target's inode and metadata
+                    // Shares the target's inode and metadata.
+                    root.hard_link(target()?, rel).map_err(at(root, e))?;
                 }
                 Kind::Symlink => {
                     counts.symlinks += 1;
-                    std::os::unix::fs::symlink(e.target.as_deref().unwrap_or_default(), p)
-                        .map_err(io_err(p))?;
+                    root.symlink(target()?, rel).map_err(at(root, e))?;
+                    let owner = chown.then_some((e.uid, e.gid));
+                    root.set_link_meta(rel, owner, (e.mtime, e.mtime_ns))
+                        .map_err(at(root, e))?;
                 }
                 _ => {
-                    rustix::fs::mkfifoat(
-                        rustix::fs::CWD,
-                        p,
-                        rustix::fs::Mode::from_raw_mode(0o600),
-                    )
-                    .map_err(|e| io_err(p)(e.into()))?;
+                    root.mkfifo(rel).map_err(at(root, e))?;
+                    let fd = root.open_object(rel).map_err(at(root, e))?;
+                    set_fd_meta(&fd, e, chown).map_err(at(root, e))?;
                 }
             }
-            set_meta(p, e, chown)?;
         }
     }
     // Directories last and deepest first, so writing children does not change their mtimes.
-    for (e, p) in entries
-        .iter()
-        .zip(&paths)
-        .rev()
-        .filter(|(e, _)| e.kind == Kind::Dir)
-    {
-        set_meta(p, e, chown)?;
+    for e in entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+        set_dir_meta(root, e, chown).map_err(at(root, e))?;
     }
     Ok(counts)
 }
@@ -194,30 +210,184 @@ pub fn materialize(
 fn write_file(
     repo: &LocalRepo,
     e: &Entry,
-    path: &Path,
+    root: &Beneath,
     overwrite: Overwrite,
     chown: bool,
+    buf: &mut Vec<u8>,
 ) -> Result<Option<u64>, MaterializeError> {
+    let rel = e.path.as_bytes();
     if overwrite == Overwrite::KeepNewer
-        && let Ok(m) = fs_err::symlink_metadata(path)
-        && std::os::unix::fs::MetadataExt::mtime(&m) >= e.mtime
+        && let Ok(m) = root.lstat(rel)
+        && m.mtime >= e.mtime
     {
         return Ok(None);
     }
     let blob = e.blob.as_ref().ok_or_else(|| MaterializeError::BadPath {
         path: e.path.to_string(),
     })?;
-    let mut src = File::open(repo.blob_path(blob)).map_err(io_err(&repo.blob_path(blob)))?;
-    let _ = fs_err::remove_file(path);
-    let mut dst = File::options()
-        .write(true)
-        .create_new(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
-    let n = io::copy(&mut src, &mut dst).map_err(io_err(path))?;
-    drop(dst);
-    set_meta(path, e, chown)?;
+    let src = repo
+        .open_blob(blob)
+        .map_err(io_err(&repo.blob_path(blob)))?;
+    let dst = root.create_file(rel, 0o600).map_err(at(root, e))?;
+    let n = super::sparse::copy(&src, &dst, buf).map_err(at(root, e))?;
+    set_fd_meta(&dst, e, chown).map_err(at(root, e))?;
     Ok(Some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::hashcache::HashCache;
+    use crate::repo::names::{BlobId, LinkTarget, RelPath};
+
+    fn entry(path: &[u8], kind: Kind) -> Entry {
+        Entry {
+            path: RelPath::from_bytes(path.to_vec()).unwrap(),
+            kind,
+            mode: if kind == Kind::Dir { 0o40755 } else { 0o100640 },
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+            mtime_ns: 0,
+            size: 0,
+            blob: None,
+            target: None,
+        }
+    }
+
+    fn file(repo: &LocalRepo, path: &[u8], content: &[u8]) -> Entry {
+        let id = BlobId::of_bytes(content);
+        repo.put(&id, content).unwrap();
+        Entry {
+            size: content.len() as u64,
+            blob: Some(id),
+            ..entry(path, Kind::File)
+        }
+    }
+
+    fn outside_with_canary(dir: &Path) -> PathBuf {
+        let outside = dir.join("outside");
+        fs_err::create_dir_all(&outside).unwrap();
+        fs_err::write(outside.join("canary"), "untouched").unwrap();
+        outside
+    }
+
+    fn assert_untouched(outside: &Path) {
+        let names: Vec<_> = fs_err::read_dir(outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["canary"], "nothing was written outside");
+        assert_eq!(
+            fs_err::read_to_string(outside.join("canary")).unwrap(),
+            "untouched"
+        );
+    }
+
+    #[test]
+    fn a_symlink_the_snapshot_makes_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = outside_with_canary(dir.path());
+        let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
+        let mut link = entry(b"a", Kind::Symlink);
+        link.target =
+            Some(LinkTarget::from_bytes(outside.as_os_str().as_encoded_bytes().to_vec()).unwrap());
+        // Symlinks are made last, so an entry below one finds no directory there.
+        let entries = [
+            entry(b"", Kind::Dir),
+            link,
+            file(&repo, b"a/canary", b"owned"),
+        ];
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let dest = dir.path().join("dest");
+        assert!(materialize(&repo, &refs, &dest, Overwrite::Replace, 2).is_err());
+        assert_untouched(&outside);
+    }
+
+    #[test]
+    fn an_existing_symlink_in_the_destination_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = outside_with_canary(dir.path());
+        let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
+        let entries = [
+            entry(b"", Kind::Dir),
+            entry(b"a", Kind::Dir),
+            entry(b"a/sub", Kind::Dir),
+            file(&repo, b"a/canary", b"owned"),
+            file(&repo, b"a/sub/new", b"new"),
+        ];
+        let dest = dir.path().join("dest");
+        fs_err::create_dir_all(&dest).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("a")).unwrap();
+        for overwrite in [Overwrite::Replace, Overwrite::KeepNewer] {
+            // With or without the directory entries (a mailbox merge takes a subset).
+            for refs in [
+                entries.iter().collect::<Vec<_>>(),
+                vec![&entries[3], &entries[4]],
+            ] {
+                let err = materialize(&repo, &refs, &dest, overwrite, 2).unwrap_err();
+                let text = err.to_string();
+                assert!(
+                    text.contains(&format!(
+                        "dest/a` is a symlink (to `{}`)",
+                        outside.display()
+                    )),
+                    "{text}"
+                );
+                assert_untouched(&outside);
+            }
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_deep_paths_and_sparse_files_are_written_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
+        let vol = dir.path().join("vol");
+        fs_err::create_dir_all(&vol).unwrap();
+        let src = Beneath::open(&vol).unwrap();
+        let mut deep = Vec::new();
+        while deep.len() < 4500 {
+            if !deep.is_empty() {
+                deep.push(b'/');
+            }
+            deep.extend_from_slice(&[b'x'; 200]);
+            src.mkdir(&deep, 0o750).unwrap();
+        }
+        let odd = [&deep[..], b"/\xff\xfe"].concat();
+        std::io::Write::write_all(&mut src.create_file(&odd, 0o640).unwrap(), b"odd").unwrap();
+        let sparse = src.create_file(b"sparse", 0o600).unwrap();
+        sparse.set_len(64 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&sparse, b"data", 32 << 20).unwrap();
+        drop(sparse);
+        let c = crate::repo::capture::capture(&repo, &HashCache::in_memory(), &vol, "", 2).unwrap();
+        let refs: Vec<&Entry> = c.entries.iter().collect();
+        let dest = dir.path().join("dest");
+        materialize(&repo, &refs, &dest, Overwrite::Replace, 2).unwrap();
+        let back = Beneath::open(&dest).unwrap();
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut back.open_read(&odd).unwrap(), &mut text).unwrap();
+        assert_eq!(text, b"odd");
+        let m = back.lstat(&odd).unwrap();
+        assert_eq!(
+            (m.mode & 0o777, m.mtime),
+            (0o640, src.lstat(&odd).unwrap().mtime)
+        );
+        let (before, after) = (
+            src.lstat(b"sparse").unwrap(),
+            back.lstat(b"sparse").unwrap(),
+        );
+        assert_eq!(after.size, before.size);
+        assert!(
+            after.blocks <= before.blocks + 128,
+            "{} > {}",
+            after.blocks,
+            before.blocks
+        );
+        let hash = |b: &Beneath| {
+            super::super::sparse::hash_file(&b.open_read(b"sparse").unwrap(), &mut vec![0; 1 << 20])
+                .unwrap()
+        };
+        assert_eq!(hash(&back), hash(&src));
+    }
 }

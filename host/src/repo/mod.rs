@@ -5,14 +5,17 @@
 //! <repo>/cshost-repo.toml      format, creation time, hash algorithm
 //! <repo>/blobs/ab/abcdef…      stored bytes; the name is their SHA-256
 //! <repo>/snapshots/<id>.json   one manifest per complete snapshot
+//! <repo>/damaged/abcdef…       blobs a verify found damaged, kept aside
 //! ```
 
 pub mod artifact;
+pub mod beneath;
 pub mod capture;
 pub mod hashcache;
 pub mod manifest;
 pub mod materialize;
 pub mod names;
+pub mod sparse;
 pub mod store;
 pub mod verify;
 

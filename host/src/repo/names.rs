@@ -167,35 +167,57 @@ impl VolumeName {
     }
 }
 
-/// A relative path inside a volume or a component's directory: no empty,
-/// `.` or `..` segment, no leading `/`, no NUL. `""` is the root itself.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RelPath(String);
+/// A relative path inside a volume or a component's directory, as bytes: a
+/// file name on Linux is any bytes but `/` and NUL, and a mail store holds
+/// names that are not UTF-8. No empty, `.` or `..` segment, no leading `/`,
+/// no NUL. `""` is the root itself. In a manifest it is a plain string when
+/// it is UTF-8 (so `jq` finds it as it is), otherwise `{"base64": "…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelPath(Vec<u8>);
+
+/// Paths deeper than PATH_MAX exist in real mail stores; this bound is only
+/// against absurd input.
+const MAX_PATH: usize = 1 << 20;
 
 impl RelPath {
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        if s.is_empty() {
-            return Ok(Self(String::new()));
+        Self::from_bytes(s.as_bytes().to_vec())
+    }
+
+    /// # Errors
+    /// For an empty, `.` or `..` segment, a leading `/`, a NUL, or a path
+    /// longer than 1 MiB.
+    pub fn from_bytes(b: Vec<u8>) -> Result<Self, NameError> {
+        if b.is_empty() {
+            return Ok(Self(b));
         }
-        let segments_ok = s
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
-        // Paths deeper than PATH_MAX exist in real mail stores; the bound is
-        // only against absurd input.
-        if segments_ok && !s.contains('\0') && s.len() <= 65536 {
-            Ok(Self(s.to_string()))
+        let segments_ok = b
+            .split(|&c| c == b'/')
+            .all(|seg| !seg.is_empty() && seg != b"." && seg != b"..");
+        if segments_ok && !b.contains(&0) && b.len() <= MAX_PATH {
+            Ok(Self(b))
         } else {
             Err(refuse(
                 "path",
-                s,
+                &String::from_utf8_lossy(&b),
                 "a path in a snapshot is relative, with no empty, `.` or `..` segment",
             ))
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The path for `Path::join` (Unix paths are bytes).
+    pub fn as_path(&self) -> &std::path::Path {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::Path::new(std::ffi::OsStr::from_bytes(&self.0))
+    }
+
+    /// The path as text, when it is UTF-8.
+    pub fn to_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
     }
 
     pub fn is_root(&self) -> bool {
@@ -204,26 +226,218 @@ impl RelPath {
 
     /// Is this path `prefix` or below it (segment-wise, not by string prefix)?
     pub fn is_under(&self, prefix: &str) -> bool {
+        let prefix = prefix.as_bytes();
         prefix.is_empty()
             || self.0 == prefix
             || self
                 .0
                 .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
+                .is_some_and(|rest| rest.starts_with(b"/"))
+    }
+
+    /// Is this path a directory strictly above `path` (not the root)?
+    pub fn is_above(&self, path: &str) -> bool {
+        !self.is_root()
+            && path
+                .as_bytes()
+                .strip_prefix(self.0.as_slice())
+                .is_some_and(|rest| rest.starts_with(b"/"))
     }
 }
 
-/// Artifact names are relative paths too (`mysql/all-databases.sql.zst`), and
-/// never the root.
-pub fn artifact_name(s: &str) -> Result<RelPath, NameError> {
-    match RelPath::parse(s) {
-        Ok(p) if !p.is_root() => Ok(p),
-        _ => Err(refuse(
-            "artifact name",
-            s,
-            "an artifact name is a relative path like `mysql/all.sql.zst` with no `.` or `..` segment",
-        )),
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shown_bytes(&self.0))
     }
+}
+
+impl PartialEq<str> for RelPath {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for RelPath {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl AsRef<std::path::Path> for RelPath {
+    fn as_ref(&self) -> &std::path::Path {
+        self.as_path()
+    }
+}
+
+impl Serialize for RelPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        bytes_serde::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::from_bytes(bytes_serde::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A symlink's target, or the first path of a hard-linked file: bytes, kept
+/// in a manifest like a [`RelPath`]. A symlink may point anywhere, so only
+/// NUL and emptiness are refused; a hard link's target is checked as a
+/// `RelPath` where the manifest is read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkTarget(Vec<u8>);
+
+impl LinkTarget {
+    /// # Errors
+    /// For an empty target, a NUL, or one longer than 1 MiB.
+    pub fn from_bytes(b: Vec<u8>) -> Result<Self, NameError> {
+        if b.is_empty() || b.contains(&0) || b.len() > MAX_PATH {
+            return Err(refuse(
+                "link target",
+                &String::from_utf8_lossy(&b),
+                "a link target is not empty and holds no NUL",
+            ));
+        }
+        Ok(Self(b))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<RelPath> for LinkTarget {
+    fn from(p: RelPath) -> Self {
+        Self(p.0)
+    }
+}
+
+impl fmt::Display for LinkTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shown_bytes(&self.0))
+    }
+}
+
+impl PartialEq<&str> for LinkTarget {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl Serialize for LinkTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        bytes_serde::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LinkTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::from_bytes(bytes_serde::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Bytes shown in a message: UTF-8 as it is, other bytes as `\xff`.
+pub fn shown_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
+/// Names as a manifest keeps them: a JSON string when UTF-8, else an object
+/// `{"base64": "…"}` that no string can be mistaken for.
+mod bytes_serde {
+    use base64::Engine as _;
+    use serde::de::{self, MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+
+    pub(super) fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(b) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(
+                    "base64",
+                    &base64::engine::general_purpose::STANDARD.encode(b),
+                )?;
+                m.end()
+            }
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_any(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(r#"a string, or {"base64": "…"} for a name that is not UTF-8"#)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            Ok(v.as_bytes().to_vec())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<u8>, A::Error> {
+            let (Some((key, value)), None) = (
+                map.next_entry::<String, String>()?,
+                map.next_key::<de::IgnoredAny>()?,
+            ) else {
+                return Err(de::Error::custom(r#"expected exactly {"base64": "…"}"#));
+            };
+            if key != "base64" {
+                return Err(de::Error::unknown_field(&key, &["base64"]));
+            }
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(value.as_bytes())
+                .map_err(|e| de::Error::custom(format!("invalid base64: {e}")))?;
+            if std::str::from_utf8(&b).is_ok() {
+                // One spelling per name, so equal names compare equal as text.
+                return Err(de::Error::custom(
+                    "a UTF-8 name is written as a plain string, not base64",
+                ));
+            }
+            Ok(b)
+        }
+    }
+}
+
+/// An artifact's name: a relative path like a [`RelPath`]
+/// (`mysql/all-databases.sql.zst`), never the root, and text (a plugin
+/// names it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ArtifactName(String);
+
+impl ArtifactName {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        match RelPath::parse(s) {
+            Ok(p) if !p.is_root() => Ok(Self(s.to_string())),
+            _ => Err(refuse(
+                "artifact name",
+                s,
+                "an artifact name is a relative path like `mysql/all.sql.zst` with no `.` or `..` segment",
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Artifact names are relative paths too, and never the root.
+pub fn artifact_name(s: &str) -> Result<ArtifactName, NameError> {
+    ArtifactName::parse(s)
 }
 
 fn plain_name(s: &str, max: usize) -> bool {
@@ -291,11 +505,12 @@ macro_rules! string_newtype {
         }
     )*};
 }
-string_newtype!(BlobId, SnapshotId, ComponentName, VolumeName, RelPath);
+string_newtype!(BlobId, SnapshotId, ComponentName, VolumeName, ArtifactName);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn blob_ids() {
@@ -362,6 +577,33 @@ mod tests {
         assert!(p.is_under("example.org/alice"));
         assert!(!p.is_under("example.org/ali"));
         assert!(p.is_under(""));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_kept_as_bytes_and_utf8_ones_as_plain_strings() {
+        let plain = RelPath::parse("example.org/alice/cur/1:2,S").unwrap();
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#""example.org/alice/cur/1:2,S""#
+        );
+        let raw = RelPath::from_bytes(b"dir/\xff\xfe-name".to_vec()).unwrap();
+        let json = serde_json::to_string(&raw).unwrap();
+        assert!(json.starts_with(r#"{"base64":"#), "{json}");
+        assert_eq!(serde_json::from_str::<RelPath>(&json).unwrap(), raw);
+        assert_eq!(raw.to_string(), "dir/\\xff\\xfe-name");
+        // Validation is on the bytes, whichever spelling carried them.
+        for bad in [&b"../\xff"[..], b"/\xff", b"a//\xff", b"\xff\0"] {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bad);
+            let json = format!(r#"{{"base64":"{b64}"}}"#);
+            assert!(serde_json::from_str::<RelPath>(&json).is_err(), "{bad:?}");
+        }
+        // One spelling per name: a UTF-8 name in base64 is refused.
+        assert!(serde_json::from_str::<RelPath>(r#"{"base64":"YWJj"}"#).is_err());
+        assert!(serde_json::from_str::<RelPath>(r#"{"base64":"/w==","x":1}"#).is_err());
+        let t = LinkTarget::from_bytes(b"../\xff".to_vec()).unwrap();
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<LinkTarget>(&json).unwrap(), t);
+        assert!(LinkTarget::from_bytes(Vec::new()).is_err());
     }
 
     #[test]

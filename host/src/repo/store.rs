@@ -29,6 +29,17 @@ pub enum RepoError {
     Manifest(#[from] ManifestError),
     #[error("the repository `{path}` has no snapshots yet; run `cshost backup` first")]
     Empty { path: PathBuf },
+    #[error(
+        "snapshot {id} was not published: it needs blob {blob} ({used_by}), which a verify found damaged \
+         and moved to `{kept}`, and this backup did not store that content again (the file changed or went \
+         since); run the backup again, and `cshost verify --full` to see which snapshots are affected"
+    )]
+    Damaged {
+        id: String,
+        blob: String,
+        used_by: String,
+        kept: PathBuf,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
@@ -97,7 +108,83 @@ impl LocalRepo {
     }
 
     pub fn has_blob(&self, hash: &BlobId) -> bool {
-        self.blob_path(hash).is_file()
+        fs_err::symlink_metadata(self.blob_path(hash)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Is the blob there with the size its content has? The same `lstat`
+    /// as [`LocalRepo::has_blob`], so the check costs a backup nothing, and
+    /// a truncated or overwritten blob is stored again instead of reused.
+    pub fn has_blob_sized(&self, hash: &BlobId, size: u64) -> bool {
+        fs_err::symlink_metadata(self.blob_path(hash)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Open a blob for reading. A blob is a regular file: a symlink or device
+    /// planted in a repository (a third party's disk) is refused, never
+    /// followed or read forever.
+    ///
+    /// # Errors
+    /// When it is missing, not a regular file, or cannot be opened.
+    pub fn open_blob(&self, hash: &BlobId) -> io::Result<File> {
+        let f = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.blob_path(hash))?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "blob `{}` is not a regular file",
+                self.blob_path(hash).display()
+            )));
+        }
+        Ok(f)
+    }
+
+    /// Where blobs a verify found damaged are kept: out of the way of every
+    /// reuse (a backup stores their content again), never deleted by it.
+    pub fn damaged_dir(&self) -> PathBuf {
+        self.root.join("damaged")
+    }
+
+    /// Move a blob found damaged out of `blobs/`: the next backup then stores
+    /// its content again, and a restore with a Storage Box fetches it again.
+    ///
+    /// # Errors
+    /// When it cannot be moved.
+    pub fn quarantine(&self, hash: &BlobId) -> Result<PathBuf, RepoError> {
+        let dir = self.damaged_dir();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err(&dir))?;
+        let kept = dir.join(hash.as_str());
+        match fs_err::rename(self.blob_path(hash), &kept) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&kept)(e)),
+        }
+        Ok(kept)
+    }
+
+    /// The blobs a verify found damaged and kept aside.
+    ///
+    /// # Errors
+    /// When the directory exists but cannot be read.
+    pub fn damaged(&self) -> Result<std::collections::BTreeSet<BlobId>, RepoError> {
+        let dir = self.damaged_dir();
+        match fs_err::read_dir(&dir) {
+            Ok(rd) => Ok(rd
+                .filter_map(|e| BlobId::parse(e.ok()?.file_name().to_str()?).ok())
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(io_err(&dir)(e)),
+        }
+    }
+
+    /// Is the blob there and does its content hash to its name?
+    fn sound(&self, hash: &BlobId) -> bool {
+        self.open_blob(hash)
+            .and_then(|f| super::sparse::hash_file(&f, &mut vec![0; 1 << 20]))
+            .is_ok_and(|(hex, _)| hex == hash.as_str())
     }
 
     /// A fresh temporary file inside the repository (same filesystem as the blobs).
@@ -121,35 +208,45 @@ impl LocalRepo {
     /// # Errors
     /// On I/O failure.
     pub fn put(&self, hash: &BlobId, bytes: &[u8]) -> Result<bool, RepoError> {
-        if self.has_blob(hash) {
+        if self.has_blob_sized(hash, bytes.len() as u64) {
             return Ok(false);
         }
         let (tmp, mut file) = self.temp()?;
         file.write_all(bytes).map_err(io_err(&tmp))?;
         drop(file);
-        self.settle(&tmp, hash)
+        self.settle(&tmp, hash, bytes.len() as u64)
     }
 
-    /// Move a finished temporary file to its blob name, or drop it when the
-    /// blob already exists. Returns whether it was new.
-    fn settle(&self, tmp: &Path, hash: &BlobId) -> Result<bool, RepoError> {
+    /// Move a finished temporary file of `size` bytes to its blob name, or
+    /// drop it when the blob already exists with that size. An existing blob
+    /// of another size is damaged: the fresh copy replaces it. Returns
+    /// whether the blob was stored (new or repaired).
+    fn settle(&self, tmp: &Path, hash: &BlobId, size: u64) -> Result<bool, RepoError> {
         let dest = self.blob_path(hash);
         let dir = dest.parent().expect("blob paths have a parent");
         fs_err::create_dir_all(dir).map_err(io_err(dir))?;
         // A hard link fails if the name exists, so two threads storing the same
         // content cannot both count it as new.
-        let new = match fs_err::hard_link(tmp, &dest) {
+        let linked = match fs_err::hard_link(tmp, &dest) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-            // Filesystems without hard links: check, then rename.
-            Err(_) if dest.is_file() => false,
-            Err(_) => {
+            // Filesystems without hard links: rename (below).
+            Err(_) if !dest.exists() => {
                 fs_err::rename(tmp, &dest).map_err(io_err(&dest))?;
                 return Ok(true);
             }
+            Err(_) => false,
         };
+        if !linked && !self.has_blob_sized(hash, size) {
+            tracing::warn!(
+                "blob {hash} in `{}` was damaged (not {size} bytes); stored again",
+                self.root.display()
+            );
+            fs_err::rename(tmp, &dest).map_err(io_err(&dest))?;
+            return Ok(true);
+        }
         fs_err::remove_file(tmp).map_err(io_err(tmp))?;
-        Ok(new)
+        Ok(linked)
     }
 
     /// A writer that hashes what it stores; `finish` names the blob.
@@ -164,6 +261,7 @@ impl LocalRepo {
             file: io::BufWriter::with_capacity(256 << 10, file),
             hasher: Sha256::new(),
             size: 0,
+            holes: false,
         })
     }
 
@@ -173,12 +271,41 @@ impl LocalRepo {
     /// # Errors
     /// On I/O failure; nothing is published then.
     pub fn publish(&self, manifest: &Manifest) -> Result<PathBuf, RepoError> {
+        self.refuse_damaged(manifest)?;
         sync_filesystem(&self.root)?;
         let json = serde_json::to_vec(manifest).expect("manifests serialise");
         let path = self.root.join(manifest.id.rel_path());
         fs_err::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
         write_atomic(&path, &json, 0o600)?;
         Ok(path)
+    }
+
+    /// A snapshot never references a blob known damaged: each one it needs
+    /// that a verify moved aside must be back in `blobs/` (stored again by
+    /// this backup) and hash to its name. The few such blobs are re-hashed;
+    /// the copy kept aside goes once a sound one is back.
+    fn refuse_damaged(&self, manifest: &Manifest) -> Result<(), RepoError> {
+        let damaged = self.damaged()?;
+        if damaged.is_empty() {
+            return Ok(());
+        }
+        for (blob, used_by) in manifest.blobs() {
+            if !damaged.contains(blob) {
+                continue;
+            }
+            let kept = self.damaged_dir().join(blob.as_str());
+            if !self.sound(blob) {
+                return Err(RepoError::Damaged {
+                    id: manifest.id.to_string(),
+                    blob: blob.to_string(),
+                    used_by,
+                    kept,
+                });
+            }
+            tracing::info!("blob {blob}, found damaged earlier, is stored again ({used_by})");
+            fs_err::remove_file(&kept).map_err(io_err(&kept))?;
+        }
+        Ok(())
     }
 
     /// Snapshot ids, oldest first (ids sort by time).
@@ -306,6 +433,13 @@ impl LocalRepo {
                 }
             }
         }
+        // Damaged copies kept aside go with the last snapshot that needs them.
+        for id in self.damaged()? {
+            if !referenced.contains(&id) {
+                let kept = self.damaged_dir().join(id.as_str());
+                fs_err::remove_file(&kept).map_err(io_err(&kept))?;
+            }
+        }
         // The run lock is held, so nothing is writing into tmp/.
         let tmp = self.root.join("tmp");
         if let Ok(rd) = fs_err::read_dir(&tmp) {
@@ -324,6 +458,28 @@ pub struct BlobWriter<'a> {
     file: io::BufWriter<File>,
     hasher: Sha256,
     size: u64,
+    /// A hole was left: the length is set when the blob is finished.
+    holes: bool,
+}
+
+impl BlobWriter<'_> {
+    /// Add `n` zero bytes as a hole: hashed from memory, nothing written.
+    ///
+    /// # Errors
+    /// When the temporary file cannot be flushed or seeked.
+    pub fn write_zeros(&mut self, n: u64) -> io::Result<()> {
+        use std::io::Seek;
+        if n == 0 {
+            return Ok(());
+        }
+        self.file.flush()?;
+        let off = i64::try_from(n).map_err(io::Error::other)?;
+        self.file.get_mut().seek(io::SeekFrom::Current(off))?;
+        super::sparse::hash_zeros(&mut self.hasher, n);
+        self.size += n;
+        self.holes = true;
+        Ok(())
+    }
 }
 
 impl Write for BlobWriter<'_> {
@@ -353,8 +509,15 @@ impl BlobWriter<'_> {
     /// On I/O failure.
     pub fn finish(mut self) -> Result<Stored, RepoError> {
         self.file.flush().map_err(io_err(&self.path))?;
+        if self.holes {
+            // A hole at the end is only a length.
+            self.file
+                .get_ref()
+                .set_len(self.size)
+                .map_err(io_err(&self.path))?;
+        }
         let hash = BlobId::of_digest(&self.hasher.finalize_reset().into());
-        let new = self.repo.settle(&self.path, &hash)?;
+        let new = self.repo.settle(&self.path, &hash, self.size)?;
         Ok(Stored {
             hash,
             size: self.size,
@@ -421,6 +584,32 @@ mod tests {
             fs_err::read_dir(repo.root().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_snapshot_needing_a_blob_known_damaged_is_not_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = LocalRepo::open_or_init(&dir.path().join("r")).unwrap();
+        let id = BlobId::of_bytes(b"DBPASS=x");
+        repo.put(&id, b"DBPASS=x").unwrap();
+        let json = format!(
+            r#"{{"format":1,"id":"20260101T000000Z-a1","hostname":"h","cshost-version":"0",
+            "started":"s","finished":"f","components":{{}},
+            "mailcow":{{"project":"p","maildir-sub":null,"arch":"x86_64","conf-blob":"{id}"}}}}"#
+        );
+        let m = Manifest::parse(json.as_bytes(), "test", None).unwrap();
+        repo.quarantine(&id).unwrap();
+        let err = repo.publish(&m).unwrap_err();
+        assert!(matches!(err, RepoError::Damaged { .. }), "{err}");
+        assert!(repo.snapshot_ids().unwrap().is_empty());
+        // Stored again (a sound copy): published, and the damaged copy goes.
+        repo.put(&id, b"DBPASS=x").unwrap();
+        repo.publish(&m).unwrap();
+        assert!(repo.damaged().unwrap().is_empty());
+        // A damaged copy no kept snapshot needs goes with the garbage.
+        repo.quarantine(&id).unwrap();
+        repo.gc(&Default::default()).unwrap();
+        assert!(repo.damaged().unwrap().is_empty());
     }
 
     #[test]

@@ -1,14 +1,12 @@
 //! Verification of a snapshot in a local repository: every referenced blob is
 //! re-read and re-hashed, and compared with its name.
 
-use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use sha2::{Digest, Sha256};
-
 use super::manifest::Manifest;
 use super::names::BlobId;
+use super::sparse;
 use super::store::LocalRepo;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +83,9 @@ pub fn verify(repo: &LocalRepo, manifest: &Manifest, threads: usize) -> VerifyRe
 }
 
 /// Re-hash the given blobs (hash → where it is used), `threads` at a time.
+/// A blob whose content does not match its name is moved aside (see
+/// [`LocalRepo::quarantine`]): nothing reuses it again, the next backup
+/// stores its content again, and a restore fetches it from the box.
 pub fn verify_blobs(
     repo: &LocalRepo,
     blobs: &std::collections::BTreeMap<BlobId, String>,
@@ -103,13 +104,19 @@ pub fn verify_blobs(
                     let Some((blob, used_by)) = blobs.get(i) else {
                         break;
                     };
-                    let problem = match hash_file(&repo.blob_path(blob), &mut buf) {
+                    let hashed = repo
+                        .open_blob(blob)
+                        .and_then(|f| sparse::hash_file(&f, &mut buf));
+                    let problem = match hashed {
                         Ok((actual, n)) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
-                            (actual != blob.as_str()).then(|| Problem::Mismatch {
-                                blob: blob.to_string(),
-                                used_by: used_by.to_string(),
-                                actual,
+                            (actual != blob.as_str()).then(|| {
+                                set_aside(repo, blob);
+                                Problem::Mismatch {
+                                    blob: blob.to_string(),
+                                    used_by: used_by.to_string(),
+                                    actual,
+                                }
                             })
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -140,26 +147,44 @@ pub fn verify_blobs(
     }
 }
 
-fn hash_file(path: &std::path::Path, buf: &mut [u8]) -> std::io::Result<(String, u64)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // A blob is a regular file: a symlink or device planted in a repository
-    // (a third party's disk) is reported, never followed or read forever.
-    let mut f = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+fn set_aside(repo: &LocalRepo, blob: &BlobId) {
+    match repo.quarantine(blob) {
+        Ok(kept) => tracing::warn!(
+            "blob {blob} is damaged: moved to `{}`; the next backup stores its content again \
+             where the file still exists, and a restore fetches it from the Storage Box",
+            kept.display()
+        ),
+        Err(e) => tracing::warn!("blob {blob} is damaged and could not be moved aside: {e}"),
     }
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    loop {
-        let r = f.read(buf)?;
-        if r == 0 {
-            break;
-        }
-        h.update(&buf[..r]);
-        n += r as u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_blob_is_set_aside_and_stored_again_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = LocalRepo::open_or_init(dir.path()).unwrap();
+        let id = BlobId::of_bytes(b"mail body");
+        assert!(repo.put(&id, b"mail body").unwrap());
+        // Same size, other bytes: only a re-hash finds it.
+        fs_err::write(repo.blob_path(&id), b"mail bodY").unwrap();
+        assert!(!repo.put(&id, b"mail body").unwrap(), "the size matches");
+        let blobs = [(id.clone(), "a message".to_string())].into();
+        let r = verify_blobs(&repo, &blobs, 1);
+        assert!(
+            matches!(r.problems[..], [Problem::Mismatch { .. }]),
+            "{:?}",
+            r.problems
+        );
+        assert!(!repo.has_blob(&id));
+        assert!(repo.damaged().unwrap().contains(&id));
+        assert!(repo.put(&id, b"mail body").unwrap(), "stored again");
+        assert!(verify_blobs(&repo, &blobs, 1).problems.is_empty());
+        // A truncated blob is caught by its size alone.
+        fs_err::write(repo.blob_path(&id), b"mail").unwrap();
+        assert!(repo.put(&id, b"mail body").unwrap(), "repaired");
+        assert_eq!(fs_err::read(repo.blob_path(&id)).unwrap(), b"mail body");
     }
-    Ok((hex::encode(h.finalize()), n))
 }

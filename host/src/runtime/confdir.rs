@@ -73,7 +73,7 @@ pub fn differences<'a>(root: &Path, entries: &'a [Entry]) -> Vec<(&'a Entry, Dif
         .iter()
         .filter(|e| e.kind == Kind::File)
         .filter_map(|e| {
-            let live = root.join(e.path.as_str());
+            let live = root.join(e.path.as_path());
             match fs_err::symlink_metadata(&live) {
                 Err(_) => Some((e, Difference::Added)),
                 Ok(m) if !m.is_file() || m.len() != e.size => Some((e, Difference::Changed)),
@@ -116,8 +116,8 @@ pub fn restore(
     };
     let mut report = Vec::new();
     for (e, d) in &changes {
-        let live = root.join(e.path.as_str());
-        let previous = aside_root.join(e.path.as_str());
+        let live = root.join(e.path.as_path());
+        let previous = aside_root.join(e.path.as_path());
         if *d == Difference::Changed {
             // The copy exists before the journal names it: a journal step
             // whose copy is missing means the file was new (see txn).
@@ -138,10 +138,10 @@ pub fn restore(
         .iter()
         .filter(|d| {
             d.kind == Kind::Dir
-                && !d.path.as_str().is_empty()
+                && !d.path.is_root()
                 && changes
                     .iter()
-                    .any(|(f, _)| f.path.is_under(d.path.as_str()))
+                    .any(|(f, _)| d.path.to_str().is_some_and(|dir| f.path.is_under(dir)))
         })
         .collect();
     write.extend(changes.iter().map(|(e, _)| *e));
@@ -203,7 +203,7 @@ mod tests {
         ];
         let got: Vec<(&str, Difference)> = differences(dir.path(), &entries)
             .into_iter()
-            .map(|(e, d)| (e.path.as_str(), d))
+            .map(|(e, d)| (e.path.to_str().unwrap(), d))
             .collect();
         assert_eq!(
             got,

@@ -269,3 +269,190 @@ fn a_damaged_blob_in_the_local_cache_is_fetched_again_from_the_box() {
         "the damaged copy was replaced"
     );
 }
+
+/// A directory outside every destination, with one file in it.
+fn outside_with_canary(w: &World) -> std::path::PathBuf {
+    let outside = w.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("canary"), "untouched").unwrap();
+    outside
+}
+
+fn assert_untouched(outside: &Path, what: &str) {
+    let names: Vec<_> = std::fs::read_dir(outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["canary"],
+        "{what}: a write escaped into the symlink's target"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("canary")).unwrap(),
+        "untouched",
+        "{what}"
+    );
+}
+
+fn assert_refused_for_symlink(o: &std::process::Output, what: &str, link: &Path, outside: &Path) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(7), "{what}: {}", text(o));
+    let named = format!(
+        "{}` is a symlink (to `{}`)",
+        link.display(),
+        outside.display()
+    );
+    assert!(err.contains(&named), "{what}: no `{named}` in {}", text(o));
+}
+
+#[test]
+fn existing_symlinks_in_a_target_dir_are_not_followed_when_entries_are_written_beneath_them() {
+    let w = World::new(Size::SMALL, false);
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let outside = outside_with_canary(&w);
+    let target = w.dir.path().join("drill");
+    // A mail domain's directory, and a component's directory, already symlinks.
+    for link in [
+        target.join("vmail/vmail-vol-1/example0.org"),
+        target.join("vmail"),
+    ] {
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let r = w.cshost(&[
+            "restore",
+            "--snapshot",
+            "latest",
+            "--target-dir",
+            target.to_str().unwrap(),
+            "--yes",
+        ]);
+        assert_refused_for_symlink(&r, "--target-dir", &link, &outside);
+        assert_untouched(&outside, "--target-dir");
+    }
+}
+
+#[test]
+fn existing_symlinks_under_a_merge_are_not_followed_when_entries_are_written_beneath_them() {
+    let w = World::new(Size::SMALL, false);
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let outside = outside_with_canary(&w);
+    // The live mailbox became a symlink to somewhere else.
+    let vmail = w.sample.volume("vmail-vol-1");
+    let link = vmail.join("example0.org/user1");
+    std::fs::rename(&link, w.dir.path().join("user1-moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let r = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--mailbox",
+        "user1@example0.org",
+        "--yes",
+    ]);
+    assert_refused_for_symlink(&r, "--mailbox", &link, &outside);
+    assert_untouched(&outside, "--mailbox");
+    let r = w.cshost(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--components",
+        "crypt,vmail",
+        "--merge",
+        "--yes",
+    ]);
+    assert_eq!(r.status.code(), Some(7), "--merge: {}", text(&r));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("is a symlink (to `"), "--merge: {}", text(&r));
+    assert_untouched(&outside, "--merge");
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().is_symlink(),
+        "the symlink itself is left as it was"
+    );
+}
+
+/// Change one byte of a blob, keeping its size: only a re-hash can tell.
+fn flip_a_byte(blob: &Path) -> Vec<u8> {
+    let good = std::fs::read(blob).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 0xff;
+    std::fs::write(blob, bad).unwrap();
+    good
+}
+
+#[test]
+fn a_blob_damaged_in_the_local_repository_is_stored_again_and_never_reused_by_the_next_backup() {
+    let w = World::new(Size::SMALL, false);
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = w.snapshots().pop().unwrap();
+    let mut m = w.manifest(&first);
+    let blob = first_file(&mut m)["blob"].as_str().unwrap().to_string();
+    let local = w.repo.join("blobs").join(&blob[..2]).join(&blob);
+
+    // Truncated (a short write, a bad disk): its size gives it away, so the
+    // next backup stores the content again without a verify.
+    let good = std::fs::read(&local).unwrap();
+    std::fs::write(&local, b"rotten").unwrap();
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&local).unwrap(),
+        good,
+        "the blob was repaired"
+    );
+    for id in [&first, &w.snapshots().pop().unwrap()] {
+        let v = w.cshost(&["verify", "--snapshot", id]);
+        assert!(v.status.success(), "{id}: {}", text(&v));
+    }
+
+    // The same size, other bytes: a verify finds it and sets it aside, and
+    // the next backup stores the content again instead of reusing it.
+    let good = flip_a_byte(&local);
+    let v = w.cshost(&["verify", "--snapshot", &first]);
+    assert_eq!(v.status.code(), Some(6), "{}", text(&v));
+    assert!(!local.exists(), "the damaged blob is out of the way");
+    assert!(
+        w.repo.join("damaged").join(&blob).is_file(),
+        "and kept for a look"
+    );
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&local).unwrap(), good, "stored again");
+    assert!(!w.repo.join("damaged").join(&blob).exists());
+    for id in [&first, &w.snapshots().pop().unwrap()] {
+        let v = w.cshost(&["verify", "--snapshot", id]);
+        assert!(v.status.success(), "{id}: {}", text(&v));
+    }
+}
+
+#[test]
+fn a_restore_from_the_local_repository_fetches_a_damaged_blob_from_the_box() {
+    let crate::storagebox::BoxWorld { w, b: _box } = crate::storagebox::with_box(Mode::Strict, "");
+    let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = w.snapshots().pop().unwrap();
+    let mut m = w.manifest(&id);
+    let entry = first_file(&mut m).clone();
+    let blob = entry["blob"].as_str().unwrap();
+    let local = w.repo.join("blobs").join(&blob[..2]).join(blob);
+    let good = flip_a_byte(&local);
+    let target = w.dir.path().join("drill");
+    let r = w.cshost(&[
+        "restore",
+        "--snapshot",
+        &id,
+        "--target-dir",
+        target.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(std::fs::read(&local).unwrap(), good, "fetched from the box");
+    let restored = target
+        .join("vmail/vmail-vol-1")
+        .join(entry["path"].as_str().unwrap());
+    assert_eq!(std::fs::read(restored).unwrap(), good);
+}

@@ -21,4 +21,5 @@ mod sandbox;
 mod storagebox;
 mod support;
 mod template;
+mod trees;
 mod wit_versions;

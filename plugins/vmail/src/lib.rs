@@ -22,14 +22,18 @@ pub struct Layout {
 pub fn survey(root: &std::path::Path, maildir_sub: &str) -> std::io::Result<Layout> {
     let mut layout = Layout::default();
     for domain in std::fs::read_dir(root)? {
-        let domain = domain?;
+        let Some(domain) = carried(domain)? else {
+            continue;
+        };
         let name = domain.file_name().to_string_lossy().into_owned();
         if !domain.file_type()?.is_dir() || !name.contains('.') || name.starts_with('_') {
             continue;
         }
         layout.domains += 1;
         for user in std::fs::read_dir(domain.path())? {
-            let user = user?;
+            let Some(user) = carried(user)? else {
+                continue;
+            };
             if !user.file_type()?.is_dir() {
                 continue;
             }
@@ -67,6 +71,17 @@ const CLEAR_INDEX: [&str; 11] = [
     "{}",
     "+",
 ];
+
+/// A directory entry, or `None` for a name WASI cannot carry (not UTF-8:
+/// EILSEQ, 25 in WASI's numbering). Such a name is no domain or mailbox
+/// dovecot serves; the host captures it all the same.
+fn carried(e: std::io::Result<std::fs::DirEntry>) -> std::io::Result<Option<std::fs::DirEntry>> {
+    match e {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if cfg!(target_os = "wasi") && e.raw_os_error() == Some(25) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
 
 impl Plugin for Vmail {
     fn describe() -> ComponentInfo {

@@ -97,6 +97,12 @@ fn mailbox_of(path: &str) -> Option<String> {
         .then(|| format!("{user}@{domain}"))
 }
 
+/// A path as text; a name that is not UTF-8 is shown with replacement
+/// characters (the manifest keeps its bytes).
+fn text(p: &crate::repo::names::RelPath) -> String {
+    String::from_utf8_lossy(p.as_bytes()).into_owned()
+}
+
 fn files(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
     entries.iter().filter(|e| e.kind == Kind::File)
 }
@@ -106,12 +112,12 @@ fn mailboxes(m: &Manifest) -> Vec<Mailbox> {
     if let Some(c) = m.components.get(VMAIL) {
         for entries in c.volumes.values() {
             for d in entries.iter().filter(|e| e.kind == Kind::Dir) {
-                if let Some(name) = mailbox_of(d.path.as_str()) {
+                if let Some(name) = mailbox_of(&text(&d.path)) {
                     boxes.entry(name).or_default();
                 }
             }
             for e in files(entries) {
-                if let Some((name, _, _)) = message(e.path.as_str()) {
+                if let Some((name, _, _)) = message(&text(&e.path)) {
                     boxes.entry(name).or_default().add(e.size);
                 }
             }
@@ -234,10 +240,11 @@ pub fn resolve(m: &Manifest, what: &str) -> Result<(String, String, String), Str
 
 /// The objects directly under `dir`, directories with the totals under them.
 fn directory(entries: &[Entry], dir: &str) -> Option<Vec<Row>> {
-    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let mut found = dir.is_empty();
     for e in entries {
-        let p = e.path.as_str();
+        let p = text(&e.path);
+        let p = p.as_str();
         if p == dir {
             found = true;
             if e.kind != Kind::Dir {
@@ -256,10 +263,10 @@ fn directory(entries: &[Entry], dir: &str) -> Option<Vec<Row>> {
         found = true;
         match rest.split_once('/') {
             None => {
-                rows.insert(rest, row(rest, e));
+                rows.insert(rest.to_string(), row(rest, e));
             }
             Some((child, _)) => {
-                let r = rows.entry(child).or_insert_with(|| Row {
+                let r = rows.entry(child.to_string()).or_insert_with(|| Row {
                     name: child.to_string(),
                     kind: "dir",
                     files: 0,
@@ -341,20 +348,20 @@ pub fn diff(a: &Manifest, b: &Manifest) -> Diff {
 }
 
 /// Every file and artifact of a component, by volume and path: (blob, size).
-fn objects<'a>(m: &'a Manifest, c: &str) -> BTreeMap<(String, &'a str), (Option<&'a str>, u64)> {
+fn objects<'a>(m: &'a Manifest, c: &str) -> BTreeMap<(String, String), (Option<&'a str>, u64)> {
     let mut out = BTreeMap::new();
     if let Some(rec) = m.components.get(c) {
         for (vol, entries) in &rec.volumes {
             for e in files(entries) {
                 out.insert(
-                    (vol.as_str().to_string(), e.path.as_str()),
+                    (vol.as_str().to_string(), text(&e.path)),
                     (e.blob.as_ref().map(|b| b.as_str()), e.size),
                 );
             }
         }
         for a in &rec.artifacts {
             out.insert(
-                (String::new(), a.name.as_str()),
+                (String::new(), a.name.to_string()),
                 (Some(a.blob.as_str()), a.raw_size),
             );
         }
@@ -388,7 +395,7 @@ fn messages(m: &Manifest) -> Messages<'_> {
     if let Some(rec) = m.components.get(VMAIL) {
         for entries in rec.volumes.values() {
             for e in files(entries) {
-                if let Some((mailbox, folder, base)) = message(e.path.as_str()) {
+                if let Some((mailbox, folder, base)) = message(&text(&e.path)) {
                     out.entry(mailbox)
                         .or_default()
                         .insert(base, (folder, e.blob.as_ref().map(|b| b.as_str()), e.size));

@@ -3,9 +3,8 @@
 //! bounded number of times, then keep what was read. The blob is always named
 //! by the hash of the bytes stored and the recorded size is theirs.
 
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::CaptureError;
 use super::walk::{Walked, is_gone};
+use crate::repo::beneath::{self, Beneath, Meta};
 use crate::repo::hashcache::HashCache;
 use crate::repo::names::BlobId;
 use crate::repo::store::{LocalRepo, RepoError, Stored};
@@ -44,6 +44,7 @@ const READS: usize = 3;
 pub(super) fn store_all(
     repo: &LocalRepo,
     cache: &HashCache,
+    root: &Beneath,
     files: &[(usize, Walked)],
     threads: usize,
     hooks: &Hooks<'_>,
@@ -60,9 +61,9 @@ pub(super) fn store_all(
                 while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((_, w)) = files.get(i) else { break };
-                    match store_file(repo, cache, w, &mut buf, hooks) {
+                    match store_file(repo, cache, root, w, &mut buf, hooks) {
                         Ok(read) => {
-                            crate::progress::add(w.meta.len());
+                            crate::progress::add(w.meta.size);
                             local.push((i, read));
                         }
                         Err(e) => {
@@ -89,7 +90,7 @@ pub(super) struct FileRead {
     pub(super) stored: Stored,
     /// The file's metadata when it was read; `None` when the hash cache
     /// answered and it was not read.
-    pub(super) meta: Option<Metadata>,
+    pub(super) meta: Option<Meta>,
     /// Size and mtime were the same before and after the read.
     pub(super) settled: bool,
 }
@@ -100,43 +101,46 @@ pub(super) struct FileRead {
 fn store_file(
     repo: &LocalRepo,
     cache: &HashCache,
+    root: &Beneath,
     w: &Walked,
     buf: &mut Vec<u8>,
     hooks: &Hooks<'_>,
 ) -> Result<Option<FileRead>, CaptureError> {
+    // The size check makes a truncated or overwritten blob be stored again.
     if let Some(hash) = cache.lookup(&w.meta)
-        && repo.has_blob(&hash)
+        && repo.has_blob_sized(&hash, w.meta.size)
     {
         return Ok(Some(FileRead {
             stored: Stored {
                 hash,
-                size: w.meta.len(),
+                size: w.meta.size,
                 new: false,
             },
             meta: None,
             settled: true,
         }));
     }
+    let abs = root.show(&w.rel);
     let mut last = None;
     for _ in 0..READS {
-        (hooks.before_open)(&w.abs);
-        let mut file = match File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&w.abs)
-        {
+        (hooks.before_open)(&abs);
+        let file = match root.open_read(&w.rel) {
             Ok(f) => f,
             Err(e) if is_gone(&e) => return Ok(None),
-            Err(e) => return Err(io_err(&w.abs)(e)),
+            Err(e) => return Err(io_err(&abs)(e)),
         };
-        let before = file.metadata().map_err(io_err(&w.abs))?;
-        let stored = read_into(repo, &mut file, &w.abs, before.len(), buf)?;
-        (hooks.after_read)(&w.abs);
-        let after = file.metadata().map_err(io_err(&w.abs))?;
-        let settled = after.len() == stored.size
-            && before.len() == stored.size
-            && after.mtime() == before.mtime()
-            && after.mtime_nsec() == before.mtime_nsec();
+        let before = beneath::fstat(&file).map_err(io_err(&abs))?;
+        if !before.is_file() {
+            return Err(io_err(&abs)(io::Error::other(
+                "is no longer a regular file (it was when listed)",
+            )));
+        }
+        let stored = read_into(repo, &file, &abs, before.size, buf)?;
+        (hooks.after_read)(&abs);
+        let after = beneath::fstat(&file).map_err(io_err(&abs))?;
+        let settled = after.size == stored.size
+            && before.size == stored.size
+            && (after.mtime, after.mtime_ns) == (before.mtime, before.mtime_ns);
         if settled {
             // Only cache what was read from a file that did not change under us.
             cache.insert(&after, &stored.hash);
@@ -153,11 +157,12 @@ fn store_file(
     Ok(last)
 }
 
-/// Copy an open file into a blob. Errors reading name the file; errors
-/// writing name the repository.
+/// Copy an open file into a blob; a large one by its data segments, its
+/// holes hashed as zeros and left as holes in the blob. Errors reading name
+/// the file; errors writing name the repository.
 fn read_into(
     repo: &LocalRepo,
-    file: &mut File,
+    mut file: &File,
     abs: &Path,
     len: u64,
     buf: &mut Vec<u8>,
@@ -175,21 +180,24 @@ fn read_into(
     }
     let mut writer = repo.writer()?;
     buf.resize(256 << 10, 0);
-    loop {
-        let n = match file.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(abs)(e)),
+    let mut write_failed = false;
+    let read = crate::repo::sparse::read_segments(file, buf, |p| {
+        let r = match p {
+            crate::repo::sparse::Piece::Data(b) => writer.write_all(b),
+            crate::repo::sparse::Piece::Hole(n) => writer.write_zeros(n),
         };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|source| RepoError::Io {
-                path: repo.root().to_path_buf(),
-                source,
-            })?;
+        write_failed = r.is_err();
+        r
+    });
+    match read {
+        Ok(_) => Ok(writer.finish()?),
+        Err(source) if write_failed => Err(RepoError::Io {
+            path: repo.root().to_path_buf(),
+            source,
+        }
+        .into()),
+        Err(e) => Err(io_err(abs)(e)),
     }
-    Ok(writer.finish()?)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
@@ -203,15 +211,22 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
 mod tests {
     use super::*;
 
+    fn walked(path: &Path) -> (Beneath, Walked) {
+        let root = Beneath::open(path.parent().unwrap()).unwrap();
+        let rel = path.file_name().unwrap().as_encoded_bytes().to_vec();
+        let meta = root.lstat(&rel).unwrap();
+        (root, Walked { rel, meta })
+    }
+
     fn read(repo: &LocalRepo, cache: &HashCache, path: &Path, hooks: &Hooks<'_>) -> FileRead {
-        let w = Walked {
-            rel: "f".into(),
-            abs: path.into(),
-            meta: fs_err::symlink_metadata(path).unwrap(),
-        };
-        store_file(repo, cache, &w, &mut Vec::new(), hooks)
+        let (root, w) = walked(path);
+        store_file(repo, cache, &root, &w, &mut Vec::new(), hooks)
             .unwrap()
             .unwrap()
+    }
+
+    fn meta(path: &Path) -> Meta {
+        Meta::from(&fs_err::symlink_metadata(path).unwrap())
     }
 
     /// The blob holds exactly the recorded size and hash.
@@ -261,12 +276,8 @@ mod tests {
         assert_eq!(reads.load(Ordering::Relaxed), 2);
         assert!(r.settled);
         assert_eq!(assert_blob_matches(&repo, &r), b"one two");
-        assert_eq!(r.meta.unwrap().len(), 7);
-        assert!(
-            cache
-                .lookup(&fs_err::symlink_metadata(&log).unwrap())
-                .is_some()
-        );
+        assert_eq!(r.meta.unwrap().size, 7);
+        assert!(cache.lookup(&meta(&log)).is_some());
     }
 
     #[test]
@@ -285,11 +296,7 @@ mod tests {
         assert!(!r.settled);
         // Three reads, each one byte longer than the last: the last one kept.
         assert_eq!(assert_blob_matches(&repo, &r), b"0++");
-        assert!(
-            cache
-                .lookup(&fs_err::symlink_metadata(&log).unwrap())
-                .is_none()
-        );
+        assert!(cache.lookup(&meta(&log)).is_none());
     }
 
     #[test]
@@ -312,19 +319,41 @@ mod tests {
     #[test]
     fn a_file_gone_before_it_is_opened_is_none() {
         let (_d, path, repo) = setup(b"mail");
-        let w = Walked {
-            rel: "f".into(),
-            abs: path.clone(),
-            meta: fs_err::symlink_metadata(&path).unwrap(),
-        };
+        let (root, w) = walked(&path);
         fs_err::remove_file(&path).unwrap();
         let r = store_file(
             &repo,
             &HashCache::in_memory(),
+            &root,
             &w,
             &mut Vec::new(),
             &Hooks::NONE,
         );
         assert!(r.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_sparse_file_is_stored_with_its_holes_and_hashed_whole() {
+        let (dir, _log, repo) = setup(b"");
+        let path = dir.path().join("disk.img");
+        let f = File::create(&path).unwrap();
+        let len = 64u64 << 20;
+        f.set_len(len).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"superblock", 4096).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"tail", len - 4).unwrap();
+        drop(f);
+        let r = read(&repo, &HashCache::in_memory(), &path, &Hooks::NONE);
+        assert_eq!(r.stored.size, len);
+        let mut whole = vec![0u8; len as usize];
+        whole[4096..4106].copy_from_slice(b"superblock");
+        whole[len as usize - 4..].copy_from_slice(b"tail");
+        assert_eq!(r.stored.hash, BlobId::of_bytes(&whole));
+        let blob = fs_err::metadata(repo.blob_path(&r.stored.hash)).unwrap();
+        assert_eq!(blob.len(), len);
+        assert!(
+            std::os::unix::fs::MetadataExt::blocks(&blob) < 1024,
+            "the blob keeps the holes: {} blocks",
+            std::os::unix::fs::MetadataExt::blocks(&blob)
+        );
     }
 }

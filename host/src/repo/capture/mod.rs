@@ -4,18 +4,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 mod fileread;
 mod walk;
 
+use super::beneath::Beneath;
 use super::hashcache::HashCache;
 use super::manifest::{Entry, Kind};
-use super::names::RelPath;
+use super::names::{LinkTarget, NameError, RelPath};
 use super::store::{LocalRepo, RepoError};
 use fileread::{FileRead, Hooks, store_all};
-use walk::{Vanished, Walked, is_gone, walk};
+use walk::{Vanished, Walked, io_err, is_gone, walk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -23,8 +24,8 @@ pub enum CaptureError {
     BadPath { path: String },
     #[error("`{path}`: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("`{path}` has a name that is not UTF-8; rename it to back it up")]
-    NotUtf8 { path: PathBuf },
+    #[error("`{path}`: {source}")]
+    Name { path: PathBuf, source: NameError },
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -78,27 +79,41 @@ pub fn checked_relative(path: &str) -> Result<PathBuf, CaptureError> {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
-    move |source| CaptureError::Io {
-        path: path.into(),
-        source,
-    }
+/// `sub` as the bytes of a path below the volume, without `.` segments.
+fn sub_path(sub: &str) -> Result<Vec<u8>, CaptureError> {
+    let p = checked_relative(sub)?;
+    let normal: PathBuf = p
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    Ok(normal.as_os_str().as_bytes().to_vec())
 }
 
-fn entry(w: &Walked, kind: Kind) -> Entry {
-    Entry {
-        // The walk joins names read from directories: never empty, `.` or `..`.
-        path: RelPath::parse(&w.rel).expect("walked paths are relative paths"),
+fn open_root(root: &Path) -> Result<Beneath, CaptureError> {
+    Beneath::open(root).map_err(|source| CaptureError::Io {
+        path: root.into(),
+        source,
+    })
+}
+
+fn entry(root: &Beneath, w: &Walked, kind: Kind) -> Result<Entry, CaptureError> {
+    Ok(Entry {
+        // The walk joins names read from directories: never empty, `.` or
+        // `..`; only an absurd length is refused.
+        path: RelPath::from_bytes(w.rel.clone()).map_err(|source| CaptureError::Name {
+            path: root.show(&w.rel),
+            source,
+        })?,
         kind,
-        mode: w.meta.mode(),
-        uid: w.meta.uid(),
-        gid: w.meta.gid(),
-        mtime: w.meta.mtime(),
-        mtime_ns: w.meta.mtime_nsec() as u32,
+        mode: w.meta.mode,
+        uid: w.meta.uid,
+        gid: w.meta.gid,
+        mtime: w.meta.mtime,
+        mtime_ns: w.meta.mtime_ns,
         size: 0,
         blob: None,
         target: None,
-    }
+    })
 }
 
 /// Count what a capture of `root/sub` would cover, without reading contents.
@@ -106,18 +121,18 @@ fn entry(w: &Walked, kind: Kind) -> Entry {
 /// # Errors
 /// On a bad path or unreadable directory.
 pub fn measure(root: &Path, sub: &str) -> Result<Counts, CaptureError> {
-    let sub = checked_relative(sub)?;
+    let sub = sub_path(sub)?;
+    let root = open_root(root)?;
     let mut c = Counts::default();
     let mut gone = Vanished::default();
-    for w in walk(root, &sub, &mut gone, &mut Vec::new())? {
-        let t = w.meta.file_type();
-        if t.is_dir() {
+    for w in walk(&root, &sub, &mut gone, &mut Vec::new())? {
+        if w.meta.is_dir() {
             c.dirs += 1;
-        } else if t.is_symlink() {
+        } else if w.meta.is_symlink() {
             c.symlinks += 1;
-        } else if t.is_file() {
+        } else if w.meta.is_file() {
             c.files += 1;
-            c.bytes += w.meta.len();
+            c.bytes += w.meta.size;
         }
     }
     c.vanished = gone.count;
@@ -149,22 +164,23 @@ fn capture_with(
     threads: usize,
     hooks: &Hooks<'_>,
 ) -> Result<Captured, CaptureError> {
-    let sub = checked_relative(sub)?;
+    let sub = sub_path(sub)?;
+    let root = open_root(root)?;
     let mut gone = Vanished::default();
     let mut listed = Vec::new();
-    let mut pending = walk(root, &sub, &mut gone, &mut listed)?;
+    let mut pending = walk(&root, &sub, &mut gone, &mut listed)?;
     let mut b = Builder::default();
     let mut rounds = 0;
     for round in 0.. {
         rounds = round;
-        let files = b.add(root, pending, &mut gone)?;
-        for (fi, read) in store_all(repo, cache, &files, threads, hooks)? {
-            b.settle(root, &files[fi], read, &mut gone);
+        let files = b.add(&root, pending, &mut gone)?;
+        for (fi, read) in store_all(repo, cache, &root, &files, threads, hooks)? {
+            b.settle(&files[fi], read, &mut gone);
         }
-        let mut next = b.orphaned_links(root, &mut gone)?;
+        let mut next = b.orphaned_links(&root, &mut gone)?;
         if round < RELISTS {
-            gone.mark_changed(&std::mem::take(&mut listed))?;
-            next.extend(gone.relist(root, &|rel| b.holds(rel), &mut listed)?);
+            gone.mark_changed(&root, &std::mem::take(&mut listed))?;
+            next.extend(gone.relist(&root, &|rel| b.holds(rel), &mut listed)?);
         }
         if next.is_empty() {
             break;
@@ -177,7 +193,7 @@ fn capture_with(
             "`{}`: {} names vanished during the capture (renamed, moved or deleted by the mail \
              server; renamed ones are captured under their new names), e.g. {:?}; {} files \
              kept changing and were stored as last read{}",
-            root.join(&sub).display(),
+            root.show(&sub).display(),
             gone.count,
             gone.sample,
             b.counts.changed,
@@ -191,7 +207,7 @@ fn capture_with(
     let mut entries: Vec<Entry> = b.entries.into_iter().flatten().collect();
     if rounds > 0 {
         // Names found in later rounds were appended; restore the walk's order.
-        entries.sort_by(|a, b| Path::new(a.path.as_str()).cmp(Path::new(b.path.as_str())));
+        entries.sort_by(|a, b| a.path.as_path().cmp(b.path.as_path()));
     }
     Ok(Captured {
         entries,
@@ -206,12 +222,23 @@ const RELISTS: usize = 3;
 /// maildir and the name before `:2,`. A relisted name with a captured key is
 /// the same message renamed after it was captured: taking it too would
 /// restore the message twice.
-fn message_key(rel: &str) -> Option<(&str, &str)> {
-    let (dir, name) = rel.rsplit_once('/')?;
+fn message_key(rel: &[u8]) -> Option<(&[u8], &[u8])> {
+    let slash = rel.iter().rposition(|&c| c == b'/')?;
+    let (dir, name) = (&rel[..slash], &rel[slash + 1..]);
     let maildir = dir
-        .strip_suffix("/cur")
-        .or_else(|| dir.strip_suffix("/new"))?;
-    Some((maildir, name.split(":2,").next().unwrap_or(name)))
+        .strip_suffix(b"/cur")
+        .or_else(|| dir.strip_suffix(b"/new"))?;
+    let base = name
+        .windows(3)
+        .position(|w| w == b":2,")
+        .map_or(name, |i| &name[..i]);
+    Some((maildir, base))
+}
+
+type Key = (Vec<u8>, Vec<u8>);
+
+fn owned((d, n): (&[u8], &[u8])) -> Key {
+    (d.to_vec(), n.to_vec())
 }
 
 /// The entries of one capture as they settle over the rounds.
@@ -219,27 +246,25 @@ fn message_key(rel: &str) -> Option<(&str, &str)> {
 struct Builder {
     /// `None` once a file vanished before it could be read.
     entries: Vec<Option<Entry>>,
-    captured: HashSet<String>,
-    messages: HashMap<(String, String), String>,
-    first_link: HashMap<(u64, u64), String>,
+    captured: HashSet<Vec<u8>>,
+    messages: HashMap<Key, Vec<u8>>,
+    first_link: HashMap<(u64, u64), Vec<u8>>,
     /// First links that vanished this round: their hard links need a new one.
-    lost_links: HashSet<String>,
+    lost_links: HashSet<Vec<u8>>,
     changed: Vec<String>,
     counts: Counts,
 }
 
 impl Builder {
-    fn holds(&self, rel: &str) -> bool {
+    fn holds(&self, rel: &[u8]) -> bool {
         self.captured.contains(rel)
-            || message_key(rel)
-                .is_some_and(|(d, n)| self.messages.contains_key(&(d.to_string(), n.to_string())))
+            || message_key(rel).is_some_and(|k| self.messages.contains_key(&owned(k)))
     }
 
     fn push(&mut self, e: Entry) -> usize {
-        let rel = e.path.as_str().to_string();
-        if let Some((d, n)) = message_key(&rel) {
-            self.messages
-                .insert((d.to_string(), n.to_string()), rel.clone());
+        let rel = e.path.as_bytes().to_vec();
+        if let Some(k) = message_key(&rel) {
+            self.messages.insert(owned(k), rel.clone());
         }
         self.captured.insert(rel);
         self.entries.push(Some(e));
@@ -248,11 +273,11 @@ impl Builder {
 
     fn forget(&mut self, ei: usize) -> Option<Entry> {
         let e = self.entries[ei].take()?;
-        let rel = e.path.as_str();
+        let rel = e.path.as_bytes();
         self.captured.remove(rel);
-        if let Some((d, n)) = message_key(rel) {
-            let key = (d.to_string(), n.to_string());
-            if self.messages.get(&key).map(String::as_str) == Some(rel) {
+        if let Some(k) = message_key(rel) {
+            let key = owned(k);
+            if self.messages.get(&key).map(Vec::as_slice) == Some(rel) {
                 self.messages.remove(&key);
             }
         }
@@ -263,68 +288,63 @@ impl Builder {
     /// with their entry index.
     fn add(
         &mut self,
-        root: &Path,
+        root: &Beneath,
         walked: Vec<Walked>,
         gone: &mut Vanished,
     ) -> Result<Vec<(usize, Walked)>, CaptureError> {
         let mut files = Vec::new();
         for w in walked {
-            let t = w.meta.file_type();
-            if t.is_dir() {
+            if w.meta.is_dir() {
                 self.counts.dirs += 1;
-                self.push(entry(&w, Kind::Dir));
-            } else if t.is_symlink() {
-                let target = match fs_err::read_link(&w.abs) {
+                self.push(entry(root, &w, Kind::Dir)?);
+            } else if w.meta.is_symlink() {
+                let target = match root.read_link(&w.rel) {
                     Ok(t) => t,
                     Err(e) if is_gone(&e) => {
-                        gone.note(root, &w.rel);
+                        gone.note(&w.rel);
                         continue;
                     }
-                    Err(e) => return Err(io_err(&w.abs)(e)),
+                    Err(e) => return Err(io_err(root, &w.rel)(e)),
                 };
                 self.counts.symlinks += 1;
-                let mut e = entry(&w, Kind::Symlink);
-                e.target = Some(
-                    target
-                        .to_str()
-                        .ok_or_else(|| CaptureError::NotUtf8 {
-                            path: w.abs.clone(),
-                        })?
-                        .into(),
-                );
+                let mut e = entry(root, &w, Kind::Symlink)?;
+                e.target =
+                    Some(
+                        LinkTarget::from_bytes(target).map_err(|source| CaptureError::Name {
+                            path: root.show(&w.rel),
+                            source,
+                        })?,
+                    );
                 self.push(e);
-            } else if t.is_file() {
-                let inode = (w.meta.dev(), w.meta.ino());
-                if w.meta.nlink() > 1 {
+            } else if w.meta.is_file() {
+                let inode = (w.meta.dev, w.meta.ino);
+                if w.meta.nlink > 1 {
                     if let Some(first) = self.first_link.get(&inode) {
-                        let mut e = entry(&w, Kind::Hardlink);
-                        e.target = Some(first.clone());
+                        let mut e = entry(root, &w, Kind::Hardlink)?;
+                        e.target = Some(
+                            LinkTarget::from_bytes(first.clone())
+                                .expect("a captured path is a link target"),
+                        );
                         self.push(e);
                         continue;
                     }
                     self.first_link.insert(inode, w.rel.clone());
                 }
-                let ei = self.push(entry(&w, Kind::File));
+                let ei = self.push(entry(root, &w, Kind::File)?);
                 files.push((ei, w));
-            } else if std::os::unix::fs::FileTypeExt::is_fifo(&t) {
-                self.push(entry(&w, Kind::Fifo));
+            } else if w.meta.is_fifo() {
+                self.push(entry(root, &w, Kind::Fifo)?);
             }
         }
         Ok(files)
     }
 
     /// Record what reading a file gave: its blob, or that it had vanished.
-    fn settle(
-        &mut self,
-        root: &Path,
-        (ei, w): &(usize, Walked),
-        read: Option<FileRead>,
-        gone: &mut Vanished,
-    ) {
+    fn settle(&mut self, (ei, w): &(usize, Walked), read: Option<FileRead>, gone: &mut Vanished) {
         let Some(read) = read else {
             self.forget(*ei);
-            gone.note(root, &w.rel);
-            let inode = (w.meta.dev(), w.meta.ino());
+            gone.note(&w.rel);
+            let inode = (w.meta.dev, w.meta.ino);
             if self.first_link.get(&inode) == Some(&w.rel) {
                 self.first_link.remove(&inode);
                 self.lost_links.insert(w.rel.clone());
@@ -341,17 +361,18 @@ impl Builder {
         if !read.settled {
             c.changed += 1;
             if self.changed.len() < 5 {
-                self.changed.push(w.rel.clone());
+                self.changed
+                    .push(String::from_utf8_lossy(&w.rel).into_owned());
             }
         }
         let e = self.entries[*ei].as_mut().expect("a file settles once");
         if let Some(m) = &read.meta {
             // Describe the bytes that were stored, not the file as listed.
-            e.mode = m.mode();
-            e.uid = m.uid();
-            e.gid = m.gid();
-            e.mtime = m.mtime();
-            e.mtime_ns = m.mtime_nsec() as u32;
+            e.mode = m.mode;
+            e.uid = m.uid;
+            e.gid = m.gid;
+            e.mtime = m.mtime;
+            e.mtime_ns = m.mtime_ns;
         }
         e.size = read.stored.size;
         e.blob = Some(read.stored.hash);
@@ -361,7 +382,7 @@ impl Builder {
     /// first of them becomes the file, the others link to it.
     fn orphaned_links(
         &mut self,
-        root: &Path,
+        root: &Beneath,
         gone: &mut Vanished,
     ) -> Result<Vec<Walked>, CaptureError> {
         if self.lost_links.is_empty() {
@@ -371,22 +392,21 @@ impl Builder {
         let orphans: Vec<usize> = (0..self.entries.len())
             .filter(|&i| {
                 self.entries[i].as_ref().is_some_and(|e| {
-                    e.kind == Kind::Hardlink && e.target.as_ref().is_some_and(|t| lost.contains(t))
+                    e.kind == Kind::Hardlink
+                        && e.target
+                            .as_ref()
+                            .is_some_and(|t| lost.contains(t.as_bytes()))
                 })
             })
             .collect();
         let mut out = Vec::new();
         for i in orphans {
             let e = self.forget(i).expect("orphan entries exist");
-            let abs = root.join(e.path.as_str());
-            match fs_err::symlink_metadata(&abs) {
-                Ok(meta) => out.push(Walked {
-                    rel: e.path.as_str().to_string(),
-                    abs,
-                    meta,
-                }),
-                Err(err) if is_gone(&err) => gone.note(root, e.path.as_str()),
-                Err(err) => return Err(io_err(&abs)(err)),
+            let rel = e.path.as_bytes().to_vec();
+            match root.lstat(&rel) {
+                Ok(meta) => out.push(Walked { rel, meta }),
+                Err(err) if is_gone(&err) => gone.note(&rel),
+                Err(err) => return Err(io_err(root, &rel)(err)),
             }
         }
         Ok(out)

@@ -36,16 +36,9 @@ fn captures_files_links_and_dedups_renames() {
         (2, 1, 1)
     );
     let hard = c.entries.iter().find(|e| e.kind == Kind::Hardlink).unwrap();
-    assert_eq!(hard.target.as_deref(), Some("d/cur/1:2,"));
-    assert_eq!(
-        c.entries
-            .iter()
-            .find(|e| e.path == "d/link")
-            .unwrap()
-            .target
-            .as_deref(),
-        Some("cur")
-    );
+    assert_eq!(*hard.target.as_ref().unwrap(), "d/cur/1:2,");
+    let link = c.entries.iter().find(|e| e.path == "d/link").unwrap();
+    assert_eq!(*link.target.as_ref().unwrap(), "cur");
     fs_err::rename(vol.join("d/cur/2:2,"), vol.join("d/cur/2:2,S")).unwrap();
     let again = capture(&repo, &cache, &vol, "", 2).unwrap();
     assert_eq!(again.counts.new_blobs, 0);
@@ -79,7 +72,7 @@ fn paths(c: &Captured) -> Vec<&str> {
     c.entries
         .iter()
         .filter(|e| e.kind != Kind::Dir)
-        .map(|e| e.path.as_str())
+        .map(|e| e.path.to_str().unwrap())
         .collect()
 }
 
@@ -88,8 +81,8 @@ fn assert_blobs_match(repo: &LocalRepo, c: &Captured) {
     for e in c.entries.iter().filter(|e| e.kind == Kind::File) {
         let blob = e.blob.as_ref().unwrap();
         let bytes = fs_err::read(repo.blob_path(blob)).unwrap();
-        assert_eq!(bytes.len() as u64, e.size, "{}", e.path.as_str());
-        assert_eq!(BlobId::of_bytes(&bytes), *blob, "{}", e.path.as_str());
+        assert_eq!(bytes.len() as u64, e.size, "{}", e.path);
+        assert_eq!(BlobId::of_bytes(&bytes), *blob, "{}", e.path);
     }
 }
 
@@ -239,7 +232,7 @@ fn a_hard_link_whose_first_link_vanished_becomes_the_file() {
     assert_eq!(content(&repo, &c, "dom/user/Maildir/hard"), "message a");
     let link = by("dom/user/Maildir/cur/a:2,T");
     assert_eq!(link.kind, Kind::Hardlink);
-    assert_eq!(link.target.as_deref(), Some("dom/user/Maildir/hard"));
+    assert_eq!(*link.target.as_ref().unwrap(), "dom/user/Maildir/hard");
     assert!(
         !c.entries
             .iter()
@@ -298,4 +291,46 @@ fn other_errors_still_fail_the_capture() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("cur/a:2,"), "{err}");
+}
+
+#[test]
+fn names_that_are_not_utf8_and_paths_deeper_than_path_max_are_captured() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    fs_err::create_dir_all(&vol).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    fs_err::write(vol.join(odd), "not utf-8").unwrap();
+    std::os::unix::fs::symlink(odd, vol.join("to-odd")).unwrap();
+    // A chain of directories deeper than PATH_MAX, built from a descriptor.
+    let root = Beneath::open(&vol).unwrap();
+    let mut deep = Vec::new();
+    while deep.len() < 5000 {
+        if !deep.is_empty() {
+            deep.push(b'/');
+        }
+        deep.extend_from_slice(&[b'd'; 250]);
+        root.mkdir(&deep, 0o755).unwrap();
+    }
+    let file = [&deep[..], b"/message"].concat();
+    std::io::Write::write_all(&mut root.create_file(&file, 0o600).unwrap(), b"deep").unwrap();
+    let repo = LocalRepo::open_or_init(&dir.path().join("repo")).unwrap();
+    let c = capture(&repo, &HashCache::in_memory(), &vol, "", 2).unwrap();
+    let by = |p: &[u8]| c.entries.iter().find(|e| e.path.as_bytes() == p).unwrap();
+    let e = by(b"\xff\xfe");
+    assert_eq!(e.kind, Kind::File);
+    assert_eq!(
+        fs_err::read(repo.blob_path(e.blob.as_ref().unwrap())).unwrap(),
+        b"not utf-8"
+    );
+    assert_eq!(
+        by(b"to-odd").target.as_ref().unwrap().as_bytes(),
+        b"\xff\xfe"
+    );
+    let e = by(&file);
+    assert_eq!(
+        fs_err::read(repo.blob_path(e.blob.as_ref().unwrap())).unwrap(),
+        b"deep"
+    );
+    assert_eq!(measure(&vol, "").unwrap().files, 2);
 }

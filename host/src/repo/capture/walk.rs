@@ -5,29 +5,27 @@
 //! noted, and the directories it left are listed again so that its new name is
 //! captured.
 
-use std::collections::BTreeMap;
-use std::fs::Metadata;
+use std::collections::BTreeSet;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
 
 use super::CaptureError;
+use crate::repo::beneath::{Beneath, Listing, Meta};
 
 /// Names reported by name in the log; the rest only by count.
 const SAMPLE: usize = 5;
 
+/// One listed object: its path below the volume (bytes: names need not be
+/// UTF-8) and its metadata when it was listed.
 pub(super) struct Walked {
-    pub(super) rel: String,
-    pub(super) abs: PathBuf,
-    pub(super) meta: Metadata,
+    pub(super) rel: Vec<u8>,
+    pub(super) meta: Meta,
 }
 
 /// A listed directory and its mtime when it was listed: a later mtime means
 /// names were added, removed or renamed in it since.
 pub(super) struct Listed {
-    rel: String,
-    abs: PathBuf,
-    mtime: (i64, i64),
+    rel: Vec<u8>,
+    mtime: (i64, u32),
 }
 
 /// What vanished during a capture, and which directories to list again.
@@ -35,7 +33,7 @@ pub(super) struct Listed {
 pub(super) struct Vanished {
     pub(super) count: u64,
     pub(super) sample: Vec<String>,
-    relist: BTreeMap<String, PathBuf>,
+    relist: BTreeSet<Vec<u8>>,
 }
 
 /// A name that is no longer there. ENOENT only: every other error (EACCES,
@@ -44,62 +42,84 @@ pub(super) fn is_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
+pub(super) fn io_err<'a>(
+    root: &'a Beneath,
+    rel: &'a [u8],
+) -> impl FnOnce(io::Error) -> CaptureError + 'a {
     move |source| CaptureError::Io {
-        path: path.into(),
+        path: root.show(rel),
         source,
     }
 }
 
-fn rel_str(rel: &Path, abs: &Path) -> Result<String, CaptureError> {
-    rel.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| CaptureError::NotUtf8 { path: abs.into() })
+/// `a/b/c` → `a/b`, `a` → `` (the root), `` → none.
+pub(super) fn parent(rel: &[u8]) -> Option<&[u8]> {
+    if rel.is_empty() {
+        return None;
+    }
+    Some(
+        rel.iter()
+            .rposition(|&c| c == b'/')
+            .map_or(&[][..], |i| &rel[..i]),
+    )
+}
+
+fn file_name(rel: &[u8]) -> &[u8] {
+    rel.iter()
+        .rposition(|&c| c == b'/')
+        .map_or(rel, |i| &rel[i + 1..])
+}
+
+pub(super) fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    if rel.is_empty() {
+        return name.to_vec();
+    }
+    let mut out = Vec::with_capacity(rel.len() + 1 + name.len());
+    out.extend_from_slice(rel);
+    out.push(b'/');
+    out.extend_from_slice(name);
+    out
 }
 
 impl Vanished {
-    /// Count `rel` (under `root`) as gone and mark its directory for a new
-    /// listing. In a maildir a message leaves `new/` for `cur/`, and `cur/`
-    /// sorts first, so both are listed again whichever one it left.
-    pub(super) fn note(&mut self, root: &Path, rel: &str) {
+    /// Count `rel` as gone and mark its directory for a new listing. In a
+    /// maildir a message leaves `new/` for `cur/`, and `cur/` sorts first, so
+    /// both are listed again whichever one it left.
+    pub(super) fn note(&mut self, rel: &[u8]) {
         self.count += 1;
         if self.sample.len() < SAMPLE {
-            self.sample.push(rel.to_string());
+            self.sample.push(String::from_utf8_lossy(rel).into_owned());
         }
-        let Some(parent) = Path::new(rel).parent() else {
+        let Some(dir) = parent(rel) else {
             return;
         };
-        self.mark(root, parent);
-        if matches!(
-            parent.file_name().and_then(|n| n.to_str()),
-            Some("cur" | "new" | "tmp")
-        ) && let Some(maildir) = parent.parent()
+        self.relist.insert(dir.to_vec());
+        if matches!(file_name(dir), b"cur" | b"new" | b"tmp")
+            && let Some(maildir) = parent(dir)
         {
-            self.mark(root, &maildir.join("cur"));
-            self.mark(root, &maildir.join("new"));
-        }
-    }
-
-    fn mark(&mut self, root: &Path, dir: &Path) {
-        if let Some(rel) = dir.to_str() {
-            self.relist.insert(rel.to_string(), root.join(dir));
+            self.relist.insert(join(maildir, b"cur"));
+            self.relist.insert(join(maildir, b"new"));
         }
     }
 
     /// Also list again every directory whose mtime moved since it was listed:
     /// a rename that raced the listing itself may have shown neither name.
-    pub(super) fn mark_changed(&mut self, listed: &[Listed]) -> Result<(), CaptureError> {
+    pub(super) fn mark_changed(
+        &mut self,
+        root: &Beneath,
+        listed: &[Listed],
+    ) -> Result<(), CaptureError> {
         for d in listed {
-            match fs_err::symlink_metadata(&d.abs) {
-                Ok(m) if (m.mtime(), m.mtime_nsec()) == d.mtime => {}
+            match root.lstat(&d.rel) {
+                Ok(m) if (m.mtime, m.mtime_ns) == d.mtime => {}
                 // Gone ones too: `relist` then lists their nearest ancestor.
                 Ok(_) => {
-                    self.relist.insert(d.rel.clone(), d.abs.clone());
+                    self.relist.insert(d.rel.clone());
                 }
                 Err(e) if is_gone(&e) => {
-                    self.relist.insert(d.rel.clone(), d.abs.clone());
+                    self.relist.insert(d.rel.clone());
                 }
-                Err(e) => return Err(io_err(&d.abs)(e)),
+                Err(e) => return Err(io_err(root, &d.rel)(e)),
             }
         }
         Ok(())
@@ -111,39 +131,38 @@ impl Vanished {
     /// renamed ancestor, so the nearest ancestor still there is listed instead.
     pub(super) fn relist(
         &mut self,
-        root: &Path,
-        held: &dyn Fn(&str) -> bool,
+        root: &Beneath,
+        held: &dyn Fn(&[u8]) -> bool,
         listed: &mut Vec<Listed>,
     ) -> Result<Vec<Walked>, CaptureError> {
         let mut out = Vec::new();
         let mut queue: Vec<_> = std::mem::take(&mut self.relist).into_iter().rev().collect();
         let mut seen = std::collections::HashSet::new();
-        while let Some((rel, abs)) = queue.pop() {
+        while let Some(rel) = queue.pop() {
             if !held(&rel) || !seen.insert(rel.clone()) {
                 continue;
             }
-            let meta = match fs_err::symlink_metadata(&abs) {
+            let meta = match root.lstat(&rel) {
                 Ok(m) if m.is_dir() => Some(m),
                 Ok(_) => continue,
                 Err(e) if is_gone(&e) => None,
-                Err(e) => return Err(io_err(&abs)(e)),
+                Err(e) => return Err(io_err(root, &rel)(e)),
             };
-            let names = match meta {
-                Some(_) => list(&abs)?,
+            let listing = match meta {
+                Some(_) => list(root, &rel)?,
                 None => None,
             };
-            let (Some(meta), Some(names)) = (meta, names) else {
-                if let Some(parent) = Path::new(&rel).parent().and_then(Path::to_str) {
-                    queue.push((parent.to_string(), root.join(parent)));
+            let (Some(meta), Some(listing)) = (meta, listing) else {
+                if let Some(up) = parent(&rel) {
+                    queue.push(up.to_vec());
                 }
                 continue;
             };
-            listed.push(listed_now(&rel, &abs, &meta));
-            for name in names {
-                let child = Path::new(&rel).join(&name);
-                let child_rel = rel_str(&child, &abs.join(&name))?;
-                if !held(&child_rel) {
-                    walk_tree(root, child, abs.join(&name), &mut out, self, listed)?;
+            listed.push(listed_now(&rel, &meta));
+            for name in &listing.names {
+                let child = join(&rel, name);
+                if !held(&child) {
+                    walk_tree(root, child, None, &mut out, self, listed)?;
                 }
             }
         }
@@ -151,104 +170,83 @@ impl Vanished {
     }
 }
 
-/// A directory's names, sorted, or `None` if it went before it was read.
-fn list(abs: &Path) -> Result<Option<Vec<std::ffi::OsString>>, CaptureError> {
-    let names: io::Result<Vec<_>> =
-        fs_err::read_dir(abs).and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect());
-    match names {
-        Ok(mut names) => {
-            names.sort_unstable();
-            Ok(Some(names))
-        }
+/// A directory's listing, or `None` if it went before it was read.
+fn list(root: &Beneath, rel: &[u8]) -> Result<Option<Listing>, CaptureError> {
+    match root.list(rel) {
+        Ok(l) => Ok(Some(l)),
         Err(e) if is_gone(&e) => Ok(None),
-        Err(e) => Err(io_err(abs)(e)),
+        Err(e) => Err(io_err(root, rel)(e)),
     }
 }
 
-fn listed_now(rel: &str, abs: &Path, meta: &Metadata) -> Listed {
+fn listed_now(rel: &[u8], meta: &Meta) -> Listed {
     Listed {
-        rel: rel.to_string(),
-        abs: abs.to_path_buf(),
-        mtime: (meta.mtime(), meta.mtime_nsec()),
+        rel: rel.to_vec(),
+        mtime: (meta.mtime, meta.mtime_ns),
     }
 }
 
-/// Walk `root/sub` depth-first, never following symlinks, refusing a `sub`
-/// whose leading components are symlinks. `sub` itself must exist: a plugin
-/// that names a path that is not there has a bug worth seeing.
+/// Walk `sub` below `root` depth-first, never following symlinks, refusing a
+/// `sub` with a symlink on the way. `sub` itself must exist: a plugin that
+/// names a path that is not there has a bug worth seeing.
 pub(super) fn walk(
-    root: &Path,
-    sub: &Path,
+    root: &Beneath,
+    sub: &[u8],
     gone: &mut Vanished,
     listed: &mut Vec<Listed>,
 ) -> Result<Vec<Walked>, CaptureError> {
-    let mut cur = root.to_path_buf();
-    let comps: Vec<_> = sub
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    for (i, c) in comps.iter().enumerate() {
-        cur.push(c);
-        let m = fs_err::symlink_metadata(&cur).map_err(io_err(&cur))?;
-        if i + 1 < comps.len() && !m.is_dir() {
-            return Err(CaptureError::Io {
-                path: cur,
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "not a directory (symlinks are not followed)",
-                ),
-            });
-        }
-    }
-    fs_err::symlink_metadata(&cur).map_err(io_err(&cur))?;
+    let meta = root.lstat(sub).map_err(io_err(root, sub))?;
     let mut out = Vec::new();
-    walk_tree(root, comps.iter().collect(), cur, &mut out, gone, listed)?;
+    walk_tree(root, sub.to_vec(), Some(meta), &mut out, gone, listed)?;
     Ok(out)
 }
 
-/// Walk one subtree; what vanishes on the way is noted in `gone`.
+/// Walk one subtree (`meta`: its root's, when known); what vanishes on the
+/// way is noted in `gone`. Each directory is opened once, and its names are
+/// looked at through that descriptor, however deep it is.
 fn walk_tree(
-    root: &Path,
-    rel: PathBuf,
-    abs: PathBuf,
+    root: &Beneath,
+    rel: Vec<u8>,
+    meta: Option<Meta>,
     out: &mut Vec<Walked>,
     gone: &mut Vanished,
     listed: &mut Vec<Listed>,
 ) -> Result<(), CaptureError> {
-    let mut stack = vec![(rel, abs)];
-    while let Some((rel, abs)) = stack.pop() {
-        let rel_s = rel_str(&rel, &abs)?;
-        let meta = match fs_err::symlink_metadata(&abs) {
-            Ok(m) => m,
-            Err(e) if is_gone(&e) => {
-                gone.note(root, &rel_s);
-                continue;
-            }
-            Err(e) => return Err(io_err(&abs)(e)),
+    let mut stack = vec![(rel, meta)];
+    while let Some((rel, meta)) = stack.pop() {
+        let meta = match meta {
+            Some(m) => m,
+            None => match root.lstat(&rel) {
+                Ok(m) => m,
+                Err(e) if is_gone(&e) => {
+                    gone.note(&rel);
+                    continue;
+                }
+                Err(e) => return Err(io_err(root, &rel)(e)),
+            },
         };
         if !meta.is_dir() {
-            out.push(Walked {
-                rel: rel_s,
-                abs,
-                meta,
-            });
+            out.push(Walked { rel, meta });
             continue;
         }
-        let Some(children) = list(&abs)? else {
+        let Some(listing) = list(root, &rel)? else {
             // Went between the lstat and the listing: not recorded at all.
-            gone.note(root, &rel_s);
+            gone.note(&rel);
             continue;
         };
-        listed.push(listed_now(&rel_s, &abs, &meta));
-        out.push(Walked {
-            rel: rel_s,
-            abs: abs.clone(),
-            meta,
-        });
-        // Reversed onto the stack so entries come out in name order.
-        for name in children.into_iter().rev() {
-            stack.push((rel.join(&name), abs.join(&name)));
+        listed.push(listed_now(&rel, &meta));
+        let mut children = Vec::with_capacity(listing.names.len());
+        for name in &listing.names {
+            let child = join(&rel, name);
+            match listing.stat(name) {
+                Ok(m) => children.push((child, Some(m))),
+                Err(e) if is_gone(&e) => gone.note(&child),
+                Err(e) => return Err(io_err(root, &child)(e)),
+            }
         }
+        out.push(Walked { rel, meta });
+        // Reversed onto the stack so entries come out in name order.
+        stack.extend(children.into_iter().rev());
     }
     Ok(())
 }

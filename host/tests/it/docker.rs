@@ -772,3 +772,96 @@ fn replacing_a_volume_stops_every_container_that_mounts_it_and_keeps_its_directo
         );
     }
 }
+
+#[test]
+fn a_config_migrated_from_the_old_tool_passes_doctor_and_backs_up_every_component_on_the_stack() {
+    let Some(stack) = Stack::up(DBPASS_A) else {
+        return;
+    };
+    let d = stack.dir.path();
+    let b = cshost_testkit::sshbox::StorageBox::start(
+        &d.join("box"),
+        cshost_testkit::sshbox::Mode::Strict,
+        &crate::storagebox::box_shell(),
+    )
+    .expect("sshd starts");
+    let old = d.join("old.env");
+    std::fs::write(
+        &old,
+        format!(
+            "HETZNER_HOST=127.0.0.1\nHETZNER_PORT={}\nHETZNER_USER={}\nSSH_KEY_PATH={}\n\
+             HETZNER_REMOTE_PATH=backups/mailcow\nMAILCOW_PATH={}\nMAILCOW_BACKUP_LOCATION={}\nTHREADS=2\n",
+            b.port,
+            b.user,
+            b.identity.display(),
+            stack.mailcow_dir().display(),
+            d.join("backups").display(),
+        ),
+    )
+    .unwrap();
+    let migrated = d.join("migrated.toml");
+    let out = stack.cshost(&[
+        "config",
+        "migrate",
+        "--from",
+        old.to_str().unwrap(),
+        "--output",
+        migrated.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The one step the migration asks of the admin: pin the box's host key.
+    let text_of = std::fs::read_to_string(&migrated).unwrap();
+    assert!(text_of.contains("runtime = \"auto\""), "{text_of}");
+    std::fs::write(
+        &migrated,
+        text_of.replace(
+            "known-hosts = \"/etc/cshost/known_hosts\"",
+            &format!("known-hosts = {:?}", b.known_hosts),
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cshost"))
+            .arg("--config")
+            .arg(&migrated)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // dovecot would have made its mail_crypt keys by now; the stand-in does not.
+    let crypt = mountpoint("crypt-vol-1");
+    for key in ["ecprivkey.pem", "ecpubkey.pem"] {
+        std::fs::copy(
+            stack.sample.volume("crypt-vol-1").join(key),
+            crypt.join(key),
+        )
+        .unwrap();
+    }
+    let out = run(&["backup", "--components", "all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let repo = d.join("backups/cshost/snapshots");
+    let manifest = std::fs::read_dir(&repo)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let comps: Vec<&String> = m["components"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        comps,
+        [
+            "config", "crypt", "mysql", "postfix", "redis", "rspamd", "vmail"
+        ],
+        "{m}"
+    );
+    // Doctor accepts it; only the timer, which `cshost install` enables, may be missing here.
+    let doc = run(&["doctor"]);
+    let said = String::from_utf8_lossy(&doc.stdout);
+    let failed: Vec<&str> = said.lines().filter(|l| l.contains("FAIL")).collect();
+    assert!(
+        failed.iter().all(|l| l.contains("cshost-backup.timer")),
+        "{said}"
+    );
+    assert!(said.contains("ok    "), "{said}");
+}

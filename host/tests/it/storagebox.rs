@@ -268,14 +268,22 @@ fn a_wrong_host_key_is_refused_with_the_fix() {
 #[test]
 fn restore_from_the_box_onto_a_machine_without_the_local_repository() {
     let BoxWorld { w, b: _b } = with_box(Mode::Strict, "");
-    let out = w.cshost(&["backup", "--components", "vmail,crypt,postfix"]);
+    let out = w.cshost(&["backup", "--components", "vmail,crypt,postfix,config"]);
     assert!(out.status.success(), "{}", text(&out));
     let vmail = w.sample.volume("vmail-vol-1");
     let before = std::fs::read_dir(vmail.join("example0.org/user0/Maildir/cur"))
         .unwrap()
         .count();
-    // a cold standby: no local repository, and damaged data
+    let admin = |sub: &str| {
+        let mut all = state(&w.sample.mailcow_dir.join(sub));
+        all.retain(|_, v| v.0 != "dir");
+        all
+    };
+    let (conf_before, ssl_before) = (admin("data/conf"), admin("data/assets/ssl"));
+    // a cold standby: no local repository, a stock mailcow directory, and damaged data
     std::fs::remove_dir_all(&w.repo).unwrap();
+    std::fs::remove_dir_all(w.sample.mailcow_dir.join("data/assets/ssl")).unwrap();
+    std::fs::remove_file(w.sample.mailcow_dir.join("data/conf/postfix/extra.cf")).unwrap();
     std::fs::remove_dir_all(vmail.join("example0.org")).unwrap();
     std::fs::remove_file(w.sample.volume("crypt-vol-1").join("ecprivkey.pem")).unwrap();
 
@@ -318,6 +326,9 @@ fn restore_from_the_box_onto_a_machine_without_the_local_repository() {
             .count(),
         before
     );
+    // the admin's overrides and certificates are back, byte-, owner- and mode-exact
+    assert_eq!(admin("data/conf"), conf_before);
+    assert_eq!(admin("data/assets/ssl"), ssl_before);
 }
 
 #[test]

@@ -116,6 +116,7 @@ impl Source {
                 .await
                 .class(Failure::Transport)?;
             tracing::info!("downloaded {} blobs", stats.files_transferred);
+            crate::failpoint::hit("restore-after-download");
         }
         let mut report = crate::repo::verify::verify(&self.repo, needed, threads);
         // A copy in the local cache that is damaged (a bad disk, a killed
@@ -138,6 +139,7 @@ impl Source {
                 .class(Failure::Transport)?;
             report = crate::repo::verify::verify(&self.repo, needed, threads);
         }
+        crate::failpoint::hit("restore-after-verify");
         if let Some(p) = report.problems.first() {
             return Err(fail(
                 Failure::Verify,

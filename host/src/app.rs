@@ -127,10 +127,15 @@ pub fn main(cli: Cli) -> ExitCode {
     if let Err(e) = crate::status::save(&ctx.config.backup.cache_dir, &last) {
         tracing::warn!("cannot record the run for `cshost status`: {e}");
     }
-    let notified = match (&ctx.config.notify.email, command) {
-        (Some(mail), "backup" | "verify")
-            if result.is_err() || mail.on == crate::config::NotifyWhen::Always =>
-        {
+    let mailed = |mail: &crate::config::EmailConfig| match command {
+        "backup" | "verify" => result.is_err() || mail.on == crate::config::NotifyWhen::Always,
+        // A restore that failed may have left the live system changed (the
+        // message says how): worth a mail even when someone ran it by hand.
+        "restore" => matches!(&result, Err(e) if e.failure == Failure::Restore),
+        _ => false,
+    };
+    let notified = match &ctx.config.notify.email {
+        Some(mail) if mailed(mail) => {
             let outcome = report.outcome(command, error, t.elapsed().as_secs_f64());
             // Outside the async runtime: lettre's SMTP transport blocks.
             crate::notify::send(mail, &outcome)

@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod docker;
 mod hostile;
+mod killmatrix;
 mod live;
 mod noconfig;
 mod ops;

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod crash;
 mod docker;
+mod faults;
 mod hostile;
 mod killmatrix;
 mod live;

@@ -32,10 +32,12 @@ const PER_BLOB: u64 = 200;
 const PER_BATCH: u64 = 4096;
 
 /// A world with a Storage Box, backed up once, whose local repository keeps
-/// two snapshots (so every backup prunes one) and whose box keeps one a day
-/// (so every backup prunes the box too).
+/// two snapshots (so every backup prunes one) and whose box keeps one (so
+/// every backup prunes the box too).
 struct Matrix {
     bw: BoxWorld,
+    /// The config without retention settings; [`Matrix::keep`] adds them.
+    base: String,
     components: &'static str,
     /// New messages per round: more than one upload batch's worth.
     churn: usize,
@@ -54,12 +56,9 @@ impl Matrix {
         let w = World::new(Size::SMALL, servers);
         let b = StorageBox::start(&w.dir.path().join("box"), Mode::Strict, &box_shell())
             .expect("sshd starts");
-        let config = std::fs::read_to_string(&w.config)
-            .unwrap()
-            .replace("keep-last = 10", "keep-last = 2");
-        std::fs::write(&w.config, config).unwrap();
-        w.add_config(&b.config_toml("backups/mailcow"));
+        let base = std::fs::read_to_string(&w.config).unwrap() + &b.config_toml("backups/mailcow");
         let m = Self {
+            base,
             bw: BoxWorld { w, b },
             components,
             churn,
@@ -67,9 +66,21 @@ impl Matrix {
             started,
             points: Vec::new(),
         };
+        m.keep(2, 1);
         let out = m.bw.w.cshost(&["backup", "--components", components]);
         assert!(out.status.success(), "{}", text(&out));
         m
+    }
+
+    /// The local repository keeps the last `local` snapshots and the box the
+    /// last `remote`, whatever their day: a run that crosses midnight prunes
+    /// the same.
+    fn keep(&self, local: u32, remote: u32) {
+        let config = self.base.replace(
+            "keep-last = 10",
+            &format!("keep-daily = 0\nkeep-last = {local}"),
+        ) + &format!("keep-daily = 0\nkeep-last = {remote}\n");
+        std::fs::write(&self.w().config, config).unwrap();
     }
 
     fn w(&self) -> &World {
@@ -164,15 +175,15 @@ impl Matrix {
     /// Kill `cshost prune` at `point`. The backups around it keep up to
     /// three snapshots on the box, so each repository holds two when the
     /// prune runs under a policy that keeps one.
-    fn prune_killed_at(&mut self, point: &str, loose: &str, tight: &str) {
-        std::fs::write(&self.w().config, tight).unwrap();
+    fn prune_killed_at(&mut self, point: &str) {
+        self.keep(1, 1);
         kill_at(self.w(), &["prune", "--repo", "all"], point);
         self.after_kill(point);
         let out = self.w().cshost(&["prune", "--repo", "all"]);
         assert!(out.status.success(), "after `{point}`: {}", text(&out));
         assert_eq!(assert_repository_verifies(&self.w().repo).len(), 1);
         assert_eq!(assert_repository_verifies(&box_repo(&self.bw.b)).len(), 1);
-        std::fs::write(&self.w().config, loose).unwrap();
+        self.keep(2, 3);
         self.next_round();
         self.next_backup_sends_only_what_is_missing(point);
         self.points.push(format!("prune {point}"));
@@ -225,26 +236,35 @@ fn kill_matrix_capture_and_local_publish() {
 /// Four upload batches a round (200 blobs each).
 const CHURN: usize = 650;
 
-#[test]
-fn kill_matrix_upload_batches_and_box_verification() {
-    let mut m = Matrix::new(false, COMPONENTS, CHURN);
-    let mut points: Vec<String> = ["box-connected", "box-repo-ready", "box-index-loaded"]
-        .map(String::from)
-        .into();
-    for n in 1..=4 {
+/// Kill a backup at each upload batch's points, for batches `batches`.
+fn upload_batches(m: &mut Matrix, batches: std::ops::RangeInclusive<u32>) {
+    for n in batches {
         for p in [
             "box-upload-before",
             "box-upload-after",
             "box-verified",
             "box-index-saved",
         ] {
-            points.push(format!("{p}:{n}"));
+            m.backup_killed_at(&format!("{p}:{n}"));
         }
     }
-    points.push("box-verify-batch:1".into());
-    for p in &points {
+}
+
+#[test]
+fn kill_matrix_box_connection_and_first_upload_batches() {
+    let mut m = Matrix::new(false, COMPONENTS, CHURN);
+    for p in ["box-connected", "box-repo-ready", "box-index-loaded"] {
         m.backup_killed_at(p);
     }
+    upload_batches(&mut m, 1..=2);
+    m.finish("box connection and upload batches 1 and 2");
+}
+
+#[test]
+fn kill_matrix_last_upload_batches_box_verification_and_a_new_box_repository() {
+    let mut m = Matrix::new(false, COMPONENTS, CHURN);
+    upload_batches(&mut m, 3..=4);
+    m.backup_killed_at("box-verify-batch:1");
     // A box repository created afresh (wiped): before its marker is written,
     // and once the index of what it holds was rebuilt.
     for p in ["box-init-before-marker", "box-index-rebuilt"] {
@@ -257,7 +277,7 @@ fn kill_matrix_upload_batches_and_box_verification() {
         m.next_backup_sends_only_what_is_missing(p);
         m.points.push(format!("backup {p}"));
     }
-    m.finish("upload batches and box verification");
+    m.finish("upload batches 3 and 4, box verification, a new box repository");
 }
 
 #[test]
@@ -278,12 +298,8 @@ fn kill_matrix_manifest_publication_and_retention() {
     ] {
         m.backup_killed_at(p);
     }
-    // Up to three snapshots a day on the box for the backups, one for the prunes.
-    let config = std::fs::read_to_string(&m.w().config).unwrap();
-    let loose = config.clone() + "keep-daily = 0\nkeep-last = 3\n";
-    let tight =
-        config.replace("keep-last = 2", "keep-last = 1") + "keep-daily = 0\nkeep-last = 1\n";
-    std::fs::write(&m.w().config, &loose).unwrap();
+    // The box keeps three snapshots for the backups, one for the prunes.
+    m.keep(2, 3);
     m.next_round();
     m.next_backup_sends_only_what_is_missing("a backup keeping three");
     for p in [
@@ -298,7 +314,7 @@ fn kill_matrix_manifest_publication_and_retention() {
         "box-prune-after-rm",
         "lock-release:prune",
     ] {
-        m.prune_killed_at(p, &loose, &tight);
+        m.prune_killed_at(p);
     }
     m.finish("manifest publication and retention");
 }

@@ -177,10 +177,15 @@ pub fn main(cli: Cli) -> ExitCode {
             unnotified.push(e.to_string());
         }
     }
-    match (&ctx.config.notify.email, command) {
-        (Some(mail), "backup" | "verify")
-            if result.is_err() || mail.on == crate::config::NotifyWhen::Always =>
-        {
+    let mailed = |mail: &crate::config::EmailConfig| match command {
+        "backup" | "verify" => result.is_err() || mail.on == crate::config::NotifyWhen::Always,
+        // A restore that failed may have left the live system changed (the
+        // message says how): worth a mail even when someone ran it by hand.
+        "restore" => matches!(&result, Err(e) if e.failure == Failure::Restore),
+        _ => false,
+    };
+    match &ctx.config.notify.email {
+        Some(mail) if mailed(mail) => {
             // Outside the async runtime: lettre's SMTP transport blocks.
             if let Err(e) = crate::notify::send(mail, &outcome) {
                 unnotified.push(e.to_string());

@@ -3,13 +3,12 @@
 //! leaves behind is recoverable. Only debug builds (the ones the tests run)
 //! look at the environment; a release build compiles every point to nothing.
 //!
-//! The points of a restore, in the order a run reaches them:
-//! `restore-after-watchdog-stop`, `restore-after-service-stop`,
-//! `restore-after-move-aside`, `restore-mid-write` (a volume written, its
-//! component not finished), `restore-after-component`,
-//! `restore-before-commit`, `restore-mid-commit`; and of a rollback,
-//! `rollback-after-put-back`. A point may be named with a detail,
-//! `restore-after-component:crypt`, to stop at one occurrence of it.
+//! Every point, in the order a run reaches it, is listed with what a kill
+//! there must leave in `docs/reliability.md` (the kill matrix,
+//! `host/tests/it/killmatrix.rs`, kills at each). A point reached more than
+//! once is named with a detail (`capture-end:vmail`, `box-upload-after:2`,
+//! `restore-mid-write:vmail-vol-1`) to stop at one occurrence of it; the
+//! plain name stops at the first.
 
 /// Freeze here when `CSHOST_FAILPOINT` names this point. The file
 /// `CSHOST_FAILPOINT_MARK`, when set, is written first so a test knows the

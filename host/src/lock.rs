@@ -23,6 +23,14 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+    command: String,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // The last step of a run: the kill matrix stops here too.
+        crate::failpoint::hit_at("lock-release", &self.command);
+    }
 }
 
 /// Take the lock without waiting, and record `command` as the holder.
@@ -78,7 +86,11 @@ pub fn acquire(path: &Path, command: &str) -> Result<RunLock, LockError> {
         .set_len(0)
         .and_then(|_| file.rewind())
         .and_then(|_| file.write_all(note.as_bytes()));
-    Ok(RunLock { _file: file })
+    crate::failpoint::hit_at("lock-acquired", command);
+    Ok(RunLock {
+        _file: file,
+        command: command.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -240,7 +240,7 @@ async fn back_up(
         repo.root().display()
     );
     let bar = crate::progress::phase("capturing", estimated);
-    let captured = capture_all(plan, &scratch).await;
+    let captured = capture_all(plan, repo, &scratch).await;
     drop(bar);
     let _ = fs_err::remove_dir_all(&scratch);
     let captured = captured?;
@@ -256,7 +256,7 @@ async fn back_up(
         _ => None,
     };
     // Retention only after the new snapshot is in place (and verified on the box).
-    let prune = prune_local(ctx, repo)?;
+    let prune = prune_local(ctx, repo, &id, sync.is_some())?;
     let t = captured.totals;
     Ok(BackupReport {
         snapshot: id,
@@ -310,15 +310,24 @@ fn publish(env: &RunEnv, repo: &LocalRepo, manifest: &Manifest) -> Result<PathBu
         tracing::warn!("{w}");
     }
     let path = repo.publish(manifest).class(Failure::Repository)?;
+    crate::failpoint::hit("local-publish-after-rename");
     if let Err(e) = env.cache.save() {
         tracing::warn!(
             "the hash cache could not be saved ({e}); the next run reads every file again"
         );
     }
+    crate::failpoint::hit("local-hash-cache-saved");
     Ok(path)
 }
 
-fn prune_local(ctx: &Context, repo: &LocalRepo) -> Result<PruneReport, CommandError> {
+/// The local retention after a good backup: a failure there is exit 9, and
+/// says that the snapshot itself is fine.
+fn prune_local(
+    ctx: &Context,
+    repo: &LocalRepo,
+    id: &SnapshotId,
+    synced: bool,
+) -> Result<PruneReport, CommandError> {
     let policy = ctx
         .config
         .repository
@@ -326,9 +335,19 @@ fn prune_local(ctx: &Context, repo: &LocalRepo) -> Result<PruneReport, CommandEr
         .as_ref()
         .expect("validated")
         .policy();
-    prune::prune_local(repo, &policy, false).map_err(|e| CommandError {
-        failure: Failure::Retention,
-        error: e.error,
+    prune::prune_local(repo, &policy, false).map_err(|e| {
+        CommandError::new(
+            Failure::Retention,
+            anyhow::anyhow!(
+                "snapshot {id} was published{}, but the retention that follows failed: {:#}",
+                if synced {
+                    " and verified on the Storage Box"
+                } else {
+                    ""
+                },
+                e.error
+            ),
+        )
     })
 }
 
@@ -343,13 +362,18 @@ async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<u64, CommandError> {
         .and_then(|mut ids| ids.pop())
         .and_then(|id| repo.load_id(&id).ok());
     let (mut need, mut total) = (0u64, 0u64);
+    let mut missing = Vec::new();
     for sel in &plan.selected {
-        let Ok(est) = plan
+        let est = match plan
             .host
             .estimate(plan.plugin(sel), plan.env.clone(), &plan.request(sel))
             .await
-        else {
-            continue; // the backup itself reports a component that cannot even estimate
+        {
+            Ok(est) => est,
+            Err(e) => {
+                missing.extend(missing_volume(plan, sel, &e.to_string()));
+                continue; // the backup itself reports a component that cannot even estimate
+            }
         };
         let had: u64 = latest
             .as_ref()
@@ -362,12 +386,71 @@ async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<u64, CommandError> {
         need += est.bytes.saturating_sub(had);
         total += est.bytes;
     }
+    if !missing.is_empty() {
+        return Err(CommandError::new(
+            Failure::Preflight,
+            anyhow::anyhow!("{}; nothing was backed up", missing.join("; ")),
+        ));
+    }
     crate::disk::check(&[(repo.root().to_path_buf(), need)]).class(Failure::Preflight)?;
     tracing::debug!(
         "pre-flight: about {} of new content",
         crate::units::human_bytes(need)
     );
     Ok(total)
+}
+
+/// A component that could not even estimate because a volume it is granted
+/// does not exist (its error names that volume): a pre-flight failure, not
+/// the component's.
+fn missing_volume(plan: &Plan, sel: &Selected, error: &str) -> Option<String> {
+    let env = &plan.env;
+    plan.plugin(sel).grants.volumes.iter().find_map(|vol| {
+        let name = format!("{}_{vol}", env.project);
+        match env.services.volume_path(&name) {
+            Err(e) if error.contains(&name) => Some(format!("{}: {e}", sel.keyword)),
+            _ => None,
+        }
+    })
+}
+
+/// Filesystems with less room than this after a failed write are taken as
+/// the one that filled up.
+const NEARLY_FULL: u64 = 64 << 20;
+
+/// A component failed because a local filesystem filled up during the run:
+/// that is the repository's failure (exit 5), named by the place that is
+/// full rather than by the file being read when it happened.
+fn out_of_space(failures: &[String], places: &[(&Path, &str)]) -> Option<CommandError> {
+    let full = failures.iter().any(|f| {
+        f.contains("No space left on device")
+            || f.contains("os error 28")
+            || f.contains("Disk quota exceeded")
+            || f.contains("os error 122")
+    });
+    if !full {
+        return None;
+    }
+    let (path, what, free) = places
+        .iter()
+        .filter_map(|(p, what)| Some((*p, *what, crate::disk::free(p).ok()?.1)))
+        .min_by_key(|(_, _, free)| *free)?;
+    (free < NEARLY_FULL).then(|| {
+        CommandError::new(
+            Failure::Repository,
+            anyhow::anyhow!(
+                "{what} `{}` ran out of space during the backup ({} free): free space there, or point {} at a larger filesystem; \
+                 no snapshot was published, and what was stored is reused by the next run",
+                path.display(),
+                crate::units::human_bytes(free),
+                if what == "the repository" {
+                    "[repository.local] path"
+                } else {
+                    "[backup] scratch-dir"
+                }
+            ),
+        )
+    })
 }
 
 /// Every component's record and the run's totals.
@@ -378,7 +461,11 @@ struct Captures {
 
 /// Run every selected plugin's backup. One failed component fails the run
 /// after the others have run, so the error names every component that failed.
-async fn capture_all(plan: &Plan, scratch: &Path) -> Result<Captures, CommandError> {
+async fn capture_all(
+    plan: &Plan,
+    repo: &LocalRepo,
+    scratch: &Path,
+) -> Result<Captures, CommandError> {
     let mut failures = Vec::new();
     for r in &plan.refused {
         tracing::error!("{r}");
@@ -392,12 +479,14 @@ async fn capture_all(plan: &Plan, scratch: &Path) -> Result<Captures, CommandErr
         let plugin = plan.plugin(sel);
         let c_started = crate::clock::now_rfc3339();
         let t = Instant::now();
+        crate::failpoint::hit_at("capture-start", &sel.keyword);
         let result = plan
             .host
             .backup(plugin, plan.env.clone(), &plan.request(sel), scratch)
             .await;
         match result {
             Ok(b) => {
+                crate::failpoint::hit_at("capture-end", &sel.keyword);
                 log_component(sel, &b, t.elapsed().as_secs_f64());
                 captures.totals += b.captured.counts;
                 let name = ComponentName::parse(&sel.keyword).class(Failure::Component)?;
@@ -413,6 +502,13 @@ async fn capture_all(plan: &Plan, scratch: &Path) -> Result<Captures, CommandErr
     }
     if failures.is_empty() {
         return Ok(captures);
+    }
+    let places = [
+        (repo.root(), "the repository"),
+        (scratch, "the scratch dir"),
+    ];
+    if let Some(e) = out_of_space(&failures, &places) {
+        return Err(e);
     }
     Err(CommandError::new(
         Failure::Component,

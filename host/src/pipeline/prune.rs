@@ -218,10 +218,13 @@ pub fn prune_local(
     if dry_run {
         return Ok(PruneReport::planned(Repository::Local, plan));
     }
-    for m in &doomed {
+    crate::failpoint::hit("local-prune-planned");
+    for (n, m) in doomed.iter().enumerate() {
         repo.remove_snapshot(&m.id).class(Failure::Retention)?;
+        crate::failpoint::hit_at("local-prune-snapshot-removed", &(n + 1).to_string());
     }
     let (blobs, bytes) = repo.gc(&referenced(&kept)).class(Failure::Retention)?;
+    crate::failpoint::hit("local-prune-gc-done");
     if !plan.delete.is_empty() || blobs > 0 {
         tracing::info!(
             "local: removed {} snapshots and {blobs} blobs ({})",
@@ -257,8 +260,10 @@ pub async fn prune_remote(
     if dry_run {
         return Ok(PruneReport::planned(Repository::Storagebox, plan));
     }
+    crate::failpoint::hit("box-prune-planned");
     let rels: Vec<String> = doomed.iter().map(|m| m.id.rel_path()).collect();
     remote.remove(&rels).await.class(Failure::Retention)?;
+    crate::failpoint::hit("box-prune-snapshots-removed");
     let referenced = referenced(&kept);
     let files = remote.list_blob_files().await.class(Failure::Retention)?;
     let garbage: Vec<String> = files
@@ -277,6 +282,7 @@ pub async fn prune_remote(
     index.save().class(Failure::Retention)?;
     crate::failpoint::hit("box-prune-before-rm");
     remote.remove(&garbage).await.class(Failure::Retention)?;
+    crate::failpoint::hit("box-prune-after-rm");
     if !plan.delete.is_empty() || !garbage.is_empty() {
         tracing::info!(
             "storagebox: removed {} snapshots and {} blob files",

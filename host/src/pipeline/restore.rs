@@ -130,6 +130,7 @@ impl Source {
                 .class(Failure::Transport)?;
             drop(bar);
             tracing::info!("downloaded {} blobs", stats.files_transferred);
+            crate::failpoint::hit("restore-after-download");
         }
         let mut report = crate::repo::verify::verify(&self.repo, needed, threads);
         // A local restore fetches what is missing or damaged here from the
@@ -172,6 +173,7 @@ impl Source {
             b.close().await;
         }
         fetched.class(Failure::Transport)?;
+        crate::failpoint::hit("restore-after-verify");
         if let Some(p) = report.problems.first() {
             return Err(fail(
                 Failure::Verify,

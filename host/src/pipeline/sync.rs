@@ -1,7 +1,10 @@
-//! Sending a new snapshot to the Storage Box: the blobs the box lacks,
-//! checked on the box, then the manifest (checked too), then the box's
-//! retention. The box's snapshot exists only once its checked manifest is in
-//! place, so an interrupted sync leaves nothing that looks complete.
+//! Sending a new snapshot to the Storage Box: the blobs the box lacks, in
+//! batches each checked on the box and recorded in the index before the
+//! next, then the manifest (checked too), then the box's retention. The box's
+//! snapshot exists only once its checked manifest is in place, so an
+//! interrupted sync leaves nothing that looks complete; a manifest sent but
+//! not checked (the connection dropped) is recorded, and the next sync checks
+//! it first.
 
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
@@ -80,7 +83,10 @@ async fn sync_to(
         .init(&local.root().join("cshost-repo.toml"))
         .await
         .map_err(box_err)?;
+    crate::failpoint::hit("box-repo-ready");
     let mut index = RemoteIndex::load(remote, &repo_id).await.map_err(box_err)?;
+    crate::failpoint::hit("box-index-loaded");
+    check_unchecked(remote, target, local).await?;
     let sent = send_blobs(remote, target, &mut index, local, m).await?;
     let manifest_bytes = publish_manifest(remote, target, local, m).await?;
     tracing::info!(
@@ -90,10 +96,17 @@ async fn sync_to(
     );
     let prune = prune::prune_remote(remote, &mut index, policy, false)
         .await
-        .map_err(|e| CommandError {
-            failure: Failure::Retention,
-            error: e.error,
+        .map_err(|e| {
+            CommandError::new(
+                Failure::Retention,
+                anyhow::anyhow!(
+                    "snapshot {} is published locally and verified on {target}, but the box's retention failed: {:#}",
+                    m.id,
+                    e.error
+                ),
+            )
         })?;
+    crate::failpoint::hit("box-pruned");
     let usage = remote
         .usage()
         .await
@@ -115,7 +128,13 @@ struct Sent {
     bytes: u64,
 }
 
-/// Upload the blobs of `m` the box lacks and re-hash them there.
+/// Blobs per upload batch: each batch is sent, checked on the box and
+/// recorded in the index before the next, so a run that dies midway leaves
+/// its finished batches known and only the rest is checked again. As many as
+/// one remote command checks at once.
+const UPLOAD_BATCH: usize = crate::transport::storagebox::BATCH;
+
+/// Upload the blobs of `m` the box lacks and re-hash them there, batch by batch.
 async fn send_blobs(
     remote: &BoxRepo,
     target: &str,
@@ -129,70 +148,187 @@ async fn send_blobs(
         .filter(|(b, _)| !index.blobs.contains(*b))
         .map(|(b, u)| (b.clone(), u))
         .collect();
-    let hashes: Vec<BlobId> = new.iter().map(|(b, _)| b.clone()).collect();
     tracing::info!(
         "{target}: sending {} new blobs of snapshot {}",
         new.len(),
         m.id
     );
-    let bar = crate::progress::spinner(&format!("{target}: sending {} blobs", new.len()));
-    let stats = remote
-        .upload_blobs(local, &hashes)
-        .await
-        .class(Failure::Transport)?;
-    drop(bar);
     let bar = crate::progress::spinner(&format!(
-        "{target}: checking {} blobs on the box",
+        "{target}: sending and checking {} blobs",
         new.len()
     ));
-    let problems = remote
-        .verify_blobs(local, &new)
-        .await
-        .class(Failure::Transport)?;
-    drop(bar);
-    // Only blobs verified on the box enter the index: a run killed before
-    // this point leaves them out, and the next run checks them again.
-    if let Some(p) = problems.first() {
-        return Err(fail(
-            Failure::Verify,
-            format!(
-                "{target}: {p} ({} problems); the snapshot was not published on the box, the next run sends the blobs again",
-                problems.len()
-            ),
-        ));
+    let mut bytes = 0;
+    for (n, batch) in new.chunks(UPLOAD_BATCH).enumerate() {
+        let n = (n + 1).to_string();
+        let hashes: Vec<BlobId> = batch.iter().map(|(b, _)| b.clone()).collect();
+        crate::failpoint::hit_at("box-upload-before", &n);
+        let stats = remote
+            .upload_blobs(local, &hashes)
+            .await
+            .map_err(|e| unpublished(target, m, e))?;
+        bytes += stats.bytes_sent;
+        crate::failpoint::hit_at("box-upload-after", &n);
+        let problems = remote
+            .verify_blobs(local, batch)
+            .await
+            .map_err(|e| unpublished(target, m, e))?;
+        // Only blobs verified on the box enter the index: a run killed before
+        // this point leaves them out, and the next run checks them again.
+        if let Some(p) = problems.first() {
+            return Err(fail(
+                Failure::Verify,
+                format!(
+                    "{target}: {p} ({} problems); the snapshot was not published on the box, the next run sends the blobs again",
+                    problems.len()
+                ),
+            ));
+        }
+        crate::failpoint::hit_at("box-verified", &n);
+        index.blobs.extend(hashes);
+        index.save().class(Failure::Transport)?;
+        crate::failpoint::hit_at("box-index-saved", &n);
     }
-    index.blobs.extend(hashes);
-    index.save().class(Failure::Transport)?;
+    drop(bar);
     Ok(Sent {
         blobs: new.len(),
-        bytes: stats.bytes_sent,
+        bytes,
     })
+}
+
+/// A failure before the manifest went up: the box holds no new snapshot.
+fn unpublished(target: &str, m: &Manifest, e: TransportError) -> CommandError {
+    CommandError::new(
+        e.failure(),
+        anyhow::anyhow!(
+            "{e}; snapshot {} is published locally, not on {target} (the next backup sends what is missing)",
+            m.id
+        ),
+    )
 }
 
 /// Put the manifest on the box and compare its hash there with the local
 /// copy; a damaged one is removed again. Returns the bytes rsync sent.
+///
+/// Whether it arrived is recorded as unknown until it is checked: a run that
+/// loses the connection in between exits 8 saying so, and the next run
+/// checks that manifest before anything else.
 async fn publish_manifest(
     remote: &BoxRepo,
     target: &str,
     local: &LocalRepo,
     m: &Manifest,
 ) -> Result<u64, CommandError> {
-    let stats = remote
-        .publish_manifest(local, &m.id)
-        .await
+    remote
+        .mark_unchecked(&m.id, true)
         .class(Failure::Transport)?;
-    let rel = m.id.rel_path();
-    let local_hash =
-        crate::repo::sha256_hex(&fs_err::read(local.root().join(&rel)).class(Failure::Repository)?);
-    let remote_hash = remote.file_hash(&rel).await.class(Failure::Transport)?;
-    if remote_hash != local_hash {
-        let _ = remote.remove(std::slice::from_ref(&rel)).await;
-        return Err(fail(
-            Failure::Verify,
-            format!(
-                "{target}: the manifest `{rel}` arrived damaged and was removed; run the backup again"
+    crate::failpoint::hit("box-manifest-before-upload");
+    let stats = remote.publish_manifest(local, &m.id).await.map_err(|e| {
+        CommandError::new(
+            e.failure(),
+            anyhow::anyhow!(
+                "{e}; snapshot {} is published locally and its blobs are verified on the box, but its manifest may not have arrived: the next backup checks it",
+                m.id
             ),
-        ));
+        )
+    })?;
+    crate::failpoint::hit("box-manifest-after-upload");
+    let rel = m.id.rel_path();
+    match check_manifest(remote, target, local, &m.id).await {
+        Ok(()) => {}
+        Err(Checked::Unreachable(e)) => {
+            return Err(CommandError::new(
+                e.failure(),
+                anyhow::anyhow!(
+                    "{e}; snapshot {} is published locally and its manifest was sent to the box, but it could not be checked there: \
+                     the next backup checks it, or run `cshost verify --repo storagebox --snapshot {}`",
+                    m.id,
+                    m.id
+                ),
+            ));
+        }
+        Err(Checked::Failed(e)) => return Err(e),
+        Err(Checked::Damaged) => {
+            return Err(fail(
+                Failure::Verify,
+                format!(
+                    "{target}: the manifest `{rel}` arrived damaged and was removed; run the backup again"
+                ),
+            ));
+        }
     }
+    crate::failpoint::hit("box-manifest-after-check");
     Ok(stats.bytes_sent)
+}
+
+/// Why a manifest on the box could not be confirmed.
+enum Checked {
+    /// The box could not be asked.
+    Unreachable(TransportError),
+    /// A local failure.
+    Failed(CommandError),
+    /// It differed from the local copy and was removed.
+    Damaged,
+}
+
+/// Compare a manifest on the box with the local copy; remove it there when
+/// it differs. Forgets that it was unchecked either way.
+async fn check_manifest(
+    remote: &BoxRepo,
+    target: &str,
+    local: &LocalRepo,
+    id: &crate::repo::names::SnapshotId,
+) -> Result<(), Checked> {
+    let rel = id.rel_path();
+    let local_hash = crate::repo::sha256_hex(
+        &fs_err::read(local.root().join(&rel))
+            .class(Failure::Repository)
+            .map_err(Checked::Failed)?,
+    );
+    let remote_hash = remote.file_hash(&rel).await.map_err(Checked::Unreachable)?;
+    let damaged = remote_hash != local_hash;
+    if damaged {
+        tracing::warn!("{target}: the manifest `{rel}` differs from the local copy; removing it");
+        let _ = remote.remove(std::slice::from_ref(&rel)).await;
+    }
+    remote
+        .mark_unchecked(id, false)
+        .class(Failure::Transport)
+        .map_err(Checked::Failed)?;
+    if damaged {
+        Err(Checked::Damaged)
+    } else {
+        Ok(())
+    }
+}
+
+/// Manifests an earlier run sent but could not check (it lost the
+/// connection): check each now. One that never arrived is forgotten (the box
+/// holds no snapshot it could claim); one whose local copy was pruned since
+/// cannot be compared and stays as the box has it.
+async fn check_unchecked(
+    remote: &BoxRepo,
+    target: &str,
+    local: &LocalRepo,
+) -> Result<(), CommandError> {
+    for id in remote.unchecked_manifests() {
+        let rel = id.rel_path();
+        let on_box = remote.exists(&rel).await.map_err(box_err)?;
+        if !on_box || !local.root().join(&rel).is_file() {
+            remote
+                .mark_unchecked(&id, false)
+                .class(Failure::Transport)?;
+            continue;
+        }
+        match check_manifest(remote, target, local, &id).await {
+            Ok(()) => tracing::info!(
+                "{target}: snapshot {id}, whose manifest an interrupted run sent, is complete on the box"
+            ),
+            Err(Checked::Damaged) => tracing::warn!(
+                "{target}: snapshot {id}'s manifest, sent by an interrupted run, arrived damaged and was removed; the box does not hold that snapshot"
+            ),
+            Err(Checked::Unreachable(e)) => return Err(box_err(e)),
+            Err(Checked::Failed(e)) => return Err(e),
+        }
+    }
+    Ok(())
 }

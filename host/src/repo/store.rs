@@ -276,6 +276,7 @@ impl LocalRepo {
         let json = serde_json::to_vec(manifest).expect("manifests serialise");
         let path = self.root.join(manifest.id.rel_path());
         fs_err::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
+        crate::failpoint::hit("local-publish-before-rename");
         write_atomic(&path, &json, 0o600)?;
         Ok(path)
     }

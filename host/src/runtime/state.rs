@@ -207,7 +207,7 @@ impl HostState {
                     ))
                 })?;
                 drop(txn);
-                crate::failpoint::hit("restore-after-move-aside");
+                crate::failpoint::hit_at("restore-after-move-aside", &volume);
                 Overwrite::Replace
             }
             RestoreMode::Merge => Overwrite::KeepNewer,

@@ -95,7 +95,8 @@ impl BoxRepo {
         blobs: &[(BlobId, String)],
     ) -> Result<Vec<Problem>, TransportError> {
         let mut problems = Vec::new();
-        for chunk in blobs.chunks(BATCH) {
+        for (n, chunk) in blobs.chunks(BATCH).enumerate() {
+            crate::failpoint::hit_at("box-verify-batch", &(n + 1).to_string());
             let paths: Vec<String> = chunk
                 .iter()
                 .map(|(h, _)| self.path(&h.rel_path()))
@@ -141,6 +142,8 @@ impl BoxRepo {
     ) -> Result<Vec<Problem>, TransportError> {
         let mut problems = Vec::new();
         let (held, absent): (Vec<_>, Vec<_>) = blobs.iter().partition(|(h, _)| local.has_blob(h));
+        // One rsync checks them all: one batch.
+        crate::failpoint::hit_at("box-verify-batch", "1");
         if !held.is_empty() {
             let lines: Vec<String> = held.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("check.list", &lines)?;

@@ -121,6 +121,40 @@ impl BoxCommand {
             .collect::<Vec<_>>()
             .join(" ")
     }
+
+    /// The line for a message: a batch of 200 paths would bury the error
+    /// under 16,000 characters, so only the first few paths and a count.
+    pub fn brief(&self) -> String {
+        const SHOWN: usize = 3;
+        let mut line = std::iter::once(self.program)
+            .chain(self.args.iter().take(SHOWN).map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if self.args.len() > SHOWN {
+            line.push_str(&format!(" … ({} paths)", self.args.len()));
+        }
+        line
+    }
+}
+
+/// At most `lines` lines of a program's output, for a message, and how many
+/// were left out. Pure.
+pub fn brief_output(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut out = all
+        .iter()
+        .take(lines)
+        .map(|l| l.chars().take(300).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    if all.len() > lines {
+        out.push_str(&format!(" … ({} more lines)", all.len() - lines));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -164,6 +198,30 @@ mod tests {
         ] {
             assert!(ok(p, a).is_err(), "{p} {a:?} must be refused");
         }
+    }
+
+    #[test]
+    fn a_long_command_is_named_briefly_in_messages() {
+        let caps = Caps {
+            sha256sum: true,
+            ..Default::default()
+        };
+        let paths: Vec<String> = (0..200)
+            .map(|i| format!("r/blobs/{i:02x}/{}", "a".repeat(64)))
+            .collect();
+        let cmd = BoxCommand::new("sha256sum", &paths, "r", &caps).unwrap();
+        assert!(cmd.line().len() > 15_000);
+        let brief = cmd.brief();
+        assert!(brief.len() < 300, "{brief}");
+        assert!(brief.starts_with("sha256sum r/blobs/00/") && brief.ends_with("(200 paths)"));
+        let ls = BoxCommand::new("ls", &["r".to_string()], "r", &caps).unwrap();
+        assert_eq!(ls.brief(), "ls r");
+        let out = (0..50)
+            .map(|i| format!("sha256sum: r/blobs/{i}: No such file or directory\n"))
+            .collect::<String>();
+        let b = brief_output(&out, 2);
+        assert!(b.ends_with("(48 more lines)") && b.len() < 200, "{b}");
+        assert_eq!(brief_output("one\n\n", 2), "one");
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn with_id(text: &str, id: &RepoId) -> String {
 
 impl BoxRepo {
     /// Does the path (inside the repository) exist on the box?
-    async fn exists(&self, rel: &str) -> Result<bool, TransportError> {
+    pub(crate) async fn exists(&self, rel: &str) -> Result<bool, TransportError> {
         let ls = self.command("ls", &[self.path(rel)])?;
         Ok(self.run(&ls).await?.status.success())
     }
@@ -191,6 +191,7 @@ impl BoxRepo {
                 self.run_ok("mkdir", &[self.path(sub)]).await?;
             }
         }
+        crate::failpoint::hit("box-init-before-marker");
         // The marker goes last: a repository without one is not finished.
         let text = fs_err::read_to_string(marker).map_err(local_err(marker))?;
         let id = RepoId::random().map_err(local_err(Path::new("/dev/urandom")))?;

@@ -10,6 +10,52 @@ use crate::repo::manifest::{Catalog, Manifest};
 use crate::repo::names::SnapshotId;
 
 impl BoxRepo {
+    /// The file listing snapshots whose manifest was sent to this box but not
+    /// yet checked there (the run lost the connection in between).
+    fn unchecked_path(&self) -> std::path::PathBuf {
+        self.cache.join(format!(
+            "unchecked-{}-{}",
+            self.cfg.host,
+            self.cfg.path.replace('/', "_")
+        ))
+    }
+
+    /// Snapshots whose manifest a run sent to the box but could not check.
+    pub fn unchecked_manifests(&self) -> Vec<SnapshotId> {
+        fs_err::read_to_string(self.unchecked_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| SnapshotId::parse(l.trim()).ok())
+            .collect()
+    }
+
+    /// Record (before sending it) or forget (once checked) that a snapshot's
+    /// manifest is on its way to the box.
+    ///
+    /// # Errors
+    /// When the cache cannot be written.
+    pub fn mark_unchecked(&self, id: &SnapshotId, unchecked: bool) -> Result<(), TransportError> {
+        let mut ids = self.unchecked_manifests();
+        ids.retain(|i| i != id);
+        if unchecked {
+            ids.push(id.clone());
+        }
+        let path = self.unchecked_path();
+        if ids.is_empty() {
+            return match fs_err::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(local_err(&path)(e)),
+                _ => Ok(()),
+            };
+        }
+        let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+        crate::repo::store::write_atomic(&path, text.as_bytes(), 0o600).map_err(|e| {
+            TransportError::Local {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })
+    }
+
     /// Publish a manifest: rsync writes it under a temporary name and renames
     /// it into place, so readers see either no snapshot or the whole manifest.
     ///

@@ -82,6 +82,7 @@ impl RemoteIndex {
                     index.blobs.len()
                 );
                 index.save()?;
+                crate::failpoint::hit("box-index-rebuilt");
             }
         }
         Ok(index)

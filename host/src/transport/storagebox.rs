@@ -11,7 +11,7 @@ use std::time::Duration;
 use openssh::{KnownHosts, Session, SessionBuilder};
 
 use super::boxcaps::absent;
-use super::boxcmd::{BoxCommand, Caps, PROBED};
+use super::boxcmd::{BoxCommand, Caps, PROBED, brief_output};
 use super::boxmaster::{self, MasterGuard};
 use crate::config::StorageBoxRepository;
 use crate::error::Failure;
@@ -21,7 +21,7 @@ pub use super::df::{Usage, parse_df};
 pub use super::index::RemoteIndex;
 
 /// Arguments per remote command, so no line grows unreasonably long.
-pub(super) const BATCH: usize = 200;
+pub(crate) const BATCH: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -37,11 +37,18 @@ pub enum TransportError {
         line: String,
         detail: String,
     },
-    #[error("rsync with {target} failed ({status}): {detail}")]
+    #[error("the connection to {target} was lost during `{line}` ({detail}); {LOST_HINT}")]
+    Lost {
+        target: String,
+        line: String,
+        detail: String,
+    },
+    #[error("rsync with {target} failed ({status}): {detail}; {hint}")]
     Rsync {
         target: String,
         status: String,
         detail: String,
+        hint: &'static str,
     },
     #[error("{target}: {message}")]
     Refused { target: String, message: String },
@@ -85,6 +92,26 @@ pub struct BoxRepo {
     pub(super) cache: PathBuf,
     ssh: String,
     _master: MasterGuard,
+}
+
+const LOST_HINT: &str = "check the network and that the box is up, then run again: what already arrived on the box is not sent again";
+
+/// What to do about a failed rsync, from its exit status and what it said.
+fn rsync_hint(code: Option<i32>, detail: &str) -> &'static str {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("no space left on device") || d.contains("quota exceeded") {
+        "the box is full: make room on it (lower the keep-* settings of [repository.storagebox] and run `cshost prune --repo storagebox`) or use a larger box"
+    } else if matches!(code, Some(10 | 12 | 30 | 35 | 255))
+        || d.contains("connection unexpectedly closed")
+        || d.contains("broken pipe")
+        || d.contains("connection reset")
+        || d.contains("connection refused")
+        || d.contains("closed by remote host")
+    {
+        LOST_HINT
+    } else {
+        "check that the box is reachable and that the repository path on it is writable, then run again"
+    }
 }
 
 fn connect_hint(detail: &str) -> &'static str {
@@ -211,6 +238,7 @@ impl BoxRepo {
         };
         let caps = repo.load_or_probe_caps().await?;
         *repo.caps.lock().expect("caps lock") = caps;
+        crate::failpoint::hit("box-connected");
         Ok(repo)
     }
 
@@ -244,10 +272,12 @@ impl BoxRepo {
                     stderr: b"command not found".to_vec(),
                 })
             }
-            Err(e) => Err(TransportError::Command {
+            // The command's own failure is an exit status; an error here is
+            // the connection's.
+            Err(e) => Err(TransportError::Lost {
                 target: self.target(),
-                line: cmd.line(),
-                detail: format!("{e:#}"),
+                line: cmd.brief(),
+                detail: format!("{e:#}").replace('\n', " "),
             }),
         }
     }
@@ -283,8 +313,8 @@ impl BoxRepo {
         if !out.status.success() {
             return Err(TransportError::Command {
                 target: self.target(),
-                line: cmd.line(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                line: cmd.brief(),
+                detail: brief_output(&String::from_utf8_lossy(&out.stderr), 3),
             });
         }
         Ok(out.stdout)
@@ -311,12 +341,15 @@ impl BoxRepo {
                 target: self.target(),
                 status: "not started".into(),
                 detail: e.to_string(),
+                hint: "install rsync (the Debian package `rsync`)",
             })?;
         if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(TransportError::Rsync {
                 target: self.target(),
                 status: out.status.to_string(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                hint: rsync_hint(out.status.code(), &stderr),
+                detail: brief_output(&stderr, 3),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -375,6 +408,27 @@ impl BoxRepo {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rsync_hints() {
+        let full = super::rsync_hint(
+            Some(11),
+            "rsync: [receiver] write failed on \"x\": No space left on device (28)",
+        );
+        assert!(full.contains("the box is full"), "{full}");
+        assert_eq!(
+            super::rsync_hint(Some(255), "Connection closed"),
+            super::LOST_HINT
+        );
+        assert_eq!(
+            super::rsync_hint(
+                Some(12),
+                "rsync: connection unexpectedly closed (0 bytes received so far) [sender]"
+            ),
+            super::LOST_HINT
+        );
+        assert!(super::rsync_hint(Some(23), "some files vanished").contains("writable"));
+    }
+
     #[test]
     fn connect_hints() {
         assert!(super::connect_hint("Host key verification failed.").contains("pinned"));

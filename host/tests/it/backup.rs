@@ -313,17 +313,3 @@ fn vmail_without_crypt_is_flagged_in_the_snapshot() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("without crypt"));
 }
-
-#[test]
-fn a_missing_volume_fails_its_component_by_name() {
-    let w = World::new(Size::SMALL, false);
-    std::fs::remove_dir_all(w.sample.volume("rspamd-vol-1")).unwrap();
-    let out = w.cshost(&["backup", "--components", "rspamd,crypt"]);
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("mailcowdockerized_rspamd-vol-1"),
-        "{}",
-        text(&out)
-    );
-    assert!(w.snapshots().is_empty());
-}

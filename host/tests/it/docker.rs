@@ -710,6 +710,31 @@ fn replacing_a_volume_stops_every_container_that_mounts_it_and_keeps_its_directo
     for s in RSPAMD_MOUNTERS {
         assert!(!stack.running(s), "{s} runs while its volume is replaced");
     }
+    // The journal records each change before it is made, in order: every
+    // mounter's stop comes before the move.
+    let journal: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(stack.dir.path().join("cache/restore-journal.json")).unwrap(),
+    )
+    .unwrap();
+    let steps: Vec<String> = journal["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let move_at = steps
+        .iter()
+        .position(|s| s.contains("move-aside"))
+        .expect("a move-aside step");
+    for s in RSPAMD_MOUNTERS {
+        let stop_at = steps
+            .iter()
+            .position(|x| x.contains("\"stop\"") && x.contains(s));
+        assert!(
+            stop_at.is_some_and(|i| i < move_at),
+            "{s} is not stopped before the move in the journal: {steps:#?}"
+        );
+    }
     assert_eq!(std::fs::read_dir(&rspamd).unwrap().count(), 0);
     let aside: Vec<PathBuf> = std::fs::read_dir(rspamd.parent().unwrap())
         .unwrap()
@@ -718,11 +743,10 @@ fn replacing_a_volume_stops_every_container_that_mounts_it_and_keeps_its_directo
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert!(aside[0].join("learned-since").is_file());
-    // The move began when the sibling was created.
-    let began = std::fs::metadata(&aside[0])
-        .and_then(|m| m.created())
-        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
-        .unwrap_or(moved);
+    // Docker's event clock and the file system's creation time are too
+    // close to order the stop and the move by them (the journal above
+    // does); the events must show each stop before the pause after the move.
+    let began = moved;
     std::fs::remove_file(&mark).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));

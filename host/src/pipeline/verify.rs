@@ -98,12 +98,57 @@ pub async fn run(ctx: &Context, input: &VerifyInput) -> Result<VerifyReport, Com
             let place = ctx.storagebox()?.display();
             let b = ctx.connect_box().await?;
             let result = on_box(&b, &local, input, place).await;
+            if let Ok(r) = &result {
+                remove_damaged(ctx, &b, r).await;
+            }
             b.close().await;
             result?
         }
     };
     report.seconds = t.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A blob whose bytes on the box do not match its name is deleted there:
+/// the index every run checks against the box then misses it, and the next
+/// backup sends it again from the local repository. Left in place, rsync's
+/// size-and-time check would never replace it. Under the run lock, so no
+/// backup counts on it meanwhile; when another run holds the lock the copy
+/// stays and the next verify tries again.
+async fn remove_damaged(ctx: &Context, b: &BoxRepo, report: &VerifyReport) {
+    let damaged: Vec<String> = report
+        .problems
+        .iter()
+        .filter(|p| matches!(p, Problem::Mismatch { .. }))
+        .filter_map(|p| BlobId::parse(p.blob()).ok())
+        .map(|id| id.rel_path())
+        .collect();
+    if damaged.is_empty() {
+        return;
+    }
+    let _lock = match ctx.lock("verify") {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(
+                "{} damaged blobs stay on the box for now: {}",
+                damaged.len(),
+                e.error
+            );
+            return;
+        }
+    };
+    match b.remove(&damaged).await {
+        Ok(()) => tracing::warn!(
+            "{}: removed {} damaged blobs; the next backup sends them again from the local repository",
+            report.place,
+            damaged.len()
+        ),
+        Err(e) => tracing::warn!(
+            "{}: could not remove {} damaged blobs ({e}); the next backup cannot replace them until they are gone",
+            report.place,
+            damaged.len()
+        ),
+    }
 }
 
 /// One snapshot is read alone; only `full` needs every manifest.

@@ -159,7 +159,7 @@ fn backup_verify_prune_cycle_on_the_strict_box() {
 }
 
 #[test]
-fn a_corrupted_blob_on_the_box_is_found_and_named() {
+fn a_corrupted_blob_on_the_box_is_found_named_and_replaced_by_the_next_backup() {
     for mode in [Mode::Strict, Mode::Extended] {
         let BoxWorld { w, b } = with_box(mode, "");
         assert!(
@@ -171,7 +171,8 @@ fn a_corrupted_blob_on_the_box_is_found_and_named() {
             .into_iter()
             .max_by_key(|p| std::fs::metadata(p).unwrap().len())
             .unwrap();
-        let mut bytes = std::fs::read(&victim).unwrap();
+        let good = std::fs::read(&victim).unwrap();
+        let mut bytes = good.clone();
         bytes[0] ^= 1;
         std::fs::write(&victim, bytes).unwrap();
         let out = w.cshost(&["verify", "--repo", "storagebox"]);
@@ -182,6 +183,13 @@ fn a_corrupted_blob_on_the_box_is_found_and_named() {
             "{mode:?}: {}",
             text(&out)
         );
+        // The damaged copy is gone from the box, and the next backup sends it again.
+        assert!(!victim.exists(), "{mode:?}: {}", text(&out));
+        let out = w.cshost(&["backup", "--components", "crypt,rspamd"]);
+        assert!(out.status.success(), "{mode:?}: {}", text(&out));
+        assert_eq!(std::fs::read(&victim).unwrap(), good, "{mode:?}");
+        let out = w.cshost(&["verify", "--repo", "storagebox", "--full"]);
+        assert!(out.status.success(), "{mode:?}: {}", text(&out));
     }
 }
 

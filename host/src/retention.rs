@@ -109,6 +109,9 @@ pub fn plan(snaps: &[Snap], policy: &KeepPolicy, now: OffsetDateTime) -> Retenti
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;

@@ -1,12 +1,13 @@
 //! A manifest from a Storage Box is untrusted input. For any bytes,
 //! `Manifest::parse` returns a manifest or an error, never panics; and what it
 //! accepts keeps every name inside the directory it is joined to, writes back
-//! as JSON that parses to the same manifest, and belongs to one file name only.
+//! as JSON that parses to the same manifest, belongs to one file name only,
+//! and has sizes that add up without overflowing.
 #![no_main]
 
 use std::path::{Component, Path};
 
-use cshost::repo::manifest::{Kind, Manifest};
+use cshost::repo::manifest::{Kind, MAX_TOTAL_SIZE, Manifest};
 use cshost::repo::names::{RelPath, SnapshotId};
 use libfuzzer_sys::fuzz_target;
 
@@ -101,5 +102,25 @@ fuzz_target!(|data: &[u8]| {
             m.id
         );
     }
-    let _ = m.logical_size();
+    // Sizes are summed for listings and the restore's space check: they add
+    // up without overflowing, to at most MAX_TOTAL_SIZE.
+    let exact: u128 = m
+        .components
+        .values()
+        .map(|c| {
+            let files: u128 = c
+                .volumes
+                .values()
+                .flatten()
+                .filter(|e| e.kind == Kind::File)
+                .map(|e| u128::from(e.size))
+                .sum();
+            files + c.artifacts.iter().map(|a| u128::from(a.size)).sum::<u128>()
+        })
+        .sum();
+    assert!(
+        exact <= u128::from(MAX_TOTAL_SIZE),
+        "sizes add up to {exact}"
+    );
+    assert_eq!(u128::from(m.logical_size()), exact);
 });

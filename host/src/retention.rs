@@ -46,7 +46,17 @@ fn week_index(t: OffsetDateTime) -> i64 {
 
 /// Decide what to keep.
 pub fn plan(snaps: &[Snap], policy: &KeepPolicy, now: OffsetDateTime) -> RetentionPlan {
-    let mut sorted: Vec<&Snap> = snaps.iter().collect();
+    // Snapshots are deleted by id: an id listed twice (two copies of a
+    // manifest) is planned once, as its newest copy, so that it is never
+    // both kept and deleted and min-keep counts snapshots, not copies.
+    let mut by_id: BTreeMap<&str, &Snap> = BTreeMap::new();
+    for s in snaps {
+        let newest = by_id.entry(&s.id).or_insert(s);
+        if s.time > newest.time {
+            *newest = s;
+        }
+    }
+    let mut sorted: Vec<&Snap> = by_id.into_values().collect();
     sorted.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
     let mut reasons: BTreeMap<&str, Vec<&'static str>> = BTreeMap::new();
     let day = now.date().to_julian_day() as i64;
@@ -97,6 +107,9 @@ pub fn plan(snaps: &[Snap], policy: &KeepPolicy, now: OffsetDateTime) -> Retenti
     }
     out
 }
+
+#[cfg(test)]
+mod properties;
 
 #[cfg(test)]
 mod tests {
@@ -246,6 +259,22 @@ mod tests {
         for (name, times, p, want) in cases {
             assert_eq!(kept(&times, p), want, "{name}");
         }
+    }
+
+    /// Found by the property tests: a second snapshot with the id of a kept
+    /// one put that id on the delete list too, and counted towards min-keep.
+    #[test]
+    fn a_duplicate_id_is_neither_kept_and_deleted_nor_counted_twice() {
+        let mut s = snaps(&[NOW, NOW - time::Duration::days(1)]);
+        s.push(s[0].clone());
+        s.push(Snap {
+            id: s[0].id.clone(),
+            time: NOW - time::Duration::days(3),
+        });
+        let p = plan(&s, &policy(0, 0, 0, 0, 2), NOW);
+        let kept: Vec<&str> = p.keep.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(kept, [s[0].id.as_str(), s[1].id.as_str()]);
+        assert!(p.delete.is_empty(), "{:?}", p.delete);
     }
 
     #[test]

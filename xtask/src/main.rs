@@ -1,8 +1,9 @@
 //! `cargo xtask <command>`: build the plugins and the host, run the tests, the
-//! demo and the benchmark. See README.md.
+//! demo, the benchmark and the fuzz targets. See README.md.
 
 mod bench;
 mod demo;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,9 +19,10 @@ fn main() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  plugins          build the plugins for wasm32-wasip2\n  build [--release]  plugins, then cshost with the plugins embedded\n  test             build everything and run every test\n  demo             back up generated sample mailcow data into a local repository\n  bench            time a backup of a ~1.5 GB generated mail store (release build)"
+                "usage: cargo xtask <command>\n\n  plugins          build the plugins for wasm32-wasip2\n  build [--release]  plugins, then cshost with the plugins embedded\n  test             build everything and run every test\n  demo             back up generated sample mailcow data into a local repository\n  bench            time a backup of a ~1.5 GB generated mail store (release build)\n  fuzz [TARGET...] [--seconds N]  run the fuzz targets in fuzz/, 60 s each (not in CI)"
             );
             bail!("no command given")
         }

@@ -13,6 +13,11 @@ use super::names::{
 /// The manifest format this build writes and reads.
 pub const FORMAT: u32 = 1;
 
+/// More bytes than any mail server holds (1 EiB): the sizes of a manifest
+/// add up to at most this, so sums of them, and the restore's margin on top,
+/// never overflow.
+pub const MAX_TOTAL_SIZE: u64 = 1 << 60;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Manifest {
@@ -229,12 +234,28 @@ impl Manifest {
     }
 
     /// What the types alone cannot say: files have blobs, hard links point at
-    /// a path of the same volume.
+    /// a path of the same volume, and the sizes
+    /// add up to what a store can hold (listings and the restore's space
+    /// check sum them; a hostile manifest must not overflow those sums).
     fn check(&self) -> Result<(), String> {
+        let mut total: u64 = 0;
+        let mut add = |size: u64, at: &dyn Fn() -> String| {
+            total = total
+                .checked_add(size)
+                .filter(|t| *t <= MAX_TOTAL_SIZE)
+                .ok_or_else(|| {
+                    format!(
+                        "{}: the sizes add up to more than {MAX_TOTAL_SIZE} bytes",
+                        at()
+                    )
+                })?;
+            Ok::<(), String>(())
+        };
         for (name, c) in &self.components {
             for (vol, entries) in &c.volumes {
                 for (i, e) in entries.iter().enumerate() {
                     let at = || format!("field `components.{name}.volumes.{vol}[{i}]`");
+                    add(e.size, &at)?;
                     match e.kind {
                         Kind::File if e.blob.is_none() => {
                             return Err(format!("{}: a file without a blob", at()));
@@ -262,6 +283,11 @@ impl Manifest {
                         return Err(format!("{}: the volume root must be a directory", at()));
                     }
                 }
+            }
+            for (i, a) in c.artifacts.iter().enumerate() {
+                add(a.size, &|| {
+                    format!("field `components.{name}.artifacts[{i}].size`")
+                })?;
             }
         }
         Ok(())
@@ -331,5 +357,46 @@ mod tests {
         assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry);
         let bad = json.replace("\"uid\"", "\"owner\"");
         assert!(serde_json::from_str::<Entry>(&bad).is_err());
+    }
+
+    /// Found with the manifest fuzz target: two files of 2^64 - 1 bytes made
+    /// `logical_size` (and the restore's space check) overflow, a panic in a
+    /// debug build and a wrong figure in a release one.
+    #[test]
+    fn a_manifest_whose_sizes_overflow_their_sum_is_refused() {
+        let blob = "ab".repeat(32);
+        let manifest = |sizes: &[u64]| {
+            let files: Vec<serde_json::Value> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, size)| {
+                    serde_json::json!({"path": format!("f{i}"), "kind": "file", "mode": 33188,
+                        "uid": 0, "gid": 0, "mtime": 0, "size": size, "blob": blob})
+                })
+                .collect();
+            serde_json::json!({
+                "format": 1, "id": "s1", "hostname": "h", "cshost-version": "0.1.0",
+                "started": "", "finished": "",
+                "mailcow": {"project": "p", "maildir-sub": null, "arch": "x86_64", "conf-blob": blob},
+                "components": {"crypt": {
+                    "plugin": {"name": "crypt", "version": "0.1.0", "sha256": ""},
+                    "started": "", "finished": "",
+                    "volumes": {"crypt-vol-1": files},
+                }},
+            })
+            .to_string()
+        };
+        let ok =
+            Manifest::parse(manifest(&[7, MAX_TOTAL_SIZE - 7]).as_bytes(), "ok", None).unwrap();
+        assert_eq!(ok.logical_size(), MAX_TOTAL_SIZE);
+        for sizes in [&[u64::MAX, u64::MAX][..], &[MAX_TOTAL_SIZE, 1]] {
+            let err = Manifest::parse(manifest(sizes).as_bytes(), "big.json", None).unwrap_err();
+            assert!(
+                err.to_string().contains("big.json")
+                    && err.to_string().contains("crypt-vol-1[")
+                    && err.to_string().contains("sizes add up"),
+                "{err}"
+            );
+        }
     }
 }

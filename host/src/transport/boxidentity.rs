@@ -50,25 +50,28 @@ pub fn marker_id(text: &str) -> Result<Option<RepoId>, String> {
     }
 }
 
-/// The marker's text with the id added as a top-level key: before the first
-/// table, so it cannot land inside one. Pure.
+/// The marker's text with the id added as a top-level key: after the
+/// leading comments, before anything else. A line further down may lie
+/// inside a multi-line string or array, or under a table. Pure.
 pub fn with_id(text: &str, id: &RepoId) -> String {
-    let line = format!("id = \"{}\"\n", id.as_str());
-    let mut out = String::new();
-    let mut added = false;
-    for l in text.split_inclusive('\n') {
-        if !added && l.trim_start().starts_with('[') {
-            out.push_str(&line);
-            added = true;
-        }
-        out.push_str(l);
+    // A byte-order mark is only allowed first.
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let head_len: usize = body
+        .split_inclusive('\n')
+        .take_while(|l| {
+            let l = l.trim_matches([' ', '\t', '\r', '\n']);
+            l.is_empty() || l.starts_with('#')
+        })
+        .map(str::len)
+        .sum();
+    let (head, rest) = body.split_at(head_len);
+    let mut out = text[..text.len() - body.len()].to_string();
+    out.push_str(head);
+    if !head.is_empty() && !head.ends_with('\n') {
+        out.push('\n');
     }
-    if !added {
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(&line);
-    }
+    out.push_str(&format!("id = \"{}\"\n", id.as_str()));
+    out.push_str(rest);
     out
 }
 
@@ -218,12 +221,37 @@ mod tests {
         let id = RepoId::random().unwrap();
         assert_eq!(marker_id(MARKER_TEXT), Ok(None));
         let text = with_id(MARKER_TEXT, &id);
-        assert!(text.starts_with(MARKER_TEXT), "{text}");
+        let id_line = format!("id = \"{}\"\n", id.as_str());
+        assert_eq!(
+            text,
+            MARKER_TEXT.replacen('\n', &format!("\n{id_line}"), 1),
+            "the id goes below the comment, the rest stays"
+        );
         assert_eq!(marker_id(&text), Ok(Some(id.clone())));
         let tables = "format = 2\n[extra]\nx = 1\n";
         assert_eq!(marker_id(&with_id(tables, &id)), Ok(Some(id.clone())));
         assert_eq!(marker_id(&with_id("format = 2", &id)), Ok(Some(id)));
         assert_ne!(RepoId::random().unwrap(), RepoId::random().unwrap());
+    }
+
+    /// Found by fuzzing: the id went before the first line starting with
+    /// `[`, which can lie inside a multi-line string or array, so the marker
+    /// written back lost its id (or no longer parsed).
+    #[test]
+    fn an_id_is_added_outside_multiline_strings_and_arrays() {
+        let id = RepoId::parse(&"c".repeat(32)).unwrap();
+        for text in [
+            "t = '''\n[not a table\n'''\n",
+            "note = \"\"\"\n[x]\n\"\"\"\n[extra]\n",
+            "list = [\n[1, 2],\n]\n",
+            "# only a comment",
+            "\u{feff}# with a byte-order mark\n[t]\n",
+            "",
+        ] {
+            assert_eq!(marker_id(text), Ok(None), "{text}");
+            let given = with_id(text, &id);
+            assert_eq!(marker_id(&given), Ok(Some(id.clone())), "{given}");
+        }
     }
 
     #[test]

@@ -77,6 +77,11 @@ fn metric(out: &mut String, name: &str, help: &str, kind: &str, rows: &[(String,
     }
 }
 
+/// A gauge without labels.
+fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
+    metric(out, name, help, "gauge", &[(String::new(), v.to_string())]);
+}
+
 fn label(k: &str, v: &str) -> String {
     let v = v
         .replace('\\', "\\\\")
@@ -136,13 +141,7 @@ pub fn render(state: &State) -> String {
                 b.new_bytes,
             ),
         ] {
-            metric(
-                &mut out,
-                name,
-                help,
-                "gauge",
-                &[(String::new(), v.to_string())],
-            );
+            gauge(&mut out, name, help, v);
         }
         let comps: Vec<(String, String)> = b
             .components
@@ -181,13 +180,7 @@ pub fn render(state: &State) -> String {
                 free,
             ),
         ] {
-            metric(
-                &mut out,
-                name,
-                help,
-                "gauge",
-                &[(String::new(), v.to_string())],
-            );
+            gauge(&mut out, name, help, v);
         }
     }
     metric(

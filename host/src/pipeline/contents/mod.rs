@@ -97,12 +97,6 @@ fn mailbox_of(path: &str) -> Option<String> {
         .then(|| format!("{user}@{domain}"))
 }
 
-/// A path as text; a name that is not UTF-8 is shown with replacement
-/// characters (the manifest keeps its bytes).
-fn text(p: &crate::repo::names::RelPath) -> String {
-    String::from_utf8_lossy(p.as_bytes()).into_owned()
-}
-
 fn files(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
     entries.iter().filter(|e| e.kind == Kind::File)
 }
@@ -112,12 +106,12 @@ fn mailboxes(m: &Manifest) -> Vec<Mailbox> {
     if let Some(c) = m.components.get(VMAIL) {
         for entries in c.volumes.values() {
             for d in entries.iter().filter(|e| e.kind == Kind::Dir) {
-                if let Some(name) = mailbox_of(&text(&d.path)) {
+                if let Some(name) = mailbox_of(&d.path.to_string()) {
                     boxes.entry(name).or_default();
                 }
             }
             for e in files(entries) {
-                if let Some((name, _, _)) = message(&text(&e.path)) {
+                if let Some((name, _, _)) = message(&e.path.to_string()) {
                     boxes.entry(name).or_default().add(e.size);
                 }
             }
@@ -243,7 +237,7 @@ fn directory(entries: &[Entry], dir: &str) -> Option<Vec<Row>> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let mut found = dir.is_empty();
     for e in entries {
-        let p = text(&e.path);
+        let p = e.path.to_string();
         let p = p.as_str();
         if p == dir {
             found = true;
@@ -354,7 +348,7 @@ fn objects<'a>(m: &'a Manifest, c: &str) -> BTreeMap<(String, String), (Option<&
         for (vol, entries) in &rec.volumes {
             for e in files(entries) {
                 out.insert(
-                    (vol.as_str().to_string(), text(&e.path)),
+                    (vol.as_str().to_string(), e.path.to_string()),
                     (e.blob.as_ref().map(|b| b.as_str()), e.size),
                 );
             }
@@ -395,7 +389,7 @@ fn messages(m: &Manifest) -> Messages<'_> {
     if let Some(rec) = m.components.get(VMAIL) {
         for entries in rec.volumes.values() {
             for e in files(entries) {
-                if let Some((mailbox, folder, base)) = message(&text(&e.path)) {
+                if let Some((mailbox, folder, base)) = message(&e.path.to_string()) {
                     out.entry(mailbox)
                         .or_default()
                         .insert(base, (folder, e.blob.as_ref().map(|b| b.as_str()), e.size));

@@ -10,6 +10,7 @@ mod config;
 mod contents;
 mod crash;
 mod docker;
+mod dockerstack;
 mod faults;
 mod hostile;
 mod killmatrix;

@@ -145,7 +145,13 @@ pub fn main(cli: Cli) -> ExitCode {
         tracing::warn!("cannot record the run for `cshost status`: {e}");
     }
     let seconds = t.elapsed().as_secs_f64();
-    if let Some(m) = &ctx.config.metrics {
+    // The textfile speaks of the scheduled work, as the README says.
+    if let Some(m) = ctx
+        .config
+        .metrics
+        .as_ref()
+        .filter(|_| matches!(command, "backup" | "verify" | "prune"))
+    {
         let repo = ctx
             .config
             .repository

@@ -102,6 +102,9 @@ pub struct Entry {
     /// Symlink target, or the first path of a hard-linked file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<LinkTarget>,
+    /// How the blob holds the content: zstd where it paid, else the bytes as they are.
+    #[serde(default, skip_serializing_if = "Compression::is_none")]
+    pub compression: Compression,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -125,11 +128,18 @@ pub struct Artifact {
     pub compression: Compression,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
+    #[default]
     None,
     Zstd,
+}
+
+impl Compression {
+    pub fn is_none(&self) -> bool {
+        *self == Self::None
+    }
 }
 
 /// Every snapshot of a repository: the manifests that parse, oldest first,
@@ -352,6 +362,7 @@ mod tests {
             size: 3,
             blob: Some(BlobId::parse(&"ab".repeat(32)).unwrap()),
             target: None,
+            compression: Default::default(),
         };
         let json = serde_json::to_string(&entry).unwrap();
         assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry);

@@ -252,6 +252,7 @@ mod tests {
             size: 0,
             blob: None,
             target: None,
+            compression: Default::default(),
         }
     }
 

@@ -138,6 +138,49 @@ impl LocalRepo {
         Ok(f)
     }
 
+    /// The content of a file entry, decoded from its blob (decompressed,
+    /// and decrypted in an encrypted repository).
+    ///
+    /// # Errors
+    /// When the entry has no blob or the blob cannot be opened.
+    pub fn open_entry(
+        &self,
+        e: &super::manifest::Entry,
+    ) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        let blob = e
+            .blob
+            .as_ref()
+            .ok_or_else(|| io::Error::other(format!("`{}` has no blob", e.path)))?;
+        self.open_decoded(blob, e.compression)
+    }
+
+    /// The uncompressed stream of an artifact (e.g. a database dump).
+    ///
+    /// # Errors
+    /// When the blob cannot be opened.
+    pub fn open_artifact(
+        &self,
+        a: &super::manifest::Artifact,
+    ) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        self.open_decoded(&a.blob, a.compression)
+    }
+
+    /// A blob's bytes as they were before they were stored.
+    ///
+    /// # Errors
+    /// When it cannot be opened.
+    pub fn open_decoded(
+        &self,
+        blob: &BlobId,
+        compression: super::manifest::Compression,
+    ) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        let f = self.open_blob(blob)?;
+        Ok(match compression {
+            super::manifest::Compression::None => Box::new(f),
+            super::manifest::Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(f)?),
+        })
+    }
+
     /// Where blobs a verify found damaged are kept: out of the way of every
     /// reuse (a backup stores their content again), never deleted by it.
     pub fn damaged_dir(&self) -> PathBuf {

@@ -62,6 +62,7 @@ pub fn ancestors(root: &Path, sub: &str) -> Vec<Entry> {
             size: 0,
             blob: None,
             target: None,
+            compression: Default::default(),
         });
     }
     out
@@ -185,6 +186,7 @@ mod tests {
                 crate::repo::names::BlobId::parse(&crate::repo::sha256_hex(content)).unwrap(),
             ),
             target: None,
+            compression: Default::default(),
         }
     }
 

@@ -113,6 +113,7 @@ fn entry(root: &Beneath, w: &Walked, kind: Kind) -> Result<Entry, CaptureError> 
         size: 0,
         blob: None,
         target: None,
+        compression: Default::default(),
     })
 }
 

@@ -34,11 +34,15 @@ impl Context {
 
     /// Open the repository, creating it on first use.
     pub fn open_or_init_repo(&self) -> Result<LocalRepo, CommandError> {
-        LocalRepo::open_or_init(self.repo_path()).class(Failure::Repository)
+        LocalRepo::open_or_init(self.repo_path())
+            .map(|r| r.with_compression_level(self.config.backup.compression_level))
+            .class(Failure::Repository)
     }
 
     pub fn open_repo(&self) -> Result<LocalRepo, CommandError> {
-        LocalRepo::open(self.repo_path()).class(Failure::Repository)
+        LocalRepo::open(self.repo_path())
+            .map(|r| r.with_compression_level(self.config.backup.compression_level))
+            .class(Failure::Repository)
     }
 
     /// mailcow.conf, the services runtime and the repository, shared by all plugin calls.

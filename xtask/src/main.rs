@@ -127,12 +127,13 @@ fn test(extra: &[String]) -> Result<()> {
 /// debootstrap and compose for the Docker end-to-end test's images and
 /// project. Installed when missing and running as root; otherwise the exact
 /// command is printed. This is the only list: CI relies on it too.
-const PACKAGES: [(&str, &str); 11] = [
+const PACKAGES: [(&str, &str); 12] = [
     ("mariadbd", "mariadb-server"),
     ("mariadb", "mariadb-client"),
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
     ("zstd", "zstd"),
+    ("jq", "jq"),
     ("sshd", "openssh-server"),
     ("rsync", "rsync"),
     ("systemd-analyze", "systemd"),

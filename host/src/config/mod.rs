@@ -276,6 +276,13 @@ pub struct BackupSection {
     /// Where third-party plugins are dropped (they run only once approved in [plugins.<name>]).
     #[serde(default = "default_plugin_dir")]
     pub plugin_dir: PathBuf,
+    /// zstd level for stored file contents: 1 (fast) to 19 (small), 0 for none.
+    #[serde(default = "default_compression_level")]
+    pub compression_level: i32,
+}
+
+fn default_compression_level() -> i32 {
+    crate::repo::content::DEFAULT_LEVEL
 }
 
 impl Default for BackupSection {
@@ -287,6 +294,7 @@ impl Default for BackupSection {
             cache_dir: default_cache(),
             lock_file: default_lock(),
             plugin_dir: default_plugin_dir(),
+            compression_level: default_compression_level(),
         }
     }
 }
@@ -366,6 +374,14 @@ pub struct StorageBoxRepository {
     /// Connection and keep-alive timeout.
     #[serde(default = "box_timeout")]
     pub timeout_seconds: u32,
+    /// rsync streams at once over the one connection (a Storage Box takes
+    /// at most 10 sessions per account).
+    #[serde(default = "box_streams")]
+    pub streams: u32,
+}
+
+fn box_streams() -> u32 {
+    4
 }
 
 fn local_daily() -> u32 {
@@ -526,6 +542,12 @@ impl Config {
                 config.backup.threads
             )));
         }
+        if !(0..=19).contains(&config.backup.compression_level) {
+            return Err(invalid(format!(
+                "[backup] compression-level = {} must be between 0 (none) and 19",
+                config.backup.compression_level
+            )));
+        }
         if config.limits.memory_mib < 4 {
             return Err(invalid("[limits] memory-mib must be at least 4".into()));
         }
@@ -564,6 +586,14 @@ impl Config {
                     "[notify.healthchecks] timeout-seconds must be between 1 and 120".into(),
                 ));
             }
+        }
+        if let Some(b) = &config.repository.storagebox
+            && !(1..=8).contains(&b.streams)
+        {
+            return Err(invalid(format!(
+                "[repository.storagebox] streams = {} must be between 1 and 8 (a Storage Box allows 10 sessions per account)",
+                b.streams
+            )));
         }
         if let Some(m) = &config.metrics
             && (m.textfile.extension().is_none_or(|e| e != "prom") || !m.textfile.is_absolute())

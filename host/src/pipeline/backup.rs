@@ -245,12 +245,12 @@ async fn back_up(
     let _ = fs_err::remove_dir_all(&scratch);
     let captured = captured?;
 
-    let manifest = assemble(
+    let mut manifest = assemble(
         snapshot_facts(&plan.env, repo, id.clone(), started)?,
         captured.records,
         &plan.needs(),
     );
-    let path = publish(&plan.env, repo, &manifest)?;
+    let path = publish(&plan.env, repo, &mut manifest)?;
     let sync = match (&ctx.config.repository.storagebox, input.local_only) {
         (Some(_), false) => Some(sync::sync_snapshot(ctx, repo, &manifest).await?),
         _ => None,
@@ -301,7 +301,11 @@ fn snapshot_facts(
 }
 
 /// Write the manifest last, atomically: from here on the snapshot exists.
-fn publish(env: &RunEnv, repo: &LocalRepo, manifest: &Manifest) -> Result<PathBuf, CommandError> {
+fn publish(
+    env: &RunEnv,
+    repo: &LocalRepo,
+    manifest: &mut Manifest,
+) -> Result<PathBuf, CommandError> {
     for w in manifest
         .warnings
         .iter()
@@ -599,6 +603,7 @@ pub fn assemble(
         mailcow: facts.mailcow,
         components: records,
         warnings,
+        trees: Vec::new(),
     }
 }
 

@@ -6,6 +6,8 @@
 //! not checked (the connection dropped) is recorded, and the next sync checks
 //! it first.
 
+use futures_util::StreamExt;
+
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::pipeline::prune::{self, PruneReport};
@@ -157,33 +159,17 @@ async fn send_blobs(
         "{target}: sending and checking {} blobs",
         new.len()
     ));
+    // Several batches travel at once (each its own rsync over the one
+    // connection), so one batch is checked on the box while the next ones
+    // upload. Each is recorded in the index as soon as it is verified.
+    let streams = remote.streams();
     let mut bytes = 0;
-    for (n, batch) in new.chunks(UPLOAD_BATCH).enumerate() {
-        let n = (n + 1).to_string();
-        let hashes: Vec<BlobId> = batch.iter().map(|(b, _)| b.clone()).collect();
-        crate::failpoint::hit_at("box-upload-before", &n);
-        let stats = remote
-            .upload_blobs(local, &hashes)
-            .await
-            .map_err(|e| unpublished(target, m, e))?;
-        bytes += stats.bytes_sent;
-        crate::failpoint::hit_at("box-upload-after", &n);
-        let problems = remote
-            .verify_blobs(local, batch)
-            .await
-            .map_err(|e| unpublished(target, m, e))?;
-        // Only blobs verified on the box enter the index: a run killed before
-        // this point leaves them out, and the next run checks them again.
-        if let Some(p) = problems.first() {
-            return Err(fail(
-                Failure::Verify,
-                format!(
-                    "{target}: {p} ({} problems); the snapshot was not published on the box, the next run sends the blobs again",
-                    problems.len()
-                ),
-            ));
-        }
-        crate::failpoint::hit_at("box-verified", &n);
+    let mut batches = futures_util::stream::iter(new.chunks(UPLOAD_BATCH).enumerate())
+        .map(|(n, batch)| send_batch(remote, target, local, m, n + 1, batch))
+        .buffer_unordered(streams);
+    while let Some(done) = batches.next().await {
+        let (n, hashes, sent) = done?;
+        bytes += sent;
         index.blobs.extend(hashes);
         index.save().class(Failure::Transport)?;
         crate::failpoint::hit_at("box-index-saved", &n);
@@ -193,6 +179,43 @@ async fn send_blobs(
         blobs: new.len(),
         bytes,
     })
+}
+
+/// Upload one batch and check it on the box. Returns its number (for the
+/// failpoints), its blobs and the bytes rsync sent.
+async fn send_batch(
+    remote: &BoxRepo,
+    target: &str,
+    local: &LocalRepo,
+    m: &Manifest,
+    n: usize,
+    batch: &[(BlobId, String)],
+) -> Result<(String, Vec<BlobId>, u64), CommandError> {
+    let n = n.to_string();
+    let hashes: Vec<BlobId> = batch.iter().map(|(b, _)| b.clone()).collect();
+    crate::failpoint::hit_at("box-upload-before", &n);
+    let stats = remote
+        .upload_blobs(local, &hashes)
+        .await
+        .map_err(|e| unpublished(target, m, e))?;
+    crate::failpoint::hit_at("box-upload-after", &n);
+    let problems = remote
+        .verify_blobs(local, batch)
+        .await
+        .map_err(|e| unpublished(target, m, e))?;
+    // Only blobs verified on the box enter the index: a run killed before
+    // this point leaves them out, and the next run checks them again.
+    if let Some(p) = problems.first() {
+        return Err(fail(
+            Failure::Verify,
+            format!(
+                "{target}: {p} ({} problems); the snapshot was not published on the box, the next run sends the blobs again",
+                problems.len()
+            ),
+        ));
+    }
+    crate::failpoint::hit_at("box-verified", &n);
+    Ok((n, hashes, stats.bytes_sent))
 }
 
 /// A failure before the manifest went up: the box holds no new snapshot.

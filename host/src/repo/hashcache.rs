@@ -5,6 +5,7 @@
 //! make the nightly run re-read most of the mail store.
 
 use crate::repo::beneath::Meta;
+use crate::repo::manifest::Compression;
 use crate::repo::names::BlobId;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,9 +28,18 @@ impl Stamp {
     }
 }
 
-/// (device, inode) → (stamp, SHA-256).
+/// (device, inode) → (stamp, blob, blob size, zstd?).
 type Key = (u64, u64);
-type Value = (Stamp, [u8; 32]);
+type Value = (Stamp, [u8; 32], u64, bool);
+
+/// What the cache knows of a file's content: the blob it is stored in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    pub blob: BlobId,
+    /// Bytes in the blob.
+    pub stored: u64,
+    pub compression: Compression,
+}
 type Entries = HashMap<Key, Value>;
 
 /// Read from its file on first use only: most commands never capture a file
@@ -39,7 +49,8 @@ pub struct HashCache {
     map: OnceLock<Mutex<Entries>>,
 }
 
-const HEADER: &str = "# cshost hash cache v1: dev ino size mtime mtime_ns sha256";
+const HEADER: &str =
+    "# cshost hash cache v2: dev ino size mtime mtime_ns blob stored-size zstd(0|1)";
 
 impl HashCache {
     /// A cache that is never saved (for one-off runs and tests).
@@ -66,17 +77,27 @@ impl HashCache {
             .expect("hash cache lock")
     }
 
-    pub fn lookup(&self, m: &Meta) -> Option<BlobId> {
+    pub fn lookup(&self, m: &Meta) -> Option<Cached> {
         match self.entries().get(&(m.dev, m.ino)) {
-            Some((stamp, hash)) if *stamp == Stamp::of(m) => Some(BlobId::of_digest(hash)),
+            Some((stamp, hash, stored, zstd)) if *stamp == Stamp::of(m) => Some(Cached {
+                blob: BlobId::of_digest(hash),
+                stored: *stored,
+                compression: if *zstd {
+                    Compression::Zstd
+                } else {
+                    Compression::None
+                },
+            }),
             _ => None,
         }
     }
 
-    pub fn insert(&self, m: &Meta, hash: &BlobId) {
+    pub fn insert(&self, m: &Meta, c: &Cached) {
         let mut bytes = [0u8; 32];
-        if hex::decode_to_slice(hash.as_str(), &mut bytes).is_ok() {
-            self.entries().insert((m.dev, m.ino), (Stamp::of(m), bytes));
+        if hex::decode_to_slice(c.blob.as_str(), &mut bytes).is_ok() {
+            let zstd = c.compression == Compression::Zstd;
+            self.entries()
+                .insert((m.dev, m.ino), (Stamp::of(m), bytes, c.stored, zstd));
         }
     }
 
@@ -94,14 +115,15 @@ impl HashCache {
         let mut text = String::with_capacity(map.len() * 120 + HEADER.len() + 1);
         text.push_str(HEADER);
         text.push('\n');
-        for ((dev, ino), (s, hash)) in map.iter() {
+        for ((dev, ino), (s, hash, stored, zstd)) in map.iter() {
             let _ = writeln!(
                 text,
-                "{dev} {ino} {} {} {} {}",
+                "{dev} {ino} {} {} {} {} {stored} {}",
                 s.size,
                 s.mtime,
                 s.mtime_ns,
-                hex::encode(hash)
+                hex::encode(hash),
+                u8::from(*zstd)
             );
         }
         if let Some(dir) = path.parent() {
@@ -140,7 +162,13 @@ fn parse_line(line: &str) -> Option<(Key, Value)> {
     };
     let mut hash = [0u8; 32];
     hex::decode_to_slice(it.next()?, &mut hash).ok()?;
-    Some(((dev, ino), (stamp, hash)))
+    let stored = it.next()?.parse().ok()?;
+    let zstd = match it.next()? {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
+    Some(((dev, ino), (stamp, hash, stored, zstd)))
 }
 
 #[cfg(test)]
@@ -156,7 +184,11 @@ mod tests {
         let meta = |p: &Path| Meta::from(&fs_err::metadata(p).unwrap());
         let m = meta(&file);
         assert_eq!(cache.lookup(&m), None);
-        let id = BlobId::parse(&"ab".repeat(32)).unwrap();
+        let id = Cached {
+            blob: BlobId::parse(&"ab".repeat(32)).unwrap(),
+            stored: 2,
+            compression: Compression::Zstd,
+        };
         cache.insert(&m, &id);
         cache.save().unwrap();
         let cache = HashCache::load(&dir.path().join("cache"));

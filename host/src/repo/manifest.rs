@@ -10,17 +10,26 @@ use super::names::{
     ArtifactName, BlobId, ComponentName, LinkTarget, RelPath, SnapshotId, VolumeName,
 };
 
-/// The manifest format this build writes and reads.
-pub const FORMAT: u32 = 1;
+/// The repository format this build writes and reads. Format 1 (one JSON
+/// manifest holding every entry, blobs stored as they are) was never
+/// released and is refused.
+pub const FORMAT: u32 = 2;
 
 /// More bytes than any mail server holds (1 EiB): the sizes of a manifest
 /// add up to at most this, so sums of them, and the restore's margin on top,
 /// never overflow.
 pub const MAX_TOTAL_SIZE: u64 = 1 << 60;
 
+/// A snapshot. In memory (and in `--json` views) each volume is its list of
+/// entries; in a repository it is a root (`V` = the volume's tree object
+/// ids, see [`Root`]) whose entries live in content-addressed tree objects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Manifest {
+#[serde(
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    bound(deserialize = "V: Deserialize<'de>")
+)]
+pub struct Manifest<V = Vec<Entry>> {
     pub format: u32,
     pub id: SnapshotId,
     pub hostname: String,
@@ -29,11 +38,18 @@ pub struct Manifest {
     pub started: String,
     pub finished: String,
     pub mailcow: MailcowFacts,
-    pub components: BTreeMap<ComponentName, ComponentRecord>,
+    pub components: BTreeMap<ComponentName, ComponentRecord<V>>,
     /// Things an admin should know about this snapshot (e.g. vmail without crypt).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The tree objects holding the entries, once written or read.
+    #[serde(skip)]
+    pub trees: Vec<BlobId>,
 }
+
+/// A snapshot as its repository holds it: each volume is the list of tree
+/// objects whose entries, in order, are the volume's.
+pub type Root = Manifest<Vec<BlobId>>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -54,8 +70,12 @@ pub struct PluginRef {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ComponentRecord {
+#[serde(
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    bound(deserialize = "V: Deserialize<'de>")
+)]
+pub struct ComponentRecord<V = Vec<Entry>> {
     pub plugin: PluginRef,
     pub started: String,
     pub finished: String,
@@ -65,7 +85,7 @@ pub struct ComponentRecord {
     pub warnings: Vec<String>,
     /// Captured trees, per volume (short name, e.g. `vmail-vol-1`).
     #[serde(default)]
-    pub volumes: BTreeMap<VolumeName, Vec<Entry>>,
+    pub volumes: BTreeMap<VolumeName, V>,
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
 }
@@ -197,10 +217,171 @@ pub struct ManifestError {
     pub detail: String,
 }
 
+/// Parse JSON into `T`, naming the field that is wrong.
+fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], origin: &str) -> Result<T, ManifestError> {
+    let err = |detail: String| ManifestError {
+        origin: origin.to_string(),
+        detail,
+    };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        if at == "." || at.is_empty() {
+            err(inner.to_string())
+        } else {
+            err(format!("field `{at}`: {inner}"))
+        }
+    })
+}
+
+impl<V> Manifest<V> {
+    /// The format and id a manifest or root must carry.
+    fn check_header(&self, expected: Option<&SnapshotId>) -> Result<(), String> {
+        if self.format == 1 {
+            return Err(format!(
+                "it is in repository format 1, an unreleased format this cshost does not read \
+                 (it reads format {FORMAT}); back up into a new repository"
+            ));
+        }
+        if self.format != FORMAT {
+            return Err(format!(
+                "format {} is not supported by this cshost (it reads format {FORMAT})",
+                self.format
+            ));
+        }
+        if let Some(id) = expected
+            && *id != self.id
+        {
+            return Err(format!(
+                "its id `{}` differs from its file name `{}`",
+                self.id,
+                id.file_name()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The same snapshot with each volume mapped by `f`.
+    fn map_volumes<W, E>(
+        self,
+        mut f: impl FnMut(&ComponentName, &VolumeName, V) -> Result<W, E>,
+    ) -> Result<Manifest<W>, E> {
+        let mut components = BTreeMap::new();
+        for (name, c) in self.components {
+            let mut volumes = BTreeMap::new();
+            for (vol, v) in c.volumes {
+                let w = f(&name, &vol, v)?;
+                volumes.insert(vol, w);
+            }
+            let record = ComponentRecord {
+                plugin: c.plugin,
+                started: c.started,
+                finished: c.finished,
+                facts: c.facts,
+                warnings: c.warnings,
+                volumes,
+                artifacts: c.artifacts,
+            };
+            components.insert(name, record);
+        }
+        Ok(Manifest {
+            format: self.format,
+            id: self.id,
+            hostname: self.hostname,
+            cshost_version: self.cshost_version,
+            started: self.started,
+            finished: self.finished,
+            mailcow: self.mailcow,
+            components,
+            warnings: self.warnings,
+            trees: self.trees,
+        })
+    }
+}
+
+impl Root {
+    /// Parse a snapshot root from any repository (untrusted input). `origin`
+    /// names it in errors; `expected` is the id its file name gives, which
+    /// the root's own `id` must equal.
+    ///
+    /// # Errors
+    /// On malformed JSON, an invalid name, an unsupported format, or an `id`
+    /// that differs from the file name.
+    pub fn parse_root(
+        bytes: &[u8],
+        origin: &str,
+        expected: Option<&SnapshotId>,
+    ) -> Result<Self, ManifestError> {
+        let r: Root = from_json(bytes, origin)?;
+        r.check_header(expected).map_err(|detail| ManifestError {
+            origin: origin.to_string(),
+            detail,
+        })?;
+        Ok(r)
+    }
+
+    /// Every tree object the root names, in order.
+    pub fn tree_ids(&self) -> Vec<BlobId> {
+        let mut ids: Vec<BlobId> = Vec::new();
+        for c in self.components.values() {
+            for trees in c.volumes.values() {
+                ids.extend(trees.iter().cloned());
+            }
+        }
+        ids
+    }
+
+    /// The snapshot with each volume's entries read from its trees (by
+    /// `load`, which names the tree in its error), then checked as a whole.
+    ///
+    /// # Errors
+    /// When a tree cannot be read, or the entries fail the checks.
+    pub fn expand(
+        self,
+        origin: &str,
+        mut load: impl FnMut(&BlobId) -> Result<Vec<Entry>, String>,
+    ) -> Result<Manifest, ManifestError> {
+        let err = |detail: String| ManifestError {
+            origin: origin.to_string(),
+            detail,
+        };
+        let trees = self.tree_ids();
+        let mut m = self.map_volumes(|name, vol, trees: Vec<BlobId>| {
+            let mut entries = Vec::new();
+            for (i, t) in trees.iter().enumerate() {
+                let part = load(t)
+                    .map_err(|e| format!("tree {t} (`components.{name}.volumes.{vol}[{i}]`): {e}"))?;
+                entries.extend(part);
+            }
+            Ok::<_, String>(entries)
+        })
+        .map_err(err)?;
+        m.trees = trees;
+        m.check().map_err(err)?;
+        Ok(m)
+    }
+}
+
 impl Manifest {
-    /// Parse and check a manifest from any repository (untrusted input).
-    /// `origin` names it in errors; `expected` is the id its file name gives,
-    /// which the manifest's own `id` must equal.
+    /// The root of this snapshot: each volume split into tree objects, each
+    /// stored by `store`, which returns its blob id.
+    ///
+    /// # Errors
+    /// What `store` returns.
+    pub fn to_root<E>(&self, mut store: impl FnMut(&[Entry]) -> Result<BlobId, E>) -> Result<Root, E> {
+        let mut root = self.clone().map_volumes(|_, _, entries: Vec<Entry>| {
+            super::tree::split(&entries)
+                .into_iter()
+                .map(&mut store)
+                .collect::<Result<Vec<BlobId>, E>>()
+        })?;
+        root.trees = root.tree_ids();
+        Ok(root)
+    }
+
+    /// Parse and check a snapshot written out whole, entries inline (the
+    /// `--json` view; also what the manifest fuzz target feeds).
     ///
     /// # Errors
     /// On malformed JSON, an invalid name or path, an unsupported format, or
@@ -214,31 +395,8 @@ impl Manifest {
             origin: origin.to_string(),
             detail,
         };
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let m: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
-            let at = e.path().to_string();
-            let inner = e.into_inner();
-            if at == "." || at.is_empty() {
-                err(inner.to_string())
-            } else {
-                err(format!("field `{at}`: {inner}"))
-            }
-        })?;
-        if m.format != FORMAT {
-            return Err(err(format!(
-                "format {} is not supported by this cshost (it reads format {FORMAT})",
-                m.format
-            )));
-        }
-        if let Some(id) = expected
-            && *id != m.id
-        {
-            return Err(err(format!(
-                "its id `{}` differs from its file name `{}`",
-                m.id,
-                id.file_name()
-            )));
-        }
+        let m: Manifest = from_json(bytes, origin)?;
+        m.check_header(expected).map_err(err)?;
         m.check().map_err(err)?;
         Ok(m)
     }
@@ -307,6 +465,9 @@ impl Manifest {
     pub fn blobs(&self) -> BTreeMap<&BlobId, String> {
         let mut out = BTreeMap::new();
         out.insert(&self.mailcow.conf_blob, "mailcow.conf".to_string());
+        for t in &self.trees {
+            out.entry(t).or_insert_with(|| "a tree object".to_string());
+        }
         for (name, c) in &self.components {
             for (vol, entries) in &c.volumes {
                 for e in entries {
@@ -386,7 +547,7 @@ mod tests {
                 })
                 .collect();
             serde_json::json!({
-                "format": 1, "id": "s1", "hostname": "h", "cshost-version": "0.1.0",
+                "format": 2, "id": "s1", "hostname": "h", "cshost-version": "0.1.0",
                 "started": "", "finished": "",
                 "mailcow": {"project": "p", "maildir-sub": null, "arch": "x86_64", "conf-blob": blob},
                 "components": {"crypt": {

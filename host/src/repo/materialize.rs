@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::beneath::{self, Beneath};
 use super::capture::Counts;
-use super::manifest::{Entry, Kind};
+use super::manifest::{Compression, Entry, Kind};
 use super::store::LocalRepo;
 
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +229,22 @@ fn write_file(
         .open_blob(blob)
         .map_err(io_err(&repo.blob_path(blob)))?;
     let dst = root.create_file(rel, 0o600).map_err(at(root, e))?;
-    let n = super::sparse::copy(&src, &dst, buf).map_err(at(root, e))?;
+    let n = match e.compression {
+        Compression::None => super::sparse::copy(&src, &dst, buf).map_err(at(root, e))?,
+        Compression::Zstd => {
+            let mut dec = zstd::stream::read::Decoder::new(src)
+                .map_err(io_err(&repo.blob_path(blob)))?;
+            super::sparse::copy_stream(&mut dec, &dst, buf)
+                .map_err(io_err(&repo.blob_path(blob)))?
+        }
+    };
+    if n != e.size {
+        return Err(io_err(&repo.blob_path(blob))(io::Error::other(format!(
+            "holds {n} bytes of content where the snapshot says `{}` has {}; \
+             run `cshost verify --full` and restore another snapshot",
+            e.path, e.size
+        ))));
+    }
     set_fd_meta(&dst, e, chown).map_err(at(root, e))?;
     Ok(Some(n))
 }

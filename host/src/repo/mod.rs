@@ -1,22 +1,27 @@
-//! The repository: content-addressed blobs named by the SHA-256 of their
-//! bytes, and one manifest per complete snapshot, written last and atomically.
+//! The repository (format 2): content-addressed blobs named by the SHA-256
+//! of their stored bytes, and one small root per complete snapshot, written
+//! last and atomically, naming the tree objects that hold its entries.
 //!
 //! ```text
 //! <repo>/cshost-repo.toml      format, creation time, hash algorithm
-//! <repo>/blobs/ab/abcdef…      stored bytes; the name is their SHA-256
-//! <repo>/snapshots/<id>.json   one manifest per complete snapshot
+//! <repo>/blobs/ab/abcdef…      file contents (zstd where it paid) and tree
+//!                              objects (zstd JSON); the name is the SHA-256
+//!                              of the bytes stored
+//! <repo>/snapshots/<id>.json   one root per complete snapshot
 //! <repo>/damaged/abcdef…       blobs a verify found damaged, kept aside
 //! ```
 
 pub mod artifact;
 pub mod beneath;
 pub mod capture;
+pub mod content;
 pub mod hashcache;
 pub mod manifest;
 pub mod materialize;
 pub mod names;
 pub mod sparse;
 pub mod store;
+pub mod tree;
 pub mod verify;
 
 pub use store::{LocalRepo, RepoError};

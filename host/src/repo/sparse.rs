@@ -158,6 +158,39 @@ pub fn copy(src: &File, dst: &File, buf: &mut Vec<u8>) -> io::Result<u64> {
     copy_segments(src, dst, buf)
 }
 
+/// Write a stream (a decompressed blob) to `dst`, leaving a hole wherever a
+/// whole aligned unit is zeros, as [`copy`] does for a file's data.
+///
+/// # Errors
+/// On a read or write failure.
+pub fn copy_stream(src: &mut dyn io::Read, dst: &File, buf: &mut Vec<u8>) -> io::Result<u64> {
+    buf.resize(1 << 20, 0);
+    let mut pos = 0u64;
+    loop {
+        // Fill whole units where the stream allows, so zero units line up.
+        let mut n = 0;
+        while n < buf.len() {
+            match src.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        for unit in buf[..n].chunks(HOLE_UNIT) {
+            if !(unit.len() == HOLE_UNIT && all_zero(unit)) {
+                dst.write_all_at(unit, pos)?;
+            }
+            pos += unit.len() as u64;
+        }
+    }
+    dst.set_len(pos)?;
+    Ok(pos)
+}
+
 fn copy_segments(src: &File, dst: &File, buf: &mut [u8]) -> io::Result<u64> {
     let mut pos = 0u64;
     let len = read_segments(src, buf, |p| {

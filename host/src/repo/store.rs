@@ -14,6 +14,8 @@ use super::manifest::{self, Manifest, ManifestError};
 use super::names::{BlobId, SnapshotId};
 
 const MARKER: &str = "cshost-repo.toml";
+/// A stored tree object is never larger than this (it holds a few hundred entries).
+const MAX_TREE_BLOB: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -27,6 +29,8 @@ pub enum RepoError {
     NoSnapshot { id: String, path: PathBuf },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error("repository marker `{path}`: {detail}")]
+    Format { path: PathBuf, detail: String },
     #[error("the repository `{path}` has no snapshots yet; run `cshost backup` first")]
     Empty { path: PathBuf },
     #[error(
@@ -42,6 +46,27 @@ pub enum RepoError {
     },
 }
 
+/// The format a repository marker declares, when this build reads it. Pure.
+///
+/// # Errors
+/// A message saying what is wrong and what to do.
+pub fn marker_format(text: &str) -> Result<u32, String> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("not a cshost marker: {}", e.message()))?;
+    match table.get("format").and_then(toml::Value::as_integer) {
+        Some(2) => Ok(2),
+        Some(1) => Err(
+            "the repository is in format 1, an unreleased format this cshost does not read \
+             (it reads format 2); point the repository at a new, empty directory"
+                .into(),
+        ),
+        Some(n) => Err(format!(
+            "format {n} is not one this cshost reads (it reads format 2); use the cshost that wrote it"
+        )),
+        None => Err("it names no `format`".into()),
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
     move |source| RepoError::Io {
         path: path.to_path_buf(),
@@ -52,6 +77,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
 pub struct LocalRepo {
     root: PathBuf,
     tmp_seq: AtomicU64,
+    /// zstd level for file contents; 0 stores them as they are.
+    level: i32,
 }
 
 impl LocalRepo {
@@ -89,18 +116,36 @@ impl LocalRepo {
     /// # Errors
     /// When `root` is not a cshost repository.
     pub fn open(root: &Path) -> Result<Self, RepoError> {
-        if !root.join(MARKER).is_file() {
+        let marker = root.join(MARKER);
+        if !marker.is_file() {
             return Err(RepoError::NotARepo { path: root.into() });
         }
+        let text = fs_err::read_to_string(&marker).map_err(io_err(&marker))?;
+        marker_format(&text).map_err(|detail| RepoError::Format {
+            path: marker.clone(),
+            detail,
+        })?;
         fs_err::create_dir_all(root.join("tmp")).map_err(io_err(root))?;
         Ok(Self {
             root: root.into(),
             tmp_seq: AtomicU64::new(0),
+            level: super::content::DEFAULT_LEVEL,
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Set the zstd level for file contents (0: none).
+    #[must_use]
+    pub fn with_compression_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+
+    pub fn compression_level(&self) -> i32 {
+        self.level
     }
 
     pub fn blob_path(&self, hash: &BlobId) -> PathBuf {
@@ -308,20 +353,63 @@ impl LocalRepo {
         })
     }
 
+    /// Store bytes as they are, named by their hash.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn put_stored(&self, bytes: &[u8]) -> Result<Stored, RepoError> {
+        let hash = BlobId::of_bytes(bytes);
+        let new = self.put(&hash, bytes)?;
+        Ok(Stored {
+            hash,
+            size: bytes.len() as u64,
+            raw: bytes.len() as u64,
+            compression: super::manifest::Compression::None,
+            new,
+        })
+    }
+
     /// Make everything written so far durable, then publish the manifest under
     /// its final name. Until this returns, the snapshot does not exist.
     ///
     /// # Errors
     /// On I/O failure; nothing is published then.
-    pub fn publish(&self, manifest: &Manifest) -> Result<PathBuf, RepoError> {
+    pub fn publish(&self, manifest: &mut Manifest) -> Result<PathBuf, RepoError> {
+        let root = manifest.to_root(|piece| self.put_tree(piece))?;
+        manifest.trees = root.trees.clone();
         self.refuse_damaged(manifest)?;
         sync_filesystem(&self.root)?;
-        let json = serde_json::to_vec(manifest).expect("manifests serialise");
+        let json = serde_json::to_vec(&root).expect("roots serialise");
         let path = self.root.join(manifest.id.rel_path());
         fs_err::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
         crate::failpoint::hit("local-publish-before-rename");
         write_atomic(&path, &json, 0o600)?;
         Ok(path)
+    }
+
+    /// Store one tree object; returns its blob id.
+    fn put_tree(&self, piece: &[super::manifest::Entry]) -> Result<BlobId, RepoError> {
+        Ok(self.put_stored(&super::tree::encode(piece))?.hash)
+    }
+
+    /// Read a tree object, checked against its name (a damaged one is named
+    /// as such, not reported as a parse error).
+    ///
+    /// # Errors
+    /// A message naming what is wrong with it.
+    pub fn read_tree(&self, id: &BlobId) -> Result<Vec<super::manifest::Entry>, String> {
+        let path = self.blob_path(id);
+        let mut bytes = Vec::new();
+        self.open_blob(id)
+            .and_then(|f| io::Read::read_to_end(&mut io::Read::take(f, MAX_TREE_BLOB), &mut bytes))
+            .map_err(|e| format!("`{}`: {e}", path.display()))?;
+        if super::sha256_hex(&bytes) != id.as_str() {
+            return Err(format!(
+                "`{}` is damaged (its content does not hash to its name)",
+                path.display()
+            ));
+        }
+        super::tree::decode(&bytes).map_err(|e| format!("`{}`: {e}", path.display()))
     }
 
     /// A snapshot never references a blob known damaged: each one it needs
@@ -427,11 +515,9 @@ impl LocalRepo {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        Ok(Manifest::parse(
-            &bytes,
-            &path.display().to_string(),
-            Some(id),
-        )?)
+        let origin = path.display().to_string();
+        let root = super::manifest::Root::parse_root(&bytes, &origin, Some(id))?;
+        Ok(root.expand(&origin, |t| self.read_tree(t))?)
     }
 }
 
@@ -538,11 +624,16 @@ impl Write for BlobWriter<'_> {
     }
 }
 
-/// A stored blob: its name and whether this write added it.
+/// A stored blob: its name, its stored and content sizes, and whether this
+/// write added it.
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub hash: BlobId,
+    /// Bytes in the blob.
     pub size: u64,
+    /// Bytes of the content (before compression).
+    pub raw: u64,
+    pub compression: super::manifest::Compression,
     pub new: bool,
 }
 
@@ -565,6 +656,8 @@ impl BlobWriter<'_> {
         Ok(Stored {
             hash,
             size: self.size,
+            raw: self.size,
+            compression: super::manifest::Compression::None,
             new,
         })
     }
@@ -637,18 +730,18 @@ mod tests {
         let id = BlobId::of_bytes(b"DBPASS=x");
         repo.put(&id, b"DBPASS=x").unwrap();
         let json = format!(
-            r#"{{"format":1,"id":"20260101T000000Z-a1","hostname":"h","cshost-version":"0",
+            r#"{{"format":2,"id":"20260101T000000Z-a1","hostname":"h","cshost-version":"0",
             "started":"s","finished":"f","components":{{}},
             "mailcow":{{"project":"p","maildir-sub":null,"arch":"x86_64","conf-blob":"{id}"}}}}"#
         );
-        let m = Manifest::parse(json.as_bytes(), "test", None).unwrap();
+        let mut m = Manifest::parse(json.as_bytes(), "test", None).unwrap();
         repo.quarantine(&id).unwrap();
-        let err = repo.publish(&m).unwrap_err();
+        let err = repo.publish(&mut m).unwrap_err();
         assert!(matches!(err, RepoError::Damaged { .. }), "{err}");
         assert!(repo.snapshot_ids().unwrap().is_empty());
         // Stored again (a sound copy): published, and the damaged copy goes.
         repo.put(&id, b"DBPASS=x").unwrap();
-        repo.publish(&m).unwrap();
+        repo.publish(&mut m).unwrap();
         assert!(repo.damaged().unwrap().is_empty());
         // A damaged copy no kept snapshot needs goes with the garbage.
         repo.quarantine(&id).unwrap();

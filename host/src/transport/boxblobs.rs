@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::boxcaps::absent;
 use super::rsync::{self, Stats};
-use super::storagebox::{BATCH, BoxRepo, TransportError, local_err};
+use super::storagebox::{BATCH, BoxRepo, TransportError};
 use crate::repo::LocalRepo;
 use crate::repo::names::BlobId;
 use crate::repo::verify::Problem;
@@ -166,9 +166,7 @@ impl BoxRepo {
             }
         }
         if !absent.is_empty() {
-            let dir = self.cache.join("readback");
-            let _ = fs_err::remove_dir_all(&dir);
-            fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
+            let dir = self.scratch_dir("readback")?;
             let lines: Vec<String> = absent.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("readback.list", &lines)?;
             // Missing files make rsync exit 23; each absent one is reported below.

@@ -135,6 +135,10 @@ impl BoxRepo {
         let Some(text) = self.fetch_marker().await? else {
             return Ok(None);
         };
+        crate::repo::store::marker_format(&text).map_err(|detail| TransportError::Refused {
+            target: self.target(),
+            message: format!("repository `{}`: {detail}", self.path(MARKER)),
+        })?;
         if let Some(id) = marker_id(&text).map_err(|e| self.unreadable(e))? {
             return Ok(Some(id));
         }

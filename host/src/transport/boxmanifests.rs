@@ -6,7 +6,7 @@
 use super::rsync::{self, Stats};
 use super::storagebox::{BoxRepo, TransportError, local_err};
 use crate::repo::LocalRepo;
-use crate::repo::manifest::{Catalog, Manifest};
+use crate::repo::manifest::{Catalog, Manifest, ManifestError, Root};
 use crate::repo::names::SnapshotId;
 
 impl BoxRepo {
@@ -97,8 +97,7 @@ impl BoxRepo {
                 Err(e) => return Err(e),
             }
         }
-        let dir = self.cache.join("readback-file");
-        fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
+        let dir = self.scratch_dir("readback-file")?;
         let dest = dir.join("file");
         self.rsync(
             &["-t".into()],
@@ -128,11 +127,19 @@ impl BoxRepo {
             .collect();
         ids.sort();
         let mut catalog = Catalog::default();
+        let mut roots = Vec::new();
         for id in ids {
             let path = dir.join(id.file_name());
             let bytes = fs_err::read(&path).map_err(local_err(&path))?;
             let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
-            match Manifest::parse(&bytes, &origin, Some(&id)) {
+            match Root::parse_root(&bytes, &origin, Some(&id)) {
+                Ok(r) => roots.push((r, origin)),
+                Err(e) => catalog.unreadable.push(e),
+            }
+        }
+        let trees = self.fetch_trees(roots.iter().map(|(r, _)| r)).await?;
+        for (root, origin) in roots {
+            match expand(&trees, root, &origin) {
                 Ok(m) => catalog.manifests.push(m),
                 Err(e) => catalog.unreadable.push(e),
             }
@@ -156,6 +163,37 @@ impl BoxRepo {
         .await?;
         let bytes = fs_err::read(&dest).map_err(local_err(&dest))?;
         let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
-        Ok(Manifest::parse(&bytes, &origin, Some(id))?)
+        let root = Root::parse_root(&bytes, &origin, Some(id))?;
+        let trees = self.fetch_trees([&root]).await?;
+        Ok(expand(&trees, root, &origin)?)
     }
+
+    /// The tree objects `roots` name, in a cache of trees fetched earlier
+    /// (content-addressed, and checked against their names on every read,
+    /// so the cache needs no trust); the missing ones come from the box.
+    async fn fetch_trees<'r>(
+        &self,
+        roots: impl IntoIterator<Item = &'r Root>,
+    ) -> Result<LocalRepo, TransportError> {
+        let dir = self.cache.join("trees");
+        let trees = LocalRepo::open_or_init(&dir).map_err(|e| TransportError::Local {
+            path: dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut wanted: Vec<_> = roots.into_iter().flat_map(Root::tree_ids).collect();
+        wanted.sort();
+        wanted.dedup();
+        self.download_blobs(&trees, &wanted).await?;
+        Ok(trees)
+    }
+}
+
+/// A root with its entries from the trees fetched; a damaged tree leaves the
+/// cache, so the next read fetches it again.
+fn expand(trees: &LocalRepo, root: Root, origin: &str) -> Result<Manifest, ManifestError> {
+    root.expand(origin, |t| {
+        trees.read_tree(t).inspect_err(|_| {
+            let _ = fs_err::remove_file(trees.blob_path(t));
+        })
+    })
 }

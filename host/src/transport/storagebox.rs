@@ -91,7 +91,24 @@ pub struct BoxRepo {
     pub(super) caps: Mutex<Caps>,
     pub(super) cache: PathBuf,
     ssh: String,
+    /// Names the list files and scratch directories of concurrent transfers.
+    seq: std::sync::atomic::AtomicU64,
     _master: MasterGuard,
+}
+
+/// A `--files-from` list on disk, deleted when dropped.
+pub(super) struct ListFile(PathBuf);
+
+impl ListFile {
+    pub(super) fn display(&self) -> std::path::Display<'_> {
+        self.0.display()
+    }
+}
+
+impl Drop for ListFile {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_file(&self.0);
+    }
 }
 
 const LOST_HINT: &str = "check the network and that the box is up, then run again: what already arrived on the box is not sent again";
@@ -234,6 +251,7 @@ impl BoxRepo {
             caps: Mutex::new(Caps::default()),
             cache,
             ssh,
+            seq: std::sync::atomic::AtomicU64::new(0),
             _master: master,
         };
         let caps = repo.load_or_probe_caps().await?;
@@ -359,19 +377,38 @@ impl BoxRepo {
         format!("{}@{}:{}", self.cfg.user, self.cfg.host, self.path(rel))
     }
 
+    /// A file listing paths for rsync's `--files-from`, removed when the
+    /// guard goes. Each has its own name: several transfers run at once.
     pub(super) fn list_file(
         &self,
         name: &str,
         lines: &[String],
-    ) -> Result<PathBuf, TransportError> {
-        let path = self.cache.join(name);
+    ) -> Result<ListFile, TransportError> {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.cache.join(format!("{n}-{name}"));
         fs_err::write(&path, lines.join("\n") + "\n").map_err(local_err(&path))?;
-        Ok(path)
+        Ok(ListFile(path))
+    }
+
+    /// A directory of its own under the cache (emptied first), for one transfer.
+    pub(super) fn scratch_dir(&self, name: &str) -> Result<PathBuf, TransportError> {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.cache.join(format!("{n}-{name}"));
+        let _ = fs_err::remove_dir_all(&dir);
+        fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
+        Ok(dir)
+    }
+
+    /// How many transfers may run at once.
+    pub fn streams(&self) -> usize {
+        self.cfg.streams.max(1) as usize
     }
 
     pub(super) fn bwlimit(&self) -> Vec<String> {
         if self.cfg.bwlimit_kib > 0 {
-            vec![format!("--bwlimit={}", self.cfg.bwlimit_kib)]
+            // Shared by the streams that upload at once.
+            let each = (self.cfg.bwlimit_kib / self.streams() as u32).max(1);
+            vec![format!("--bwlimit={each}")]
         } else {
             vec![]
         }

@@ -89,11 +89,11 @@ fn plant(snapshots: &Path, good: &Value, id: &str, name: &str, f: &dyn Fn(&mut V
     let mut m = good.clone();
     m["id"] = id.into();
     f(&mut m);
-    let mut bytes = serde_json::to_vec(&m).unwrap();
+    let mut bytes = write_snapshot(snapshots.parent().unwrap(), id, &m);
     if name == "truncated" {
         bytes.truncate(bytes.len() / 2);
+        std::fs::write(snapshots.join(format!("{id}.json")), bytes).unwrap();
     }
-    std::fs::write(snapshots.join(format!("{id}.json")), bytes).unwrap();
 }
 
 fn assert_refused(o: &std::process::Output, what: &str, manifest_hint: &str) {

@@ -19,6 +19,7 @@ mod monitoring;
 mod noconfig;
 mod ops;
 mod plugins;
+mod recovery;
 mod restore;
 mod sandbox;
 mod storagebox;

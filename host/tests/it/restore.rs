@@ -163,10 +163,9 @@ fn a_failure_midway_puts_every_replaced_volume_back_and_restarts_services() {
     // The snapshot claims rspamd came from another architecture, so the rspamd
     // step fails after crypt and redis have already been restored.
     let id = &w.snapshots()[0];
-    let path = w.repo.join("snapshots").join(format!("{id}.json"));
     let mut m = w.manifest(id);
     m["components"]["rspamd"]["facts"]["arch"] = "aarch64".into();
-    std::fs::write(&path, m.to_string()).unwrap();
+    write_snapshot(&w.repo, id, &m);
 
     damage(&w);
     let crypt_before = state(&w.sample.volume("crypt-vol-1"));
@@ -552,10 +551,9 @@ fn rspamd_from_another_architecture_is_skipped_in_a_full_restore_and_refused_by_
     let out = w.cshost(&["backup", "--components", "crypt,rspamd"]);
     assert!(out.status.success(), "{}", text(&out));
     let id = w.snapshots()[0].clone();
-    let path = w.repo.join("snapshots").join(format!("{id}.json"));
     let mut m = w.manifest(&id);
     m["components"]["rspamd"]["facts"]["arch"] = "riscv64".into();
-    std::fs::write(&path, m.to_string()).unwrap();
+    write_snapshot(&w.repo, &id, &m);
     let rspamd = w.sample.volume("rspamd-vol-1");
     std::fs::write(rspamd.join("made-later"), "live").unwrap();
     std::fs::remove_file(w.sample.volume("crypt-vol-1").join("ecpubkey.pem")).unwrap();
@@ -696,10 +694,9 @@ fn a_failed_restore_puts_the_admins_files_back_and_removes_the_ones_it_added() {
     let before = files(&dir.join("data"));
     // rspamd, asked for by name, is declined after config was written.
     let id = &w.snapshots()[0];
-    let path = w.repo.join("snapshots").join(format!("{id}.json"));
     let mut m = w.manifest(id);
     m["components"]["rspamd"]["facts"]["arch"] = "aarch64".into();
-    std::fs::write(&path, m.to_string()).unwrap();
+    write_snapshot(&w.repo, id, &m);
     let out = w.cshost(&[
         "restore",
         "--snapshot",

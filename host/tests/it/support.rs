@@ -114,14 +114,24 @@ impl World {
         ids
     }
 
+    /// Snapshot `id` of the local repository, its trees expanded.
     pub fn manifest(&self, id: &str) -> serde_json::Value {
-        let text = std::fs::read(self.repo.join("snapshots").join(format!("{id}.json")))
-            .expect("manifest");
-        serde_json::from_slice(&text).expect("manifest is json")
+        read_snapshot(&self.repo, id)
     }
 
+    /// A blob's stored bytes.
     pub fn blob(&self, hash: &str) -> Vec<u8> {
         std::fs::read(self.repo.join("blobs").join(&hash[..2]).join(hash)).expect("blob exists")
+    }
+
+    /// A file entry's content, decompressed as its entry says.
+    pub fn content(&self, entry: &serde_json::Value) -> Vec<u8> {
+        let stored = self.blob(entry["blob"].as_str().expect("a file entry has a blob"));
+        match entry["compression"].as_str() {
+            Some("zstd") => zstd::decode_all(&stored[..]).expect("a zstd blob"),
+            None => stored,
+            Some(other) => panic!("compression {other}"),
+        }
     }
 }
 
@@ -301,7 +311,79 @@ pub fn blob_files(repo: &Path) -> BTreeMap<String, u64> {
     out
 }
 
-/// Every blob name a manifest references.
+// ---- Snapshots as files ------------------------------------------------
+
+fn tree_path(repo: &Path, id: &str) -> PathBuf {
+    repo.join("blobs").join(&id[..2]).join(id)
+}
+
+/// Snapshot `id` of the repository at `repo` (a local one, or the box's
+/// directory), read from its files without cshost: the root with each
+/// volume's tree objects replaced by their entries, and the tree ids under
+/// `"trees"`. Panics naming what is missing or wrong.
+pub fn read_snapshot(repo: &Path, id: &str) -> serde_json::Value {
+    let path = repo.join("snapshots").join(format!("{id}.json"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("`{}`: {e}", path.display()));
+    let mut m: serde_json::Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("`{}` does not parse: {e}", path.display()));
+    let mut trees = Vec::new();
+    if let Some(comps) = m["components"].as_object_mut() {
+        for c in comps.values_mut() {
+            let Some(vols) = c["volumes"].as_object_mut() else {
+                continue;
+            };
+            for v in vols.values_mut() {
+                let mut entries = Vec::new();
+                for t in v.as_array().expect("a volume lists trees") {
+                    let t = t.as_str().expect("a tree id").to_string();
+                    let p = tree_path(repo, &t);
+                    let stored = std::fs::read(&p).unwrap_or_else(|e| {
+                        panic!("snapshot {id} needs tree `{}`: {e}", p.display())
+                    });
+                    let json = zstd::decode_all(&stored[..]).expect("a tree is zstd");
+                    let tree: serde_json::Value = serde_json::from_slice(&json).unwrap();
+                    entries.extend(tree["entries"].as_array().unwrap().iter().cloned());
+                    trees.push(serde_json::Value::String(t));
+                }
+                *v = serde_json::Value::Array(entries);
+            }
+        }
+    }
+    m["trees"] = serde_json::Value::Array(trees);
+    m
+}
+
+/// Write `m` (as [`read_snapshot`] gives it, changed by a test) as snapshot
+/// `id` of the repository at `repo`: each volume one tree object, then the
+/// root. Returns the root's bytes, for a test that damages them.
+pub fn write_snapshot(repo: &Path, id: &str, m: &serde_json::Value) -> Vec<u8> {
+    let mut root = m.clone();
+    if let Some(o) = root.as_object_mut() {
+        o.remove("trees");
+    }
+    if let Some(comps) = root["components"].as_object_mut() {
+        for c in comps.values_mut() {
+            let Some(vols) = c["volumes"].as_object_mut() else {
+                continue;
+            };
+            for v in vols.values_mut() {
+                let tree = serde_json::json!({"tree": "cshost-tree-2", "entries": v.clone()});
+                let stored = zstd::encode_all(&serde_json::to_vec(&tree).unwrap()[..], 3).unwrap();
+                let t = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored));
+                let p = tree_path(repo, &t);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, &stored).unwrap();
+                *v = serde_json::json!([t]);
+            }
+        }
+    }
+    let bytes = serde_json::to_vec(&root).unwrap();
+    std::fs::write(repo.join("snapshots").join(format!("{id}.json")), &bytes).unwrap();
+    bytes
+}
+
+/// Every blob name a snapshot (as [`read_snapshot`] gives it) references,
+/// its tree objects included.
 pub fn manifest_blobs(m: &serde_json::Value) -> BTreeSet<String> {
     fn walk(v: &serde_json::Value, out: &mut BTreeSet<String>) {
         match v {
@@ -310,6 +392,9 @@ pub fn manifest_blobs(m: &serde_json::Value) -> BTreeSet<String> {
                     match (k.as_str(), v) {
                         ("blob" | "conf-blob", serde_json::Value::String(s)) => {
                             out.insert(s.clone());
+                        }
+                        ("trees", serde_json::Value::Array(a)) => {
+                            out.extend(a.iter().filter_map(|t| t.as_str().map(String::from)));
                         }
                         _ => walk(v, out),
                     }
@@ -342,13 +427,7 @@ pub fn assert_repository_verifies(repo: &Path) -> Vec<String> {
         else {
             continue;
         };
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap())
-            .unwrap_or_else(|err| {
-                panic!(
-                    "`{}` is listed but does not parse: {err}",
-                    e.path().display()
-                )
-            });
+        let m = read_snapshot(repo, id);
         for b in manifest_blobs(&m) {
             if !checked.insert(b.clone()) {
                 continue;

@@ -21,7 +21,7 @@ fn manifest(id: &str, vmail: Vec<serde_json::Value>) -> Manifest {
                "started": "s", "finished": "f", "volumes": volumes, "artifacts": artifacts})
     };
     serde_json::from_value(json!({
-        "format": 1, "id": id, "hostname": "h", "cshost-version": "0",
+        "format": 2, "id": id, "hostname": "h", "cshost-version": "0",
         "started": "s", "finished": "f",
         "mailcow": {"project": "p", "maildir-sub": "Maildir", "arch": "x86_64", "conf-blob": A},
         "components": {

@@ -9,13 +9,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use sha2::{Digest, Sha256};
-
 use super::CaptureError;
 use super::walk::{Walked, is_gone};
 use crate::repo::beneath::{self, Beneath, Meta};
 use crate::repo::hashcache::HashCache;
-use crate::repo::names::BlobId;
+use crate::repo::content::{self, ContentWriter};
 use crate::repo::store::{LocalRepo, RepoError, Stored};
 
 /// Files up to this size are read whole; larger ones are streamed.
@@ -107,13 +105,15 @@ fn store_file(
     hooks: &Hooks<'_>,
 ) -> Result<Option<FileRead>, CaptureError> {
     // The size check makes a truncated or overwritten blob be stored again.
-    if let Some(hash) = cache.lookup(&w.meta)
-        && repo.has_blob_sized(&hash, w.meta.size)
+    if let Some(c) = cache.lookup(&w.meta)
+        && repo.has_blob_sized(&c.blob, c.stored)
     {
         return Ok(Some(FileRead {
             stored: Stored {
-                hash,
-                size: w.meta.size,
+                hash: c.blob,
+                size: c.stored,
+                raw: w.meta.size,
+                compression: c.compression,
                 new: false,
             },
             meta: None,
@@ -138,12 +138,19 @@ fn store_file(
         let stored = read_into(repo, &file, &abs, before.size, buf)?;
         (hooks.after_read)(&abs);
         let after = beneath::fstat(&file).map_err(io_err(&abs))?;
-        let settled = after.size == stored.size
-            && before.size == stored.size
+        let settled = after.size == stored.raw
+            && before.size == stored.raw
             && (after.mtime, after.mtime_ns) == (before.mtime, before.mtime_ns);
         if settled {
             // Only cache what was read from a file that did not change under us.
-            cache.insert(&after, &stored.hash);
+            cache.insert(
+                &after,
+                &crate::repo::hashcache::Cached {
+                    blob: stored.hash.clone(),
+                    stored: stored.size,
+                    compression: stored.compression,
+                },
+            );
         }
         last = Some(FileRead {
             stored,
@@ -170,27 +177,47 @@ fn read_into(
     if len <= SMALL_FILE {
         buf.clear();
         file.read_to_end(buf).map_err(io_err(abs))?;
-        let hash = BlobId::of_digest(&Sha256::digest(&buf[..]).into());
-        let new = repo.put(&hash, buf)?;
-        return Ok(Stored {
-            hash,
-            size: buf.len() as u64,
-            new,
-        });
+        return Ok(content::store_bytes(repo, buf)?);
     }
-    let mut writer = repo.writer()?;
-    buf.resize(256 << 10, 0);
+    buf.resize(content::SAMPLE, 0);
+    // Compressed or not is decided on the first data read, before anything
+    // is written: a file that starts with a hole counts as compressible.
+    let mut writer: Option<ContentWriter<'_>> = None;
     let mut write_failed = false;
+    let mut open_failed = None;
     let read = crate::repo::sparse::read_segments(file, buf, |p| {
+        if writer.is_none() {
+            let compress = match &p {
+                crate::repo::sparse::Piece::Data(b) => content::worth_compressing(repo, b),
+                crate::repo::sparse::Piece::Hole(_) => repo.compression_level() > 0,
+            };
+            match ContentWriter::new(repo, compress) {
+                Ok(w) => writer = Some(w),
+                Err(e) => {
+                    write_failed = true;
+                    let msg = e.to_string();
+                    open_failed = Some(e);
+                    return Err(io::Error::other(msg));
+                }
+            }
+        }
+        let w = writer.as_mut().expect("created above");
         let r = match p {
-            crate::repo::sparse::Piece::Data(b) => writer.write_all(b),
-            crate::repo::sparse::Piece::Hole(n) => writer.write_zeros(n),
+            crate::repo::sparse::Piece::Data(b) => w.write_all(b),
+            crate::repo::sparse::Piece::Hole(n) => w.write_zeros(n),
         };
         write_failed = r.is_err();
         r
     });
+    if let Some(e) = open_failed {
+        return Err(e.into());
+    }
     match read {
-        Ok(_) => Ok(writer.finish()?),
+        Ok(_) => match writer {
+            Some(w) => Ok(w.finish()?),
+            // Nothing was read: the file was emptied since it was listed.
+            None => Ok(content::store_bytes(repo, b"")?),
+        },
         Err(source) if write_failed => Err(RepoError::Io {
             path: repo.root().to_path_buf(),
             source,
@@ -210,6 +237,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::names::BlobId;
 
     fn walked(path: &Path) -> (Beneath, Walked) {
         let root = Beneath::open(path.parent().unwrap()).unwrap();
@@ -312,8 +340,10 @@ mod tests {
             },
         );
         assert!(!r.settled);
-        assert_eq!(r.stored.size, SMALL_FILE + 12);
-        assert_blob_matches(&repo, &r);
+        assert_eq!(r.stored.raw, SMALL_FILE + 12);
+        assert_eq!(r.stored.compression, crate::repo::manifest::Compression::Zstd);
+        let stored = assert_blob_matches(&repo, &r);
+        assert_eq!(zstd::decode_all(&stored[..]).unwrap().len() as u64, r.stored.raw);
     }
 
     #[test]
@@ -335,6 +365,8 @@ mod tests {
     #[test]
     fn a_sparse_file_is_stored_with_its_holes_and_hashed_whole() {
         let (dir, _log, repo) = setup(b"");
+        // Uncompressed, so the blob itself can keep the holes.
+        let repo = repo.with_compression_level(0);
         let path = dir.path().join("disk.img");
         let f = File::create(&path).unwrap();
         let len = 64u64 << 20;

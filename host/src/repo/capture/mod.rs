@@ -354,7 +354,7 @@ impl Builder {
         };
         let c = &mut self.counts;
         c.files += 1;
-        c.bytes += read.stored.size;
+        c.bytes += read.stored.raw;
         if read.stored.new {
             c.new_blobs += 1;
             c.new_bytes += read.stored.size;
@@ -375,8 +375,9 @@ impl Builder {
             e.mtime = m.mtime;
             e.mtime_ns = m.mtime_ns;
         }
-        e.size = read.stored.size;
+        e.size = read.stored.raw;
         e.blob = Some(read.stored.hash);
+        e.compression = read.stored.compression;
     }
 
     /// Hard links whose first link vanished, taken out to be walked again: the

@@ -1,0 +1,174 @@
+//! Tree objects: a volume's entries cut into pieces, each stored as a blob
+//! (zstd-compressed JSON), so that a night's snapshot writes only the pieces
+//! that changed. The cuts are made where an entry's path hashes to a chosen
+//! value (content-defined, as backup tools cut files into chunks): a new
+//! message changes the piece it falls into, and the pieces around it keep
+//! their bytes, their blob, and cost nothing on the box. Per directory trees
+//! (restic's way) were the alternative; they make a new message rewrite every
+//! directory above it, and a maildir's `cur/` directory alone can hold tens
+//! of thousands of entries, rewritten whole for one new message.
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::Entry;
+
+/// Entries per tree object, on average: a piece is some 10 KB compressed.
+const AVERAGE: u64 = 256;
+/// Never more entries in one tree object than this.
+const MAX_ENTRIES: usize = 4 * AVERAGE as usize;
+/// A tree object decompresses to at most this (a hostile one to no more).
+const MAX_TREE_BYTES: usize = 64 << 20;
+
+/// The bytes of a tree object, as stored before compression.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct TreeFile<'a> {
+    #[serde(borrow)]
+    tree: std::borrow::Cow<'a, str>,
+    entries: Vec<Entry>,
+}
+
+const TREE_TAG: &str = "cshost-tree-2";
+
+/// FNV-1a, then a 64-bit finaliser (splitmix64's): stable across builds and
+/// platforms (a cut must fall at the same entry every night). FNV alone
+/// mixes its low bits poorly, and paths that differ only in a counter would
+/// rarely cut.
+fn fnv(bytes: &[u8]) -> u64 {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Cut `entries` into pieces, keeping their order. Pure.
+pub fn split(entries: &[Entry]) -> Vec<&[Entry]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, e) in entries.iter().enumerate() {
+        let len = i + 1 - start;
+        if fnv(e.path.as_bytes()) % AVERAGE == 0 || len == MAX_ENTRIES {
+            out.push(&entries[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < entries.len() || out.is_empty() {
+        out.push(&entries[start..]);
+    }
+    out
+}
+
+/// The stored form of a piece: JSON, zstd-compressed.
+pub fn encode(entries: &[Entry]) -> Vec<u8> {
+    let json = serde_json::to_vec(&TreeFile {
+        tree: TREE_TAG.into(),
+        entries: entries.to_vec(),
+    })
+    .expect("entries serialise");
+    zstd::bulk::compress(&json, 3).expect("compressing into memory")
+}
+
+/// A piece from its stored form (untrusted: bounded, checked).
+///
+/// # Errors
+/// A message when it does not decompress or parse.
+pub fn decode(stored: &[u8]) -> Result<Vec<Entry>, String> {
+    use std::io::Read;
+    let mut json = Vec::new();
+    zstd::stream::read::Decoder::new(stored)
+        .map_err(|e| e.to_string())?
+        .take(MAX_TREE_BYTES as u64 + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("does not decompress: {e}"))?;
+    if json.len() > MAX_TREE_BYTES {
+        return Err(format!("decompresses to more than {MAX_TREE_BYTES} bytes"));
+    }
+    let t: TreeFile<'_> = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    if t.tree != TREE_TAG {
+        return Err(format!("`tree = {:?}` is not `{TREE_TAG}`", t.tree));
+    }
+    Ok(t.entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::manifest::Kind;
+    use crate::repo::names::RelPath;
+
+    fn entry(path: &str) -> Entry {
+        Entry {
+            path: RelPath::parse(path).unwrap(),
+            kind: Kind::Dir,
+            mode: 0o40755,
+            uid: 5000,
+            gid: 5000,
+            mtime: 1,
+            mtime_ns: 0,
+            size: 0,
+            blob: None,
+            target: None,
+            compression: Default::default(),
+        }
+    }
+
+    fn mailboxes(n: usize, skip: Option<usize>) -> Vec<Entry> {
+        (0..n)
+            .filter(|i| Some(*i) != skip)
+            .map(|i| entry(&format!("example.org/u{i:05}/Maildir/cur/m{i}")))
+            .collect()
+    }
+
+    #[test]
+    fn pieces_keep_every_entry_in_order() {
+        for n in [0, 1, 255, 256, 5000] {
+            let entries = mailboxes(n, None);
+            let pieces = split(&entries);
+            let joined: Vec<Entry> = pieces.iter().flat_map(|p| p.iter().cloned()).collect();
+            assert_eq!(joined, entries, "{n} entries");
+            assert!(pieces.iter().all(|p| p.len() <= MAX_ENTRIES));
+            let back: Vec<Entry> = pieces
+                .iter()
+                .flat_map(|p| decode(&encode(p)).unwrap())
+                .collect();
+            assert_eq!(back, entries);
+        }
+    }
+
+    #[test]
+    fn one_change_rewrites_about_one_piece() {
+        let before = mailboxes(20_000, Some(12_345));
+        let after = mailboxes(20_000, None);
+        let ids = |e: &[Entry]| -> std::collections::BTreeSet<String> {
+            split(e)
+                .iter()
+                .map(|p| crate::repo::sha256_hex(&encode(p)))
+                .collect()
+        };
+        let (a, b) = (ids(&before), ids(&after));
+        assert!(a.len() > 20_000 / MAX_ENTRIES, "{} pieces", a.len());
+        let new = b.difference(&a).count();
+        assert!(new <= 2, "one new entry made {new} new pieces");
+    }
+
+    #[test]
+    fn hostile_trees_are_refused() {
+        let ok = encode(&[entry("a")]);
+        assert_eq!(decode(&ok).unwrap().len(), 1);
+        let bomb = zstd::bulk::compress(&vec![b' '; MAX_TREE_BYTES + 10], 3).unwrap();
+        for (bad, why) in [
+            (b"not zstd".to_vec(), "decompress"),
+            (zstd::bulk::compress(b"{}", 3).unwrap(), "missing field"),
+            (
+                zstd::bulk::compress(br#"{"tree":"other","entries":[]}"#, 3).unwrap(),
+                "is not",
+            ),
+            (bomb, "more than"),
+        ] {
+            let e = decode(&bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+}

@@ -225,6 +225,8 @@ pub fn subset(m: &Manifest, comps: &[String]) -> Manifest {
     needed
         .components
         .retain(|c, _| comps.iter().any(|x| x == c.as_str()));
+    // The entries are in hand: a restore needs no tree object.
+    needed.trees.clear();
     needed
 }
 
@@ -421,7 +423,12 @@ pub(super) fn check_matching(
                     let live = fs_err::read(root.join(e.path.as_path()))
                         .map(|b| crate::repo::sha256_hex(&b))
                         .unwrap_or_default();
-                    if e.blob.as_ref().map(|b| b.as_str()) != Some(live.as_str()) {
+                    let repo = env.repo.as_ref().ok_or("no repository to compare with")?;
+                    let want = repo
+                        .content_sha256(e)
+                        .map_err(|err| format!("reading the snapshot's `{vol}/{}`: {err}", e.path))?
+                        .0;
+                    if want != live {
                         return Err(format!(
                             "the live `{need}` data differs from the snapshot's (`{vol}/{}`), so the restored {c} would not be usable: \
                              restore {need} together with {c} (--components {need},{c}), or add --force",

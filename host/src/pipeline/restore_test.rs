@@ -139,7 +139,11 @@ fn write_and_reread(
                     .and_then(|f| crate::repo::sparse::hash_file(&f, &mut buf))
                     .map_err(|err| anyhow::anyhow!("`{}`: {err}", path.display()))
                     .class(Failure::Restore)?;
-                if e.blob.as_ref().map(|b| b.as_str()) != Some(hex.as_str()) {
+                let want = repo
+                    .content_sha256(e)
+                    .map_err(|err| anyhow::anyhow!("`{}`'s blob: {err}", path.display()))
+                    .class(Failure::Restore)?;
+                if (want.0.as_str(), want.1) != (hex.as_str(), n) {
                     return Err(fail(
                         Failure::Verify,
                         format!(

@@ -3,7 +3,7 @@
 //! into place, so a crash never leaves a blob or manifest with a wrong name.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,6 +197,34 @@ impl LocalRepo {
             .as_ref()
             .ok_or_else(|| io::Error::other(format!("`{}` has no blob", e.path)))?;
         self.open_decoded(blob, e.compression)
+    }
+
+    /// The SHA-256 of a file entry's content and its length, read back from
+    /// its blob: what a restored or live file must hash to. A blob stored
+    /// as it is needs no reading: its name is that hash.
+    ///
+    /// # Errors
+    /// When the blob cannot be read or decoded.
+    pub fn content_sha256(&self, e: &super::manifest::Entry) -> io::Result<(String, u64)> {
+        use sha2::Digest;
+        if e.compression == super::manifest::Compression::None
+            && let Some(b) = &e.blob
+        {
+            return Ok((b.to_string(), e.size));
+        }
+        let mut src = self.open_entry(e)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n = 0u64;
+        loop {
+            let k = src.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+        Ok((hex::encode(h.finalize()), n))
     }
 
     /// The uncompressed stream of an artifact (e.g. a database dump).

@@ -147,11 +147,7 @@ fn tampered_local_manifests_are_refused_with_exit_5_and_the_good_one_still_resto
     // A manifest whose id is not its file name (a copy made by hand) is refused.
     let mut copy = good.clone();
     copy["id"] = "20200101T000000Z-999aaa".into();
-    std::fs::write(
-        snapshots.join("20200101T000000Z-998aaa.json"),
-        copy.to_string(),
-    )
-    .unwrap();
+    write_snapshot(&w.repo, "20200101T000000Z-998aaa", &copy);
     let o = w.cshost(&["verify", "--snapshot", "20200101T000000Z-998aaa"]);
     assert_refused(&o, "id mismatch", "differs from its file name");
     // Listing names the bad one, lists the good one and says the repository needs care.
@@ -454,5 +450,5 @@ fn a_restore_from_the_local_repository_fetches_a_damaged_blob_from_the_box() {
     let restored = target
         .join("vmail/vmail-vol-1")
         .join(entry["path"].as_str().unwrap());
-    assert_eq!(std::fs::read(restored).unwrap(), good);
+    assert_eq!(std::fs::read(restored).unwrap(), w.content(&entry));
 }

@@ -366,7 +366,8 @@ impl Key {
                 mode,
             });
         }
-        let mut text = Zeroizing::new(String::new());
+        // Room for all of it, so no reallocation leaves a copy behind.
+        let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE as usize + 1));
         file.take(MAX_KEY_FILE + 1)
             .read_to_string(&mut text)
             .map_err(read_err)?;

@@ -26,7 +26,11 @@ async fn run(ctx: &Context, command: Command) -> Result<RunSummary, CommandError
             crate::commands::out("config OK");
             Ok(RunSummary::default())
         }
-        Command::Install(_) | Command::Completions { .. } | Command::Man | Command::Config(_) => {
+        Command::Install(_)
+        | Command::Key(_)
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Config(_) => {
             unreachable!("handled before the config is loaded")
         }
     }
@@ -52,6 +56,7 @@ pub fn main(cli: Cli) -> ExitCode {
             | Command::Man
             | Command::Config(ConfigCommand::Example { .. } | ConfigCommand::Migrate { .. })
             | Command::Install(_)
+            | Command::Key(_)
             | Command::Plugins(
                 crate::cli::PluginsCommand::Inspect { .. }
                     | crate::cli::PluginsCommand::Check { .. }
@@ -69,6 +74,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 crate::commands::ops::migrate(from, output.as_deref())
             }
             Command::Install(args) => crate::commands::install::run(args, &cli.config),
+            // The key may be given without a config (`--key-file`).
+            Command::Key(cmd) => crate::commands::key::run(cmd, &cli.config, cli.json),
             Command::Plugins(cmd) => {
                 crate::commands::plugins::run_without_config(&cli.config, cli.json, cmd)
             }

@@ -74,6 +74,9 @@ pub enum Command {
     /// Check, migrate or print a config.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The encryption key: its fingerprint, a paper copy, and recreating it from one.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Shell completions.
     Completions { shell: clap_complete::Shell },
     /// The man page (roff).
@@ -98,6 +101,28 @@ pub enum ConfigCommand {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// The key file and its fingerprint (public: safe to note down and compare).
+    Show(KeyFileArg),
+    /// Print the key in its paper form. This is the secret: keep the paper off this server.
+    Export(KeyFileArg),
+    /// Recreate the key file from its paper form (never replaces an existing file).
+    Import {
+        /// A file holding the paper form; `-` or none reads stdin.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        key: KeyFileArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyFileArg {
+    /// This key file instead of the one the config names (`key-file`, default `/etc/cshost/repo.key`).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

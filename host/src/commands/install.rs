@@ -74,6 +74,52 @@ fn config_for(mailcow: &Path) -> String {
     )
 }
 
+/// The key files to create: those an existing config names, else the
+/// default one, so that encryption can be switched on at any time.
+fn key_files(config: &Path) -> Vec<PathBuf> {
+    let named: Vec<PathBuf> = crate::config::Config::load(config)
+        .map(|c| c.key_files().into_iter().map(|(p, _)| p).collect())
+        .unwrap_or_default();
+    if named.is_empty() {
+        vec![PathBuf::from(crate::repo::seal::DEFAULT_KEY_FILE)]
+    } else {
+        named
+    }
+}
+
+/// Create the encryption key when it does not exist; the path when created.
+fn encryption_key(path: &Path) -> Option<String> {
+    use crate::repo::seal::Key;
+    if fs_err::symlink_metadata(path).is_ok() {
+        match Key::load(path) {
+            Ok(k) => out(&format!(
+                "kept the existing key `{}`, fingerprint {}",
+                path.display(),
+                k.fingerprint()
+            )),
+            Err(e) => tracing::warn!("{e}"),
+        }
+        return None;
+    }
+    match Key::create(path) {
+        Ok(k) => {
+            out(&format!(
+                "created the encryption key `{}` (mode 600), fingerprint {}",
+                path.display(),
+                k.fingerprint()
+            ));
+            out(
+                "without this key the backups are unreadable; keep a copy off this server (`cshost key export`)",
+            );
+            Some(path.display().to_string())
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    }
+}
+
 pub fn run(args: &InstallArgs, config_path: &Path) -> Result<(), CommandError> {
     let root = &args.root;
     let at = |p: &str| root.join(p.trim_start_matches('/'));
@@ -140,6 +186,12 @@ pub fn run(args: &InstallArgs, config_path: &Path) -> Result<(), CommandError> {
                 "could not create `{}` with ssh-keygen; create a key for the Storage Box yourself",
                 key.display()
             ),
+        }
+    }
+    for key in key_files(&config) {
+        let key = at(&key.display().to_string());
+        if let Some(created) = encryption_key(&key) {
+            changed.push(created);
         }
     }
     let systemd_runs = Path::new("/run/systemd/system").is_dir() && root == Path::new("/");

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod contents;
 pub mod install;
+pub mod key;
 pub mod ops;
 pub mod plugins;
 pub mod prompt;

@@ -340,6 +340,11 @@ pub struct LocalRepository {
     pub keep_monthly: u32,
     #[serde(default = "one")]
     pub min_keep: u32,
+    /// `key-file` seals every blob with the key in `key-file` (issue 14).
+    #[serde(default)]
+    pub encryption: Encryption,
+    /// The key of an encrypted repository; default `/etc/cshost/repo.key`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// A Hetzner Storage Box (or any SSH host with rsync), reached over one
@@ -368,6 +373,11 @@ pub struct StorageBoxRepository {
     pub keep_monthly: u32,
     #[serde(default = "one")]
     pub min_keep: u32,
+    /// `key-file` seals every blob with the key in `key-file` (issue 14).
+    #[serde(default)]
+    pub encryption: Encryption,
+    /// The key of an encrypted repository; default `/etc/cshost/repo.key`.
+    pub key_file: Option<PathBuf>,
     /// Upload bandwidth limit in KiB/s (0: none).
     #[serde(default)]
     pub bwlimit_kib: u32,
@@ -382,6 +392,51 @@ pub struct StorageBoxRepository {
 
 fn box_streams() -> u32 {
     4
+}
+
+/// Whether a repository's blobs are sealed (client-side encryption).
+///
+/// ```toml
+/// [repository.storagebox]
+/// encryption = "key-file"              # none (default) | key-file
+/// key-file = "/etc/cshost/repo.key"    # the default; `cshost install` creates it
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encryption {
+    #[default]
+    None,
+    /// Every blob sealed with the key in the repository's `key-file`.
+    KeyFile,
+}
+
+/// The key file of a repository that uses one.
+fn key_file(encryption: Encryption, key_file: Option<&Path>) -> Option<PathBuf> {
+    (encryption == Encryption::KeyFile).then(|| {
+        key_file.map_or_else(
+            || PathBuf::from(crate::repo::seal::DEFAULT_KEY_FILE),
+            Path::to_path_buf,
+        )
+    })
+}
+
+/// `key-file` only means something with `encryption = "key-file"`, and is
+/// read by services that may not start in the config's directory.
+fn check_encryption(
+    table: &str,
+    encryption: Encryption,
+    key_file: Option<&Path>,
+) -> Result<(), String> {
+    match key_file {
+        Some(_) if encryption == Encryption::None => Err(format!(
+            "[repository.{table}] key-file is set, but encryption is \"none\"; add encryption = \"key-file\" or remove key-file"
+        )),
+        Some(p) if !p.is_absolute() => Err(format!(
+            "[repository.{table}] key-file = {p:?} must be an absolute path, e.g. key-file = \"{}\"",
+            crate::repo::seal::DEFAULT_KEY_FILE
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn local_daily() -> u32 {
@@ -423,6 +478,11 @@ fn keep(
 }
 
 impl LocalRepository {
+    /// The key file, when this repository is encrypted.
+    pub fn key_file(&self) -> Option<PathBuf> {
+        key_file(self.encryption, self.key_file.as_deref())
+    }
+
     pub fn policy(&self) -> crate::retention::KeepPolicy {
         keep(
             self.keep_last,
@@ -435,6 +495,11 @@ impl LocalRepository {
 }
 
 impl StorageBoxRepository {
+    /// The key file, when this repository is encrypted.
+    pub fn key_file(&self) -> Option<PathBuf> {
+        key_file(self.encryption, self.key_file.as_deref())
+    }
+
     pub fn policy(&self) -> crate::retention::KeepPolicy {
         keep(
             self.keep_last,
@@ -511,6 +576,26 @@ impl Default for LimitsSection {
 }
 
 impl Config {
+    /// The key files of the encrypted repositories, each with the names of
+    /// the repositories that use it.
+    pub fn key_files(&self) -> Vec<(PathBuf, Vec<&'static str>)> {
+        let mut keys: Vec<(PathBuf, Vec<&'static str>)> = Vec::new();
+        let local = self.repository.local.as_ref().and_then(|r| r.key_file());
+        let remote = self
+            .repository
+            .storagebox
+            .as_ref()
+            .and_then(|r| r.key_file());
+        for (name, path) in [("local", local), ("storagebox", remote)] {
+            let Some(path) = path else { continue };
+            match keys.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, names)) => names.push(name),
+                None => keys.push((path, vec![name])),
+            }
+        }
+        keys
+    }
+
     /// Read and validate a config file.
     ///
     /// # Errors
@@ -630,6 +715,12 @@ impl Config {
                     )));
                 }
             }
+        }
+        if let Some(r) = &config.repository.local {
+            check_encryption("local", r.encryption, r.key_file.as_deref()).map_err(invalid)?;
+        }
+        if let Some(r) = &config.repository.storagebox {
+            check_encryption("storagebox", r.encryption, r.key_file.as_deref()).map_err(invalid)?;
         }
         if config.repository.local.is_none() {
             return Err(invalid(

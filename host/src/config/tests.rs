@@ -125,3 +125,69 @@ fn native_services_list_the_volumes_they_mount_by_short_name() {
     let e = parse(&config("\"rspamd-vol-1\"")).unwrap_err().to_string();
     assert!(e.contains("volumes"), "{e}");
 }
+
+#[test]
+fn encryption_names_a_key_file_per_repository() {
+    let config = |local: &str, remote: &str| {
+        format!(
+            "[mailcow]\n[repository.local]\npath = \"/r\"\n{local}\n[repository.storagebox]\n\
+             host = \"u1.your-storagebox.de\"\nuser = \"u1\"\nidentity = \"/k\"\nknown-hosts = \"/h\"\n{remote}\n"
+        )
+    };
+    let keys = |c: &Config| -> Vec<(String, Vec<&str>)> {
+        c.key_files()
+            .into_iter()
+            .map(|(p, names)| (p.display().to_string(), names))
+            .collect()
+    };
+    let default = crate::repo::seal::DEFAULT_KEY_FILE.to_string();
+    for (local, remote, want) in [
+        ("", "", vec![]),
+        ("encryption = \"none\"", "", vec![]),
+        (
+            "",
+            "encryption = \"key-file\"",
+            vec![(default.clone(), vec!["storagebox"])],
+        ),
+        (
+            "encryption = \"key-file\"",
+            "encryption = \"key-file\"\nkey-file = \"/etc/cshost/repo.key\"",
+            vec![(default.clone(), vec!["local", "storagebox"])],
+        ),
+        (
+            "encryption = \"key-file\"\nkey-file = \"/root/local.key\"",
+            "encryption = \"key-file\"",
+            vec![
+                ("/root/local.key".to_string(), vec!["local"]),
+                (default.clone(), vec!["storagebox"]),
+            ],
+        ),
+    ] {
+        let c = parse(&config(local, remote)).unwrap_or_else(|e| panic!("{local} {remote}: {e}"));
+        assert_eq!(keys(&c), want, "{local} | {remote}");
+    }
+    for (local, remote, needle) in [
+        (
+            "encryption = \"age\"",
+            "",
+            "unknown variant `age`, expected `none` or `key-file`",
+        ),
+        (
+            "",
+            "key-file = \"/etc/cshost/repo.key\"",
+            "[repository.storagebox] key-file is set, but encryption is \"none\"; add encryption = \"key-file\"",
+        ),
+        (
+            "encryption = \"key-file\"\nkey-file = \"repo.key\"",
+            "",
+            "[repository.local] key-file = \"repo.key\" must be an absolute path",
+        ),
+        ("encryption = \"key-file\"\nkeyfile = \"/k\"", "", "keyfile"),
+    ] {
+        let err = parse(&config(local, remote)).unwrap_err().to_string();
+        assert!(
+            err.contains(needle) && err.contains("test.toml"),
+            "{local} | {remote}: {err}"
+        );
+    }
+}

@@ -19,6 +19,7 @@ pub mod hashcache;
 pub mod manifest;
 pub mod materialize;
 pub mod names;
+pub mod seal;
 pub mod sparse;
 pub mod store;
 pub mod tree;

@@ -13,6 +13,7 @@ mod docker;
 mod dockerstack;
 mod faults;
 mod hostile;
+mod keys;
 mod killmatrix;
 mod live;
 mod monitoring;

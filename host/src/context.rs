@@ -32,15 +32,35 @@ impl Context {
             .path
     }
 
+    /// The key the repositories are sealed with, when they are encrypted
+    /// (the config makes both use the same one).
+    ///
+    /// # Errors
+    /// Exit 2 when the key file is missing, unreadable or not a key.
+    pub fn repo_key(&self) -> Result<Option<Arc<crate::repo::seal::Key>>, CommandError> {
+        let r = &self.config.repository;
+        let path = r
+            .local
+            .as_ref()
+            .and_then(|l| l.key_file())
+            .or_else(|| r.storagebox.as_ref().and_then(|b| b.key_file()));
+        match path {
+            None => Ok(None),
+            Some(p) => crate::repo::seal::Key::load(&p)
+                .map(|k| Some(Arc::new(k)))
+                .class(Failure::Config),
+        }
+    }
+
     /// Open the repository, creating it on first use.
     pub fn open_or_init_repo(&self) -> Result<LocalRepo, CommandError> {
-        LocalRepo::open_or_init(self.repo_path())
+        LocalRepo::open_or_init_keyed(self.repo_path(), self.repo_key()?)
             .map(|r| r.with_compression_level(self.config.backup.compression_level))
             .class(Failure::Repository)
     }
 
     pub fn open_repo(&self) -> Result<LocalRepo, CommandError> {
-        LocalRepo::open(self.repo_path())
+        LocalRepo::open_keyed(self.repo_path(), self.repo_key()?)
             .map(|r| r.with_compression_level(self.config.backup.compression_level))
             .class(Failure::Repository)
     }
@@ -101,8 +121,10 @@ impl Context {
 
     /// Connect to the configured Storage Box.
     pub async fn connect_box(&self) -> Result<crate::transport::BoxRepo, CommandError> {
+        let key = self.repo_key()?;
         crate::transport::BoxRepo::connect(self.storagebox()?, &self.config.backup.cache_dir)
             .await
+            .map(|b| b.with_key(key))
             .class(Failure::Transport)
     }
 

@@ -727,6 +727,15 @@ impl Config {
                 "no repository is configured; add [repository.local] path = \"...\"".into(),
             ));
         }
+        if let (Some(l), Some(b)) = (&config.repository.local, &config.repository.storagebox)
+            && l.key_file() != b.key_file()
+        {
+            return Err(invalid(
+                "[repository.local] and [repository.storagebox] must use the same encryption and key-file: \
+                 the box receives the local repository's blobs as they are; set encryption = \"key-file\" on both, or on neither"
+                    .into(),
+            ));
+        }
         Ok(config)
     }
 }

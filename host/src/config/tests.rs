@@ -145,22 +145,9 @@ fn encryption_names_a_key_file_per_repository() {
         ("", "", vec![]),
         ("encryption = \"none\"", "", vec![]),
         (
-            "",
-            "encryption = \"key-file\"",
-            vec![(default.clone(), vec!["storagebox"])],
-        ),
-        (
             "encryption = \"key-file\"",
             "encryption = \"key-file\"\nkey-file = \"/etc/cshost/repo.key\"",
             vec![(default.clone(), vec!["local", "storagebox"])],
-        ),
-        (
-            "encryption = \"key-file\"\nkey-file = \"/root/local.key\"",
-            "encryption = \"key-file\"",
-            vec![
-                ("/root/local.key".to_string(), vec!["local"]),
-                (default.clone(), vec!["storagebox"]),
-            ],
         ),
     ] {
         let c = parse(&config(local, remote)).unwrap_or_else(|e| panic!("{local} {remote}: {e}"));
@@ -183,6 +170,13 @@ fn encryption_names_a_key_file_per_repository() {
             "[repository.local] key-file = \"repo.key\" must be an absolute path",
         ),
         ("encryption = \"key-file\"\nkeyfile = \"/k\"", "", "keyfile"),
+        // The box receives the local repository's blobs as they are.
+        ("", "encryption = \"key-file\"", "must use the same encryption and key-file"),
+        (
+            "encryption = \"key-file\"\nkey-file = \"/root/local.key\"",
+            "encryption = \"key-file\"",
+            "must use the same encryption and key-file",
+        ),
     ] {
         let err = parse(&config(local, remote)).unwrap_err().to_string();
         assert!(

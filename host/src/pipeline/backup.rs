@@ -16,7 +16,7 @@ use crate::pipeline::prune::{self, PruneReport};
 use crate::pipeline::sync::{self, SyncReport};
 use crate::repo::LocalRepo;
 use crate::repo::manifest::{self, ComponentRecord, MailcowFacts, Manifest, PluginRef};
-use crate::repo::names::{BlobId, ComponentName, SnapshotId};
+use crate::repo::names::{ComponentName, SnapshotId};
 use crate::runtime::{BackupRequest, ComponentBackup, LoadedPlugin, PluginHost, RunEnv};
 
 /// What to back up.
@@ -283,9 +283,11 @@ fn snapshot_facts(
     id: SnapshotId,
     started: time::OffsetDateTime,
 ) -> Result<SnapshotFacts, CommandError> {
-    let conf_blob = BlobId::of_bytes(&env.conf.raw);
-    repo.put(&conf_blob, &env.conf.raw)
-        .class(Failure::Repository)?;
+    // Sealed in an encrypted repository: it holds every password.
+    let conf_blob = repo
+        .put_stored(&env.conf.raw)
+        .class(Failure::Repository)?
+        .hash;
     Ok(SnapshotFacts {
         id,
         hostname: crate::mailcow::hostname(),
@@ -637,7 +639,7 @@ mod tests {
                 project: "mailcowdockerized".into(),
                 maildir_sub: None,
                 arch: "x86_64".into(),
-                conf_blob: BlobId::of_bytes(b"conf"),
+                conf_blob: crate::repo::names::BlobId::of_bytes(b"conf"),
             },
         }
     }

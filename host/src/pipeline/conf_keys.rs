@@ -23,7 +23,8 @@ pub(super) fn carry(
     txn: &Arc<Mutex<RestoreTxn>>,
     keys: &[String],
 ) -> Result<(), String> {
-    let old = fs_err::read(repo.blob_path(&m.mailcow.conf_blob))
+    let old = repo
+        .read_plain(&m.mailcow.conf_blob)
         .map_err(|e| format!("the snapshot's mailcow.conf cannot be read: {e}"))?;
     let old = crate::mailcow::parse(&String::from_utf8_lossy(&old));
     let path = fs_err::canonicalize(&env.conf.path).unwrap_or_else(|_| env.conf.path.clone());
@@ -50,7 +51,8 @@ pub(super) fn replace(
     env: &RunEnv,
     txn: &Arc<Mutex<RestoreTxn>>,
 ) -> Result<(), String> {
-    let old = fs_err::read(repo.blob_path(&m.mailcow.conf_blob))
+    let old = repo
+        .read_plain(&m.mailcow.conf_blob)
         .map_err(|e| format!("the snapshot's mailcow.conf cannot be read: {e}"))?;
     let path = fs_err::canonicalize(&env.conf.path).unwrap_or_else(|_| env.conf.path.clone());
     let live = fs_err::read_to_string(&path)

@@ -51,11 +51,10 @@ pub fn write_snapshot(
             top.sub(parent.as_bytes(), true)
                 .map_err(named(&shown))
                 .class(Failure::Restore)?;
-            let blob = repo
-                .open_blob(&a.blob)
+            let mut src = repo
+                .open_artifact(a)
                 .map_err(named(&repo.blob_path(&a.blob)))
                 .class(Failure::Restore)?;
-            let mut src = zstd::stream::read::Decoder::new(blob).class(Failure::Restore)?;
             let mut dst = secret_file(&top, &rel)
                 .map_err(named(&shown))
                 .class(Failure::Restore)?;
@@ -65,7 +64,10 @@ pub fn write_snapshot(
             files += 1;
         }
     }
-    let bytes = fs_err::read(repo.blob_path(&m.mailcow.conf_blob)).class(Failure::Restore)?;
+    let bytes = repo
+        .read_plain(&m.mailcow.conf_blob)
+        .map_err(named(&repo.blob_path(&m.mailcow.conf_blob)))
+        .class(Failure::Restore)?;
     let mut conf = secret_file(&top, "mailcow.conf")
         .map_err(named(&top.show(b"mailcow.conf")))
         .class(Failure::Restore)?;

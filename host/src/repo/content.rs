@@ -43,15 +43,17 @@ pub fn store_bytes(repo: &LocalRepo, raw: &[u8]) -> Result<Stored, RepoError> {
 /// Would zstd pay on content that starts with `sample`?
 pub fn worth_compressing(repo: &LocalRepo, sample: &[u8]) -> bool {
     let level = repo.compression_level();
-    level > 0
-        && zstd::bulk::compress(sample, level).is_ok_and(|z| pays(sample.len(), z.len()))
+    level > 0 && zstd::bulk::compress(sample, level).is_ok_and(|z| pays(sample.len(), z.len()))
 }
 
 /// Streams a large file's content into a blob, compressed or not as decided
 /// up front from its first bytes.
 pub enum ContentWriter<'a> {
     Raw(BlobWriter<'a>, u64),
-    Zstd(Box<zstd::stream::write::Encoder<'static, BlobWriter<'a>>>, u64),
+    Zstd(
+        Box<zstd::stream::write::Encoder<'static, BlobWriter<'a>>>,
+        u64,
+    ),
 }
 
 impl<'a> ContentWriter<'a> {
@@ -62,12 +64,13 @@ impl<'a> ContentWriter<'a> {
         if !compress {
             return Ok(Self::Raw(w, 0));
         }
-        let enc = zstd::stream::write::Encoder::new(w, repo.compression_level()).map_err(
-            |source| RepoError::Io {
-                path: repo.root().into(),
-                source,
-            },
-        )?;
+        let enc =
+            zstd::stream::write::Encoder::new(w, repo.compression_level()).map_err(|source| {
+                RepoError::Io {
+                    path: repo.root().into(),
+                    source,
+                }
+            })?;
         Ok(Self::Zstd(Box::new(enc), 0))
     }
 
@@ -165,7 +168,10 @@ mod tests {
             let a = store_bytes(&repo, &content).unwrap();
             let b = store_bytes(&repo, &content).unwrap();
             assert_eq!(a.compression, want);
-            assert_eq!((a.hash.clone(), a.raw), (b.hash.clone(), content.len() as u64));
+            assert_eq!(
+                (a.hash.clone(), a.raw),
+                (b.hash.clone(), content.len() as u64)
+            );
             assert!(!b.new, "the same content is stored once");
             let stored = fs_err::read(repo.blob_path(&a.hash)).unwrap();
             assert_eq!(crate::repo::sha256_hex(&stored), a.hash.as_str());

@@ -218,7 +218,10 @@ pub struct ManifestError {
 }
 
 /// Parse JSON into `T`, naming the field that is wrong.
-fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], origin: &str) -> Result<T, ManifestError> {
+fn from_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    origin: &str,
+) -> Result<T, ManifestError> {
     let err = |detail: String| ManifestError {
         origin: origin.to_string(),
         detail,
@@ -347,16 +350,18 @@ impl Root {
             detail,
         };
         let trees = self.tree_ids();
-        let mut m = self.map_volumes(|name, vol, trees: Vec<BlobId>| {
-            let mut entries = Vec::new();
-            for (i, t) in trees.iter().enumerate() {
-                let part = load(t)
-                    .map_err(|e| format!("tree {t} (`components.{name}.volumes.{vol}[{i}]`): {e}"))?;
-                entries.extend(part);
-            }
-            Ok::<_, String>(entries)
-        })
-        .map_err(err)?;
+        let mut m = self
+            .map_volumes(|name, vol, trees: Vec<BlobId>| {
+                let mut entries = Vec::new();
+                for (i, t) in trees.iter().enumerate() {
+                    let part = load(t).map_err(|e| {
+                        format!("tree {t} (`components.{name}.volumes.{vol}[{i}]`): {e}")
+                    })?;
+                    entries.extend(part);
+                }
+                Ok::<_, String>(entries)
+            })
+            .map_err(err)?;
         m.trees = trees;
         m.check().map_err(err)?;
         Ok(m)
@@ -369,7 +374,10 @@ impl Manifest {
     ///
     /// # Errors
     /// What `store` returns.
-    pub fn to_root<E>(&self, mut store: impl FnMut(&[Entry]) -> Result<BlobId, E>) -> Result<Root, E> {
+    pub fn to_root<E>(
+        &self,
+        mut store: impl FnMut(&[Entry]) -> Result<BlobId, E>,
+    ) -> Result<Root, E> {
         let mut root = self.clone().map_volumes(|_, _, entries: Vec<Entry>| {
             super::tree::split(&entries)
                 .into_iter()

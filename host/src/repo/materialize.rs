@@ -229,14 +229,12 @@ fn write_file(
         .open_blob(blob)
         .map_err(io_err(&repo.blob_path(blob)))?;
     let dst = root.create_file(rel, 0o600).map_err(at(root, e))?;
-    let n = match e.compression {
-        Compression::None => super::sparse::copy(&src, &dst, buf).map_err(at(root, e))?,
-        Compression::Zstd => {
-            let mut dec = zstd::stream::read::Decoder::new(src)
-                .map_err(io_err(&repo.blob_path(blob)))?;
-            super::sparse::copy_stream(&mut dec, &dst, buf)
-                .map_err(io_err(&repo.blob_path(blob)))?
-        }
+    let n = if e.compression == Compression::None && repo.key().is_none() {
+        super::sparse::copy(&src, &dst, buf).map_err(at(root, e))?
+    } else {
+        drop(src);
+        let mut dec = repo.open_entry(e).map_err(io_err(&repo.blob_path(blob)))?;
+        super::sparse::copy_stream(&mut dec, &dst, buf).map_err(io_err(&repo.blob_path(blob)))?
     };
     if n != e.size {
         return Err(io_err(&repo.blob_path(blob))(io::Error::other(format!(

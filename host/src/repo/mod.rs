@@ -13,6 +13,7 @@
 
 pub mod artifact;
 pub mod beneath;
+pub mod blobwriter;
 pub mod capture;
 pub mod content;
 pub mod hashcache;

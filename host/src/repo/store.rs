@@ -8,10 +8,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
+use std::sync::Arc;
+
+pub use super::blobwriter::{BlobWriter, Stored};
 use super::manifest::{self, Manifest, ManifestError};
 use super::names::{BlobId, SnapshotId};
+use super::seal::{Key, OpenReader, SealError};
 
 const MARKER: &str = "cshost-repo.toml";
 /// A stored tree object is never larger than this (it holds a few hundred entries).
@@ -67,7 +71,25 @@ pub fn marker_format(text: &str) -> Result<u32, String> {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
+/// The fingerprint of the key an encrypted repository's marker records;
+/// `None` for an unencrypted one. Pure.
+///
+/// # Errors
+/// A message when the marker's encryption keys are malformed.
+pub fn marker_key_id(text: &str) -> Result<Option<String>, String> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("not a cshost marker: {}", e.message()))?;
+    match (
+        table.get("encryption").and_then(toml::Value::as_str),
+        table.get("key-id").and_then(toml::Value::as_str),
+    ) {
+        (None | Some("none"), None) => Ok(None),
+        (Some("key-file"), Some(id)) => Ok(Some(id.to_string())),
+        _ => Err("its `encryption` and `key-id` do not go together".into()),
+    }
+}
+
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
     move |source| RepoError::Io {
         path: path.to_path_buf(),
         source,
@@ -79,6 +101,8 @@ pub struct LocalRepo {
     tmp_seq: AtomicU64,
     /// zstd level for file contents; 0 stores them as they are.
     level: i32,
+    /// Set for an encrypted repository: every blob and root is sealed.
+    key: Option<Arc<Key>>,
 }
 
 impl LocalRepo {
@@ -87,6 +111,15 @@ impl LocalRepo {
     /// # Errors
     /// When the directory holds something else, or cannot be written.
     pub fn open_or_init(root: &Path) -> Result<Self, RepoError> {
+        Self::open_or_init_keyed(root, None)
+    }
+
+    /// [`LocalRepo::open_or_init`] for a repository encrypted with `key`
+    /// (`None`: unencrypted); a new one records the key's fingerprint.
+    ///
+    /// # Errors
+    /// As [`LocalRepo::open_keyed`].
+    pub fn open_or_init_keyed(root: &Path, key: Option<Arc<Key>>) -> Result<Self, RepoError> {
         let empty = match fs_err::read_dir(root) {
             Ok(mut rd) => rd.next().is_none(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
@@ -101,14 +134,21 @@ impl LocalRepo {
             for sub in ["blobs", "snapshots", "tmp"] {
                 fs_err::create_dir_all(root.join(sub)).map_err(io_err(root))?;
             }
+            let sealing = match &key {
+                Some(k) => format!(
+                    "encryption = \"key-file\"\nkey-id = \"{}\"\n",
+                    k.fingerprint()
+                ),
+                None => String::new(),
+            };
             let marker = format!(
-                "# cshost repository\nformat = {}\nhash = \"sha256\"\ncreated = \"{}\"\n",
+                "# cshost repository\nformat = {}\nhash = \"sha256\"\ncreated = \"{}\"\n{sealing}",
                 manifest::FORMAT,
                 crate::clock::now_rfc3339()
             );
             write_atomic(&root.join(MARKER), marker.as_bytes(), 0o600)?;
         }
-        Self::open(root)
+        Self::open_keyed(root, key)
     }
 
     /// Open an existing repository.
@@ -116,21 +156,58 @@ impl LocalRepo {
     /// # Errors
     /// When `root` is not a cshost repository.
     pub fn open(root: &Path) -> Result<Self, RepoError> {
+        Self::open_keyed(root, None)
+    }
+
+    /// Open an existing repository with the key it was created with (`None`
+    /// for an unencrypted one).
+    ///
+    /// # Errors
+    /// When `root` is not a cshost repository, is in another format, or its
+    /// encryption does not match `key`.
+    pub fn open_keyed(root: &Path, key: Option<Arc<Key>>) -> Result<Self, RepoError> {
         let marker = root.join(MARKER);
         if !marker.is_file() {
             return Err(RepoError::NotARepo { path: root.into() });
         }
         let text = fs_err::read_to_string(&marker).map_err(io_err(&marker))?;
-        marker_format(&text).map_err(|detail| RepoError::Format {
+        let bad = |detail: String| RepoError::Format {
             path: marker.clone(),
             detail,
-        })?;
+        };
+        marker_format(&text).map_err(bad)?;
+        match (marker_key_id(&text).map_err(bad)?, &key) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(bad(
+                    "the repository is encrypted, and no key is configured for it: add \
+                     encryption = \"key-file\" (and key-file, if the key is elsewhere) to its \
+                     [repository.*] table"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "the repository was created without encryption, but the config asks for it: \
+                     remove encryption = \"key-file\", or point the repository at a new, empty \
+                     directory"
+                        .into(),
+                ));
+            }
+            (Some(id), Some(k)) => k.check_fingerprint(&id).map_err(|e| bad(e.to_string()))?,
+        }
         fs_err::create_dir_all(root.join("tmp")).map_err(io_err(root))?;
         Ok(Self {
             root: root.into(),
             tmp_seq: AtomicU64::new(0),
             level: super::content::DEFAULT_LEVEL,
+            key,
         })
+    }
+
+    /// The key this repository's blobs are sealed with.
+    pub fn key(&self) -> Option<&Arc<Key>> {
+        self.key.as_ref()
     }
 
     pub fn root(&self) -> &Path {
@@ -188,10 +265,7 @@ impl LocalRepo {
     ///
     /// # Errors
     /// When the entry has no blob or the blob cannot be opened.
-    pub fn open_entry(
-        &self,
-        e: &super::manifest::Entry,
-    ) -> io::Result<Box<dyn io::Read + Send + '_>> {
+    pub fn open_entry(&self, e: &super::manifest::Entry) -> io::Result<Box<dyn io::Read + Send>> {
         let blob = e
             .blob
             .as_ref()
@@ -208,6 +282,7 @@ impl LocalRepo {
     pub fn content_sha256(&self, e: &super::manifest::Entry) -> io::Result<(String, u64)> {
         use sha2::Digest;
         if e.compression == super::manifest::Compression::None
+            && self.key.is_none()
             && let Some(b) = &e.blob
         {
             return Ok((b.to_string(), e.size));
@@ -227,6 +302,17 @@ impl LocalRepo {
         Ok((hex::encode(h.finalize()), n))
     }
 
+    /// A small blob stored as it was given (e.g. mailcow.conf), unsealed.
+    ///
+    /// # Errors
+    /// When it cannot be read or opened.
+    pub fn read_plain(&self, blob: &BlobId) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_decoded(blob, super::manifest::Compression::None)?
+            .read_to_end(&mut out)?;
+        Ok(out)
+    }
+
     /// The uncompressed stream of an artifact (e.g. a database dump).
     ///
     /// # Errors
@@ -234,7 +320,7 @@ impl LocalRepo {
     pub fn open_artifact(
         &self,
         a: &super::manifest::Artifact,
-    ) -> io::Result<Box<dyn io::Read + Send + '_>> {
+    ) -> io::Result<Box<dyn io::Read + Send>> {
         self.open_decoded(&a.blob, a.compression)
     }
 
@@ -246,11 +332,20 @@ impl LocalRepo {
         &self,
         blob: &BlobId,
         compression: super::manifest::Compression,
-    ) -> io::Result<Box<dyn io::Read + Send + '_>> {
+    ) -> io::Result<Box<dyn io::Read + Send>> {
         let f = self.open_blob(blob)?;
+        let plain: Box<dyn io::Read + Send> = match &self.key {
+            Some(k) => Box::new(OpenReader::new(
+                k,
+                io::BufReader::with_capacity(256 << 10, f),
+            )?),
+            None => Box::new(f),
+        };
         Ok(match compression {
-            super::manifest::Compression::None => Box::new(f),
-            super::manifest::Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(f)?),
+            super::manifest::Compression::None => plain,
+            super::manifest::Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(plain)?)
+            }
         })
     }
 
@@ -304,7 +399,7 @@ impl LocalRepo {
     }
 
     /// A fresh temporary file inside the repository (same filesystem as the blobs).
-    fn temp(&self) -> Result<(PathBuf, File), RepoError> {
+    pub(super) fn temp(&self) -> Result<(PathBuf, File), RepoError> {
         let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self
             .root
@@ -337,7 +432,7 @@ impl LocalRepo {
     /// drop it when the blob already exists with that size. An existing blob
     /// of another size is damaged: the fresh copy replaces it. Returns
     /// whether the blob was stored (new or repaired).
-    fn settle(&self, tmp: &Path, hash: &BlobId, size: u64) -> Result<bool, RepoError> {
+    pub(super) fn settle(&self, tmp: &Path, hash: &BlobId, size: u64) -> Result<bool, RepoError> {
         let dest = self.blob_path(hash);
         let dir = dest.parent().expect("blob paths have a parent");
         fs_err::create_dir_all(dir).map_err(io_err(dir))?;
@@ -370,15 +465,7 @@ impl LocalRepo {
     /// # Errors
     /// When the temporary file cannot be created.
     pub fn writer(&self) -> Result<BlobWriter<'_>, RepoError> {
-        let (path, file) = self.temp()?;
-        Ok(BlobWriter {
-            repo: self,
-            path,
-            file: io::BufWriter::with_capacity(256 << 10, file),
-            hasher: Sha256::new(),
-            size: 0,
-            holes: false,
-        })
+        BlobWriter::new(self)
     }
 
     /// Store bytes as they are, named by their hash.
@@ -386,6 +473,14 @@ impl LocalRepo {
     /// # Errors
     /// On I/O failure.
     pub fn put_stored(&self, bytes: &[u8]) -> Result<Stored, RepoError> {
+        let sealed;
+        let bytes = match &self.key {
+            Some(k) => {
+                sealed = k.seal(bytes);
+                &sealed[..]
+            }
+            None => bytes,
+        };
         let hash = BlobId::of_bytes(bytes);
         let new = self.put(&hash, bytes)?;
         Ok(Stored {
@@ -407,7 +502,10 @@ impl LocalRepo {
         manifest.trees = root.trees.clone();
         self.refuse_damaged(manifest)?;
         sync_filesystem(&self.root)?;
-        let json = serde_json::to_vec(&root).expect("roots serialise");
+        let mut json = serde_json::to_vec(&root).expect("roots serialise");
+        if let Some(k) = &self.key {
+            json = k.seal(&json);
+        }
         let path = self.root.join(manifest.id.rel_path());
         fs_err::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
         crate::failpoint::hit("local-publish-before-rename");
@@ -437,7 +535,22 @@ impl LocalRepo {
                 path.display()
             ));
         }
+        let bytes = self
+            .unseal(&bytes)
+            .map_err(|e| format!("`{}`: {e}", path.display()))?;
         super::tree::decode(&bytes).map_err(|e| format!("`{}`: {e}", path.display()))
+    }
+
+    /// Bytes as they were before they were sealed (as they are in an
+    /// unencrypted repository).
+    ///
+    /// # Errors
+    /// When they do not open with this repository's key.
+    pub fn unseal<'b>(&self, bytes: &'b [u8]) -> Result<std::borrow::Cow<'b, [u8]>, SealError> {
+        match &self.key {
+            Some(k) => k.open(bytes).map(std::borrow::Cow::Owned),
+            None => Ok(std::borrow::Cow::Borrowed(bytes)),
+        }
     }
 
     /// A snapshot never references a blob known damaged: each one it needs
@@ -544,6 +657,10 @@ impl LocalRepo {
             Err(e) => return Err(io_err(&path)(e)),
         };
         let origin = path.display().to_string();
+        let bytes = self.unseal(&bytes).map_err(|e| ManifestError {
+            origin: origin.clone(),
+            detail: e.to_string(),
+        })?;
         let root = super::manifest::Root::parse_root(&bytes, &origin, Some(id))?;
         Ok(root.expand(&origin, |t| self.read_tree(t))?)
     }
@@ -606,88 +723,6 @@ impl LocalRepo {
             }
         }
         Ok((n, bytes))
-    }
-}
-
-/// Streams bytes into a temporary blob while hashing them.
-pub struct BlobWriter<'a> {
-    repo: &'a LocalRepo,
-    path: PathBuf,
-    file: io::BufWriter<File>,
-    hasher: Sha256,
-    size: u64,
-    /// A hole was left: the length is set when the blob is finished.
-    holes: bool,
-}
-
-impl BlobWriter<'_> {
-    /// Add `n` zero bytes as a hole: hashed from memory, nothing written.
-    ///
-    /// # Errors
-    /// When the temporary file cannot be flushed or seeked.
-    pub fn write_zeros(&mut self, n: u64) -> io::Result<()> {
-        use std::io::Seek;
-        if n == 0 {
-            return Ok(());
-        }
-        self.file.flush()?;
-        let off = i64::try_from(n).map_err(io::Error::other)?;
-        self.file.get_mut().seek(io::SeekFrom::Current(off))?;
-        super::sparse::hash_zeros(&mut self.hasher, n);
-        self.size += n;
-        self.holes = true;
-        Ok(())
-    }
-}
-
-impl Write for BlobWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// A stored blob: its name, its stored and content sizes, and whether this
-/// write added it.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub hash: BlobId,
-    /// Bytes in the blob.
-    pub size: u64,
-    /// Bytes of the content (before compression).
-    pub raw: u64,
-    pub compression: super::manifest::Compression,
-    pub new: bool,
-}
-
-impl BlobWriter<'_> {
-    /// Name the blob by the hash of what was written.
-    ///
-    /// # Errors
-    /// On I/O failure.
-    pub fn finish(mut self) -> Result<Stored, RepoError> {
-        self.file.flush().map_err(io_err(&self.path))?;
-        if self.holes {
-            // A hole at the end is only a length.
-            self.file
-                .get_ref()
-                .set_len(self.size)
-                .map_err(io_err(&self.path))?;
-        }
-        let hash = BlobId::of_digest(&self.hasher.finalize_reset().into());
-        let new = self.repo.settle(&self.path, &hash, self.size)?;
-        Ok(Stored {
-            hash,
-            size: self.size,
-            raw: self.size,
-            compression: super::manifest::Compression::None,
-            new,
-        })
     }
 }
 

@@ -4,8 +4,6 @@
 //! Secret `mailcow.conf` values reach the program through its environment,
 //! never its argv.
 
-use std::path::PathBuf;
-
 use tokio::io::AsyncReadExt;
 
 use super::bindings::types::Error;
@@ -133,7 +131,7 @@ impl HostState {
                     tail,
                 });
                 if let Some(source) = &self.source {
-                    keep_safety_dump(source, &repo.blob_path(&record.blob), name)?;
+                    keep_safety_dump(source, &repo, &record.blob, name)?;
                 }
                 let mut rec = self.record.lock().expect("record lock");
                 if stored.new {
@@ -163,7 +161,7 @@ impl HostState {
     }
 
     /// The blob of an artifact: one of the snapshot's, or one written earlier in this call.
-    fn find_artifact(&self, name: &str) -> Result<PathBuf, Error> {
+    fn find_artifact(&self, name: &str) -> Result<Box<dyn std::io::Read + Send>, Error> {
         let repo = self.repo()?;
         let own = self
             .record
@@ -180,9 +178,12 @@ impl HostState {
                 .find(|a| a.name.as_str() == name)
                 .map(|a| a.blob.clone())
         });
-        own.or(from_snapshot)
-            .map(|blob| repo.blob_path(&blob))
-            .ok_or_else(|| failed(format!("no artifact `{name}` in this snapshot")))
+        let blob = own
+            .or(from_snapshot)
+            .ok_or_else(|| failed(format!("no artifact `{name}` in this snapshot")))?;
+        // Artifacts are zstd streams: decompressed (and unsealed) as they are fed.
+        repo.open_decoded(&blob, crate::repo::manifest::Compression::Zstd)
+            .map_err(|e| failed(format!("artifact `{name}` (blob {blob}): {e}")))
     }
 }
 
@@ -193,7 +194,8 @@ impl HostState {
 /// the way back.
 fn keep_safety_dump(
     source: &super::state::RestoreSource,
-    blob: &std::path::Path,
+    repo: &crate::repo::LocalRepo,
+    blob: &crate::repo::names::BlobId,
     name: &str,
 ) -> Result<(), Error> {
     use fs_err::os::unix::fs::OpenOptionsExt;
@@ -207,7 +209,9 @@ fn keep_safety_dump(
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        std::io::copy(&mut fs_err::File::open(blob)?, &mut out)?;
+        // Unsealed, still zstd: the rollback reads it without the key.
+        let mut src = repo.open_decoded(blob, crate::repo::manifest::Compression::None)?;
+        std::io::copy(&mut src, &mut out)?;
         out.sync_all()?;
         fs_err::rename(&tmp, &path)
     };
@@ -218,12 +222,10 @@ fn keep_safety_dump(
 
 /// Stream a stored zstd artifact, decompressed, into a program's stdin.
 async fn feed_stdin(
-    blob: PathBuf,
+    mut decoder: Box<dyn std::io::Read + Send>,
     mut stdin: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
 ) -> std::io::Result<()> {
-    use std::io::Read;
     use tokio::io::AsyncWriteExt;
-    let mut decoder = zstd::stream::read::Decoder::new(std::fs::File::open(&blob)?)?;
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = tokio::task::block_in_place(|| decoder.read(&mut buf))?;

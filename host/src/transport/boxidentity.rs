@@ -135,10 +135,36 @@ impl BoxRepo {
         let Some(text) = self.fetch_marker().await? else {
             return Ok(None);
         };
-        crate::repo::store::marker_format(&text).map_err(|detail| TransportError::Refused {
+        let refused = |detail: String| TransportError::Refused {
             target: self.target(),
             message: format!("repository `{}`: {detail}", self.path(MARKER)),
-        })?;
+        };
+        crate::repo::store::marker_format(&text).map_err(refused)?;
+        // The key must be the one the box repository was made with, before
+        // anything is read from it or sent to it.
+        match (
+            crate::repo::store::marker_key_id(&text).map_err(refused)?,
+            &self.key,
+        ) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(refused(
+                    "it is encrypted, and no key is configured: add encryption = \"key-file\" \
+                     (and key-file) to [repository.storagebox] and [repository.local]"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(refused(
+                    "it was created without encryption, but the config asks for it: remove \
+                     encryption = \"key-file\", or point [repository.storagebox] path at a new directory"
+                        .into(),
+                ));
+            }
+            (Some(id), Some(k)) => k
+                .check_fingerprint(&id)
+                .map_err(|e| refused(e.to_string()))?,
+        }
         if let Some(id) = marker_id(&text).map_err(|e| self.unreadable(e))? {
             return Ok(Some(id));
         }

@@ -132,7 +132,7 @@ impl BoxRepo {
             let path = dir.join(id.file_name());
             let bytes = fs_err::read(&path).map_err(local_err(&path))?;
             let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
-            match Root::parse_root(&bytes, &origin, Some(&id)) {
+            match self.root(&bytes, &origin, &id) {
                 Ok(r) => roots.push((r, origin)),
                 Err(e) => catalog.unreadable.push(e),
             }
@@ -163,9 +163,26 @@ impl BoxRepo {
         .await?;
         let bytes = fs_err::read(&dest).map_err(local_err(&dest))?;
         let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
-        let root = Root::parse_root(&bytes, &origin, Some(id))?;
+        let root = self.root(&bytes, &origin, id)?;
         let trees = self.fetch_trees([&root]).await?;
         Ok(expand(&trees, root, &origin)?)
+    }
+
+    /// A root from the box, opened with the key when the repository is
+    /// encrypted, then parsed.
+    fn root(&self, bytes: &[u8], origin: &str, id: &SnapshotId) -> Result<Root, ManifestError> {
+        let opened;
+        let bytes = match &self.key {
+            Some(k) => {
+                opened = k.open(bytes).map_err(|e| ManifestError {
+                    origin: origin.to_string(),
+                    detail: e.to_string(),
+                })?;
+                &opened[..]
+            }
+            None => bytes,
+        };
+        Root::parse_root(bytes, origin, Some(id))
     }
 
     /// The tree objects `roots` name, in a cache of trees fetched earlier
@@ -176,10 +193,16 @@ impl BoxRepo {
         roots: impl IntoIterator<Item = &'r Root>,
     ) -> Result<LocalRepo, TransportError> {
         let dir = self.cache.join("trees");
-        let trees = LocalRepo::open_or_init(&dir).map_err(|e| TransportError::Local {
-            path: dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        // Only a cache: one made with another key (or none) starts afresh.
+        let trees = LocalRepo::open_or_init_keyed(&dir, self.key.clone())
+            .or_else(|_| {
+                let _ = fs_err::remove_dir_all(&dir);
+                LocalRepo::open_or_init_keyed(&dir, self.key.clone())
+            })
+            .map_err(|e| TransportError::Local {
+                path: dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let mut wanted: Vec<_> = roots.into_iter().flat_map(Root::tree_ids).collect();
         wanted.sort();
         wanted.dedup();

@@ -93,6 +93,8 @@ pub struct BoxRepo {
     ssh: String,
     /// Names the list files and scratch directories of concurrent transfers.
     seq: std::sync::atomic::AtomicU64,
+    /// The key an encrypted repository's roots and trees are sealed with.
+    pub(super) key: Option<std::sync::Arc<crate::repo::seal::Key>>,
     _master: MasterGuard,
 }
 
@@ -252,6 +254,7 @@ impl BoxRepo {
             cache,
             ssh,
             seq: std::sync::atomic::AtomicU64::new(0),
+            key: None,
             _master: master,
         };
         let caps = repo.load_or_probe_caps().await?;
@@ -397,6 +400,13 @@ impl BoxRepo {
         let _ = fs_err::remove_dir_all(&dir);
         fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
         Ok(dir)
+    }
+
+    /// The box repository's roots and trees are sealed with `key`.
+    #[must_use]
+    pub fn with_key(mut self, key: Option<std::sync::Arc<crate::repo::seal::Key>>) -> Self {
+        self.key = key;
+        self
     }
 
     /// How many transfers may run at once.

@@ -172,11 +172,7 @@ fn full_backup_records_every_file_and_the_dumps_restore_into_fresh_servers() {
     );
     let fresh_dir = w.dir.path().join("fresh-redis");
     std::fs::create_dir_all(&fresh_dir).unwrap();
-    std::fs::write(
-        fresh_dir.join("dump.rdb"),
-        w.content(&rdb[0]),
-    )
-    .unwrap();
+    std::fs::write(fresh_dir.join("dump.rdb"), w.content(&rdb[0])).unwrap();
     let fresh_redis = Redis::start(&fresh_dir, "another").unwrap();
     assert_eq!(
         fresh_redis.cli(&["DBSIZE"]).unwrap(),
@@ -250,7 +246,10 @@ fn second_backup_stores_only_the_new_messages() {
             .collect()
     };
     let new_trees = trees(&m2).difference(&trees(&m1)).count();
-    assert!(new_trees <= 6, "{new_trees} new tree objects for 5 messages");
+    assert!(
+        new_trees <= 6,
+        "{new_trees} new tree objects for 5 messages"
+    );
     assert_eq!(count_blobs(), before + 5 + new_trees);
     // The added blobs hold exactly the new messages.
     let new_dir = w

@@ -59,6 +59,10 @@ fn the_readme_recipe_recovers_a_file_with_jq_and_zstd_alone() {
         assert!(run.status.success(), "{}", text(&run));
         let got = std::fs::read(dir.path().join("restored-message")).unwrap();
         let want = std::fs::read(w.sample.volume("vmail-vol-1").join(path)).unwrap();
-        assert!(got == want, "`{path}` ({}) came back different", e["compression"]);
+        assert!(
+            got == want,
+            "`{path}` ({}) came back different",
+            e["compression"]
+        );
     }
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use super::CaptureError;
 use super::walk::{Walked, is_gone};
 use crate::repo::beneath::{self, Beneath, Meta};
-use crate::repo::hashcache::HashCache;
 use crate::repo::content::{self, ContentWriter};
+use crate::repo::hashcache::HashCache;
 use crate::repo::store::{LocalRepo, RepoError, Stored};
 
 /// Files up to this size are read whole; larger ones are streamed.
@@ -341,9 +341,15 @@ mod tests {
         );
         assert!(!r.settled);
         assert_eq!(r.stored.raw, SMALL_FILE + 12);
-        assert_eq!(r.stored.compression, crate::repo::manifest::Compression::Zstd);
+        assert_eq!(
+            r.stored.compression,
+            crate::repo::manifest::Compression::Zstd
+        );
         let stored = assert_blob_matches(&repo, &r);
-        assert_eq!(zstd::decode_all(&stored[..]).unwrap().len() as u64, r.stored.raw);
+        assert_eq!(
+            zstd::decode_all(&stored[..]).unwrap().len() as u64,
+            r.stored.raw
+        );
     }
 
     #[test]

@@ -171,7 +171,11 @@ fn encryption_names_a_key_file_per_repository() {
         ),
         ("encryption = \"key-file\"\nkeyfile = \"/k\"", "", "keyfile"),
         // The box receives the local repository's blobs as they are.
-        ("", "encryption = \"key-file\"", "must use the same encryption and key-file"),
+        (
+            "",
+            "encryption = \"key-file\"",
+            "must use the same encryption and key-file",
+        ),
         (
             "encryption = \"key-file\"\nkey-file = \"/root/local.key\"",
             "encryption = \"key-file\"",

@@ -88,20 +88,24 @@ impl Source {
         let Some(b) = &self.remote else {
             return self.repo.load(spec).class(Failure::Repository);
         };
+        let mut unreadable = None;
         let id = if spec == "latest" {
             let catalog = self.catalog().await?;
+            unreadable = catalog.unreadable_summary();
             catalog.manifests.last().map(|m| m.id.clone())
         } else {
             SnapshotId::parse(spec).ok()
         };
         let id = id.ok_or_else(|| {
-            fail(
-                Failure::Repository,
-                format!(
+            // Every snapshot unreadable (a wrong key, say): that is the news.
+            let msg = match unreadable {
+                Some(bad) => format!("no snapshot on the box is readable: {bad}"),
+                None => format!(
                     "snapshot `{spec}` not found; `cshost snapshots --repo {}` lists what exists",
                     self.kind
                 ),
-            )
+            };
+            fail(Failure::Repository, msg)
         })?;
         b.manifest(&id)
             .await

@@ -207,3 +207,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod sealed_tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn sealed_compressed_content_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = std::sync::Arc::new(crate::repo::seal::Key::generate().unwrap());
+        let repo = LocalRepo::open_or_init_keyed(&dir.path().join("r"), Some(key)).unwrap();
+        for content in [
+            b"3 V1764150000 N1 G0123456789abcdef0123456789abcdef\n1 :1764150000.M1P1.mail\n2 :1764150001.M2P2.mail\n".to_vec(),
+            b"Subject: x\r\n".repeat(500),
+        ] {
+            let s = store_bytes(&repo, &content).unwrap();
+            let mut back = Vec::new();
+            repo.open_decoded(&s.hash, s.compression)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, content, "{:?}", s.compression);
+        }
+    }
+}

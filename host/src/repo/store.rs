@@ -473,6 +473,7 @@ impl LocalRepo {
     /// # Errors
     /// On I/O failure.
     pub fn put_stored(&self, bytes: &[u8]) -> Result<Stored, RepoError> {
+        let raw = bytes.len() as u64;
         let sealed;
         let bytes = match &self.key {
             Some(k) => {
@@ -486,7 +487,7 @@ impl LocalRepo {
         Ok(Stored {
             hash,
             size: bytes.len() as u64,
-            raw: bytes.len() as u64,
+            raw,
             compression: super::manifest::Compression::None,
             new,
         })

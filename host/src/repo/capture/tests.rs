@@ -334,3 +334,41 @@ fn names_that_are_not_utf8_and_paths_deeper_than_path_max_are_captured() {
     );
     assert_eq!(measure(&vol, "").unwrap().files, 2);
 }
+
+#[test]
+fn a_sealed_repository_captures_and_writes_back_every_file_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    let mut files = Vec::new();
+    for i in 0..40usize {
+        let p = vol.join(format!("d{}/f{i}", i % 3));
+        fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+        let content = match i % 4 {
+            0 => format!("3 V1764150000 N{i} G0123\n")
+                .repeat(i + 1)
+                .into_bytes(),
+            1 => vec![b'a'; i * 997],
+            2 => (0..i * 31).map(|k| (k * 7919 % 251) as u8).collect(),
+            _ => format!("{i}").into_bytes(),
+        };
+        fs_err::write(&p, &content).unwrap();
+        files.push((p, content));
+    }
+    let key = std::sync::Arc::new(crate::repo::seal::Key::generate().unwrap());
+    let repo = LocalRepo::open_or_init_keyed(&dir.path().join("r"), Some(key)).unwrap();
+    let c = capture(&repo, &HashCache::in_memory(), &vol, ".", 2).unwrap();
+    let out = dir.path().join("out");
+    let refs: Vec<&crate::repo::manifest::Entry> = c.entries.iter().collect();
+    crate::repo::materialize::materialize(
+        &repo,
+        &refs,
+        &out,
+        crate::repo::materialize::Overwrite::Replace,
+        2,
+    )
+    .unwrap();
+    for (p, content) in &files {
+        let back = fs_err::read(out.join(p.strip_prefix(&vol).unwrap())).unwrap();
+        assert_eq!(&back, content, "{}", p.display());
+    }
+}

@@ -11,6 +11,7 @@ mod contents;
 mod crash;
 mod docker;
 mod dockerstack;
+mod export;
 mod faults;
 mod hostile;
 mod killmatrix;

@@ -105,6 +105,10 @@ pub fn write(
         let path = tmp.path().join(marker);
         create(&path, 0o644)?.sync_all().map_err(write_err(&path))?;
     }
+    // Searchable but not listable: the dump must be reachable for that
+    // `mysql` user; everything else in it is root's (mode 600).
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+        .map_err(write_err(tmp.path()))?;
     sync_dir(tmp.path())?;
     let folder = dir.join(&plan.folder);
     let tmp_path = tmp.keep();
@@ -234,7 +238,10 @@ fn write_dump(
         .open_artifact(a)
         .map_err(|source| read_err(m, component, a.name.as_str(), source))?;
     let mut src = io::BufReader::with_capacity(BUFFER, Exact::new(src, a.raw_size));
-    let file = create(path, 0o600)?;
+    // mailcow's restore reads it as the `mysql` user of its SQL image
+    // (`docker run -u mysql ... gunzip < backup/backup_mysql.gz`), not as
+    // root; `dir` (700 when created here) keeps it from the host's users.
+    let file = create(path, 0o644)?;
     let mut gz = flate2::write::GzEncoder::new(
         BufWriter::with_capacity(BUFFER, file),
         flate2::Compression::default(),

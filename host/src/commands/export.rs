@@ -48,9 +48,11 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<(), CommandError> {
         ));
     }
     out("  mailcow.conf");
+    // The script wants an absolute path.
     let location = r
         .folder
         .parent()
+        .and_then(|p| std::path::absolute(p).ok())
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     out(&format!(

@@ -329,3 +329,56 @@ fn an_export_never_replaces_a_folder_and_a_failed_one_leaves_nothing() {
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert!(!other.exists() || std::fs::read_dir(&other).unwrap().count() == 0);
 }
+
+/// From the Storage Box, onto a machine without the local repository: the
+/// same folder, byte for byte (an export is a function of the snapshot).
+#[test]
+fn an_export_from_the_box_is_byte_identical_to_one_from_the_local_repository() {
+    use crate::storagebox::{BoxWorld, with_box};
+    let BoxWorld { w, b: _b } = with_box(cshost_testkit::sshbox::Mode::Strict, "");
+    let out = w.cshost(&["backup", "--components", "vmail,crypt,rspamd"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let local = export_dir(&w, "from-local");
+    let out = export(&w, &local);
+    assert!(out.status.success(), "{}", text(&out));
+
+    std::fs::remove_dir_all(&w.repo).unwrap();
+    let remote = export_dir(&w, "from-box");
+    let out = w.cshost(&[
+        "export",
+        "latest",
+        remote.to_str().unwrap(),
+        "--format",
+        "mailcow",
+        "--repo",
+        "storagebox",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (a, b) = (folder(&local), folder(&remote));
+    assert_eq!(a.file_name(), b.file_name());
+    let files = |d: &Path| -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (fa, fb) = (files(&a), files(&b));
+    let mut want: Vec<String> = [
+        "backup_crypt.tar.zst",
+        "backup_rspamd.tar.zst",
+        "backup_vmail.tar.zst",
+        "mailcow.conf",
+    ]
+    .map(String::from)
+    .to_vec();
+    want.push(format!(".{}", std::env::consts::ARCH));
+    want.sort();
+    assert_eq!(fa.keys().cloned().collect::<Vec<_>>(), want);
+    assert!(fa == fb, "the two exports differ");
+}

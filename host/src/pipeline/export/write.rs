@@ -150,17 +150,9 @@ fn write_archive(
     let (mut n, mut bytes) = (0u64, 0u64);
     for (named, role) in &layout {
         let name = member_name(a.mount, named, named.kind == Kind::Dir);
-        let at = |source: io::Error| match source
-            .get_ref()
-            .and_then(|s| s.downcast_ref::<Unreadable>())
-        {
-            Some(_) => read_err(
-                m,
-                &a.component,
-                &format!("{}/{}", a.volume, named.path),
-                source,
-            ),
-            None => write_err(path)(source),
+        let at = |source| {
+            let shown = format!("{}/{}", a.volume, named.path);
+            copy_err(source, |s| read_err(m, &a.component, &shown, s), path)
         };
         let meta = |e: &Entry| Meta {
             mode: e.mode,
@@ -246,15 +238,8 @@ fn write_dump(
         BufWriter::with_capacity(BUFFER, file),
         flate2::Compression::default(),
     );
-    io::copy(&mut src, &mut gz).map_err(|source| {
-        match source
-            .get_ref()
-            .and_then(|s| s.downcast_ref::<Unreadable>())
-        {
-            Some(_) => read_err(m, component, a.name.as_str(), source),
-            None => write_err(path)(source),
-        }
-    })?;
+    io::copy(&mut src, &mut gz)
+        .map_err(|source| copy_err(source, |s| read_err(m, component, a.name.as_str(), s), path))?;
     crate::progress::add(a.raw_size);
     let file = gz
         .finish()
@@ -451,6 +436,20 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
     move |cause| ExportError::Write {
         path: path.to_path_buf(),
         cause,
+    }
+}
+
+/// A copy that failed on the snapshot's side (the content) or on the
+/// export's (the file at `path`).
+fn copy_err(
+    source: io::Error,
+    read: impl FnOnce(io::Error) -> ExportError,
+    path: &Path,
+) -> ExportError {
+    if source.get_ref().is_some_and(|s| s.is::<Unreadable>()) {
+        read(source)
+    } else {
+        write_err(path)(source)
     }
 }
 

@@ -19,6 +19,7 @@ async fn run(ctx: &Context, command: Command) -> Result<RunSummary, CommandError
         Command::Diff(args) => none(crate::commands::contents::diff(ctx, args).await),
         Command::Verify(args) => crate::commands::verify::run(ctx, args).await,
         Command::Restore(args) => none(crate::commands::restore::run(ctx, args).await),
+        Command::Export(args) => none(crate::commands::export::run(ctx, args).await),
         Command::Plugins(cmd) => none(crate::commands::plugins::run(ctx, cmd).await),
         Command::Status => none(crate::commands::ops::status(ctx)),
         Command::Doctor => none(crate::commands::ops::doctor(ctx).await),

@@ -62,6 +62,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore components from a snapshot (asks what and confirms when run on a terminal).
     Restore(RestoreArgs),
+    /// Write a snapshot as a folder that mailcow's own backup_and_restore.sh restores.
+    Export(ExportArgs),
     /// Built-in and third-party plugins: list, inspect, check.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -223,6 +225,28 @@ pub struct LsArgs {
     /// `local` or `storagebox` (default: local).
     #[arg(long, value_enum, default_value_t = RepoKind::Local)]
     pub repo: RepoKind,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Snapshot id, or `latest`.
+    pub snapshot: String,
+    /// The directory the `mailcow-YYYY-MM-DD-HH-MM-SS` folder goes into
+    /// (mailcow's MAILCOW_BACKUP_LOCATION); created when missing.
+    pub dir: PathBuf,
+    /// The layout to write: `mailcow` (backup_and_restore.sh's).
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// `local` or `storagebox` (default: local).
+    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
+    pub repo: RepoKind,
+}
+
+/// What `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The folder mailcow's helper-scripts/backup_and_restore.sh writes and restores.
+    Mailcow,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: wall time and peak RSS of cshost over a generated mail
 //! store (~1.5 GB, ~21k files by default): first and second backup, verify,
-//! a restore drill and an in-place restore, and the plugin load time. Prints
+//! a restore drill, an export for mailcow's script and an in-place restore, and the plugin load time. Prints
 //! figures; asserts nothing.
 
 use std::process::Command;
@@ -94,6 +94,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         cshost()
             .args(["restore", "--snapshot", "latest", "--target-dir"])
             .arg(&drill),
+    )?;
+    timed(
+        "export --format mailcow",
+        cshost()
+            .args(["export", "latest"])
+            .arg(dir.join("export"))
+            .args(["--format", "mailcow"]),
     )?;
     timed(
         "restore in place (replace)",

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod contents;
+pub mod export;
 pub mod install;
 pub mod key;
 pub mod ops;

@@ -15,6 +15,7 @@
 //! | the stack brought up after a restore (compose) | [`bringup`] | [`bringup::Bringup`], in the restore's report |
 //! | undo or finish an interrupted restore | [`recover`] | the journal dealt with |
 //! | a snapshot written into a directory (drill) | [`drill`] | files written |
+//! | a snapshot as mailcow's own backup folder | [`export`] | [`export::ExportReport`] |
 //! | one mailbox or domain merged | [`mail`] | [`mail::MailReport`] |
 //!
 //! A backup syncs and prunes by calling [`sync`] and [`prune`] directly;
@@ -26,6 +27,7 @@ pub mod bringup;
 mod conf_keys;
 pub mod contents;
 pub mod drill;
+pub mod export;
 pub mod mail;
 pub mod prune;
 pub mod recover;

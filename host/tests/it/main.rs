@@ -12,6 +12,7 @@ mod crash;
 mod docker;
 mod dockerstack;
 mod encryption;
+mod export;
 mod faults;
 mod hostile;
 mod keys;

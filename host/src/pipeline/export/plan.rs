@@ -157,7 +157,7 @@ mod tests {
     fn manifest(started: &str, arch: &str, components: serde_json::Value) -> Manifest {
         let blob = "ab".repeat(32);
         let m = serde_json::json!({
-            "format": 1, "id": "s1", "hostname": "h", "cshost-version": "0.1.0",
+            "format": 2, "id": "s1", "hostname": "h", "cshost-version": "0.1.0",
             "started": started, "finished": started,
             "mailcow": {"project": "p", "maildir-sub": null, "arch": arch, "conf-blob": blob},
             "components": components,

@@ -14,8 +14,9 @@ use anyhow::Result;
 use cshost_testkit::mailcow::{self, Size};
 
 use super::cshost::Cshost;
+use super::lab::{Lab, count_files};
 use super::table::{Row, Step, Tool};
-use super::{DAY_MESSAGES, DAY_SEED, GENERATE_SEED, Lab, count_files};
+use super::{DAY_MESSAGES, DAY_SEED, GENERATE_SEED};
 
 /// Small messages (~1 KB) so the 200k tree stays a few hundred MB.
 fn size(users_per_domain: usize) -> Size {

@@ -139,6 +139,18 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".into(), |r| format!("{r:.2}"))
 }
 
+/// Whether a ratio says something about a step: a backup's download and a
+/// restore's upload are protocol chatter, and a restore leaves the box as it
+/// was, so those ratios are left blank.
+fn relevant(step: Step, m: Metric) -> bool {
+    let backup = matches!(step, Step::Full | Step::Nightly);
+    match m {
+        Metric::Wall | Metric::Rss => true,
+        Metric::Up | Metric::Box => backup,
+        Metric::Down => !backup,
+    }
+}
+
 /// cshost / peer for every step both ran.
 pub(crate) fn render_ratios(rows: &[Row]) -> String {
     let mut s = format!(
@@ -153,7 +165,13 @@ pub(crate) fn render_ratios(rows: &[Row]) -> String {
             if find(rows, peer, step).is_none() {
                 continue;
             }
-            let r = |m| fmt_ratio(ratio(rows, step, peer, m));
+            let r = |m| {
+                if relevant(step, m) {
+                    fmt_ratio(ratio(rows, step, peer, m))
+                } else {
+                    String::new()
+                }
+            };
             let _ = writeln!(
                 s,
                 "{:<17}{:<14}{:>8}{:>10}{:>10}{:>10}{:>9}",
@@ -375,6 +393,10 @@ mod tests {
         let ratios = render_ratios(&rows);
         // full against raw and restic, nightly against restic
         assert_eq!(ratios.lines().count(), 4, "{ratios}");
+        // wall, up, box and RSS for a backup; its download is left blank
+        let full_raw = ratios.lines().find(|l| l.contains("raw pipe")).unwrap();
+        // ("full", "raw pipe": three words)
+        assert_eq!(full_raw.split_whitespace().count(), 3 + 4, "{full_raw}");
         let targets = render_targets(&rows);
         assert!(targets.contains("not measured"), "{targets}");
         assert!(targets.contains("MISSED"), "{targets}");

@@ -39,7 +39,7 @@ fn with_cache(text: &str, sample: &Sample, cache: &Path) -> Result<String> {
 }
 
 impl Cshost {
-    /// Write both configs into `dir`. The box config has no local repository
+    /// Write both configs into `dir`, with their caches under `caches`. The box config has no local repository
     /// when this cshost accepts that (`config check`), as a server short of
     /// disk would run it; otherwise the box run keeps one in `dir`.
     pub(crate) fn setup(
@@ -48,6 +48,7 @@ impl Cshost {
         sample: &Sample,
         box_link: &Endpoint,
         box_path: &str,
+        caches: &Path,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let base = |repo: &Path| mailcow::config_toml(sample, repo, None, None);
@@ -55,12 +56,12 @@ impl Cshost {
         let text = with_cache(
             &base(&dir.join("repository")),
             sample,
-            &dir.join("cache-local"),
+            &caches.join("local"),
         )?;
         std::fs::write(&local_config, text)?;
 
         let box_config = dir.join("config-box.toml");
-        let box_cache = dir.join("cache-box");
+        let box_cache = caches.join("box");
         let box_repo = dir.join("repository-box-run");
         let full = with_cache(&base(&box_repo), sample, &box_cache)?;
         let section = full

@@ -95,10 +95,19 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let dir = crate::root().join("target").join("bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("logs"))?;
-    if opts.scaling {
-        return scaling::run(&bin, &shell, &dir);
-    }
-    versus::run(&bin, &shell, &dir, size_for(opts.gb))
+    // cshost keeps its ssh control socket under its cache directory, and a
+    // unix socket's path is limited to 107 bytes: under a deep checkout ssh
+    // cannot bind it and cshost says it cannot connect. So cshost's caches
+    // get a short directory of their own.
+    let caches = std::env::temp_dir().join(format!("cshost-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&caches)?;
+    let result = if opts.scaling {
+        scaling::run(&bin, &shell, &dir, &caches)
+    } else {
+        versus::run(&bin, &shell, &dir, &caches, size_for(opts.gb))
+    };
+    let _ = std::fs::remove_dir_all(&caches);
+    result
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ struct Tree {
     nightly: Row,
 }
 
-pub(crate) fn run(bin: &Path, shell: &Path, dir: &Path) -> Result<()> {
+pub(crate) fn run(bin: &Path, shell: &Path, dir: &Path, caches: &Path) -> Result<()> {
     let mut lab = Lab::start(dir, shell)?;
     let mut trees = Vec::new();
     for users in [10, 100] {
@@ -48,7 +48,14 @@ pub(crate) fn run(bin: &Path, shell: &Path, dir: &Path) -> Result<()> {
             t.elapsed().as_secs_f64()
         );
         let box_path = format!("scaling-{users}");
-        let cs = Cshost::setup(bin, &root.join("cshost"), &sample, &lab.link, &box_path)?;
+        let cs = Cshost::setup(
+            bin,
+            &root.join("cshost"),
+            &sample,
+            &lab.link,
+            &box_path,
+            &caches.join(&box_path),
+        )?;
         let full = lab.step(
             Tool::Cshost,
             Step::Full,
@@ -77,13 +84,13 @@ pub(crate) fn run(bin: &Path, shell: &Path, dir: &Path) -> Result<()> {
 fn render(trees: &[Tree]) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     let mut s = format!(
-        "{:>8}{:>10}{:>12}{:>10}{:>14}{:>10}\n",
-        "files", "full s", "full RSS", "nightly s", "nightly up", "RSS"
+        "{:>8}{:>10}{:>12}{:>11}{:>14}{:>14}\n",
+        "files", "full s", "full RSS", "nightly s", "nightly up", "nightly RSS"
     );
     for t in trees {
         let _ = writeln!(
             s,
-            "{:>8}{:>10.2}{:>8.1} MiB{:>10.2}{:>10.2} MiB{:>6.1} MiB",
+            "{:>8}{:>10.2}{:>8.1} MiB{:>11.2}{:>10.2} MiB{:>10.1} MiB",
             t.files,
             t.full.secs,
             t.full.rss_kib as f64 / 1024.0,

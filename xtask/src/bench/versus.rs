@@ -15,7 +15,7 @@ use super::peers::{Peers, available};
 use super::table::{self, Step, Tool};
 use super::{DAY_MESSAGES, DAY_SEED, GENERATE_SEED, MAILBOX, VOLUMES, check, measure};
 
-pub(super) fn run(bin: &Path, shell: &Path, dir: &Path, size: Size) -> Result<()> {
+pub(super) fn run(bin: &Path, shell: &Path, dir: &Path, caches: &Path, size: Size) -> Result<()> {
     let t = Instant::now();
     let sample = mailcow::generate(&dir.join("sample"), size, GENERATE_SEED);
     let names: Vec<String> = VOLUMES.iter().map(|v| format!("{PROJECT}_{v}")).collect();
@@ -42,6 +42,7 @@ pub(super) fn run(bin: &Path, shell: &Path, dir: &Path, size: Size) -> Result<()
         &sample,
         &lab.link,
         "mailcow-backups",
+        caches,
     )?;
     println!(
         "cshost runs against the box {}",

@@ -122,6 +122,83 @@ impl StorageBox {
 
     /// The `[repository.storagebox]` table that points cshost at this box.
     pub fn config_toml(&self, path: &str) -> String {
+        self.endpoint().config_toml(path)
+    }
+
+    /// How a client reaches this box directly.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            port: self.port,
+            user: self.user.clone(),
+            identity: self.identity.clone(),
+            known_hosts: self.known_hosts.clone(),
+        }
+    }
+
+    /// The box reached through another port on 127.0.0.1 that forwards to
+    /// its sshd (a relay or a tunnel): ssh pins host keys per port, so the
+    /// box's key is written to `known_hosts` for that port.
+    pub fn endpoint_via(&self, port: u16, known_hosts: &Path) -> Result<Endpoint, String> {
+        let pinned = std::fs::read_to_string(&self.known_hosts).map_err(|e| e.to_string())?;
+        let key = pinned
+            .strip_prefix(&format!("[127.0.0.1]:{} ", self.port))
+            .ok_or_else(|| format!("unexpected {}", self.known_hosts.display()))?;
+        std::fs::write(known_hosts, format!("[127.0.0.1]:{port} {key}"))
+            .map_err(|e| format!("{}: {e}", known_hosts.display()))?;
+        Ok(Endpoint {
+            port,
+            known_hosts: known_hosts.to_path_buf(),
+            ..self.endpoint()
+        })
+    }
+
+    /// Run a command line on the box as a client would (through the restricted shell).
+    pub fn run(&self, line: &str) -> Result<String, String> {
+        self.endpoint().run(line)
+    }
+}
+
+/// Where a client connects to the box: the port on 127.0.0.1, the login,
+/// the client key and the pinned host key.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub port: u16,
+    pub user: String,
+    pub identity: PathBuf,
+    pub known_hosts: PathBuf,
+}
+
+impl Endpoint {
+    /// `ssh` and its options for this endpoint, up to but without the host
+    /// (`127.0.0.1`): what a client passes as `rsync -e`, restic's
+    /// `sftp.command` or the ssh of a pipe. Key-only, the host key pinned.
+    pub fn ssh_argv(&self) -> Vec<String> {
+        [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-i".into(),
+            self.identity.display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-l".into(),
+            self.user.clone(),
+        ])
+        .collect()
+    }
+
+    /// The `[repository.storagebox]` table that points cshost at this endpoint.
+    pub fn config_toml(&self, path: &str) -> String {
         format!(
             "\n[repository.storagebox]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity = {:?}\nknown-hosts = {:?}\npath = {path:?}\n",
             self.port, self.user, self.identity, self.known_hosts
@@ -130,27 +207,10 @@ impl StorageBox {
 
     /// Run a command line on the box as a client would (through the restricted shell).
     pub fn run(&self, line: &str) -> Result<String, String> {
-        let out = Command::new("ssh")
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .arg("-i")
-            .arg(&self.identity)
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-l",
-                &self.user,
-                "127.0.0.1",
-                line,
-            ])
+        let argv = self.ssh_argv();
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .args(["127.0.0.1", line])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| e.to_string())?;

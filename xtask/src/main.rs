@@ -22,7 +22,7 @@ fn main() -> Result<()> {
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  plugins          build the plugins for wasm32-wasip2\n  build [--release]  plugins, then cshost with the plugins embedded\n  test             build everything and run every test\n  demo             back up generated sample mailcow data into a local repository\n  bench            time a backup of a ~1.5 GB generated mail store (release build)\n  fuzz [TARGET...] [--seconds N]  run the fuzz targets in fuzz/, 60 s each (not in CI)"
+                "usage: cargo xtask <command>\n\n  plugins          build the plugins for wasm32-wasip2\n  build [--release]  plugins, then cshost with the plugins embedded\n  test             build everything and run every test\n  demo             back up generated sample mailcow data into a local repository\n  bench [--gb=X | --quick] [--scaling]  cshost against tar|ssh, rsync and restic on one generated mail store (~1.5 GB)\n  fuzz [TARGET...] [--seconds N]  run the fuzz targets in fuzz/, 60 s each (not in CI)"
             );
             bail!("no command given")
         }

@@ -49,7 +49,7 @@ pub fn worth_compressing(repo: &LocalRepo, sample: &[u8]) -> bool {
 /// Streams a large file's content into a blob, compressed or not as decided
 /// up front from its first bytes.
 pub enum ContentWriter<'a> {
-    Raw(BlobWriter<'a>, u64),
+    Raw(Box<BlobWriter<'a>>, u64),
     Zstd(
         Box<zstd::stream::write::Encoder<'static, BlobWriter<'a>>>,
         u64,
@@ -62,7 +62,7 @@ impl<'a> ContentWriter<'a> {
     pub fn new(repo: &'a LocalRepo, compress: bool) -> Result<Self, RepoError> {
         let w = repo.writer()?;
         if !compress {
-            return Ok(Self::Raw(w, 0));
+            return Ok(Self::Raw(Box::new(w), 0));
         }
         let enc =
             zstd::stream::write::Encoder::new(w, repo.compression_level()).map_err(|source| {

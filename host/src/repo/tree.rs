@@ -49,7 +49,7 @@ pub fn split(entries: &[Entry]) -> Vec<&[Entry]> {
     let mut start = 0;
     for (i, e) in entries.iter().enumerate() {
         let len = i + 1 - start;
-        if fnv(e.path.as_bytes()) % AVERAGE == 0 || len == MAX_ENTRIES {
+        if fnv(e.path.as_bytes()).is_multiple_of(AVERAGE) || len == MAX_ENTRIES {
             out.push(&entries[start..=i]);
             start = i + 1;
         }

@@ -3,23 +3,21 @@
 //! into place, so a crash never leaves a blob or manifest with a wrong name.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use sha2::Sha256;
 
 use std::sync::Arc;
 
 pub use super::blobwriter::{BlobWriter, Stored};
 use super::manifest::{self, Manifest, ManifestError};
 use super::names::{BlobId, SnapshotId};
-use super::seal::{Key, OpenReader, SealError};
+use super::seal::Key;
 
 const MARKER: &str = "cshost-repo.toml";
 /// A stored tree object is never larger than this (it holds a few hundred entries).
-const MAX_TREE_BLOB: u64 = 16 << 20;
+pub(super) const MAX_TREE_BLOB: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -260,95 +258,6 @@ impl LocalRepo {
         Ok(f)
     }
 
-    /// The content of a file entry, decoded from its blob (decompressed,
-    /// and decrypted in an encrypted repository).
-    ///
-    /// # Errors
-    /// When the entry has no blob or the blob cannot be opened.
-    pub fn open_entry(&self, e: &super::manifest::Entry) -> io::Result<Box<dyn io::Read + Send>> {
-        let blob = e
-            .blob
-            .as_ref()
-            .ok_or_else(|| io::Error::other(format!("`{}` has no blob", e.path)))?;
-        self.open_decoded(blob, e.compression)
-    }
-
-    /// The SHA-256 of a file entry's content and its length, read back from
-    /// its blob: what a restored or live file must hash to. A blob stored
-    /// as it is needs no reading: its name is that hash.
-    ///
-    /// # Errors
-    /// When the blob cannot be read or decoded.
-    pub fn content_sha256(&self, e: &super::manifest::Entry) -> io::Result<(String, u64)> {
-        use sha2::Digest;
-        if e.compression == super::manifest::Compression::None
-            && self.key.is_none()
-            && let Some(b) = &e.blob
-        {
-            return Ok((b.to_string(), e.size));
-        }
-        let mut src = self.open_entry(e)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 256 << 10];
-        let mut n = 0u64;
-        loop {
-            let k = src.read(&mut buf)?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
-        Ok((hex::encode(h.finalize()), n))
-    }
-
-    /// A small blob stored as it was given (e.g. mailcow.conf), unsealed.
-    ///
-    /// # Errors
-    /// When it cannot be read or opened.
-    pub fn read_plain(&self, blob: &BlobId) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.open_decoded(blob, super::manifest::Compression::None)?
-            .read_to_end(&mut out)?;
-        Ok(out)
-    }
-
-    /// The uncompressed stream of an artifact (e.g. a database dump).
-    ///
-    /// # Errors
-    /// When the blob cannot be opened.
-    pub fn open_artifact(
-        &self,
-        a: &super::manifest::Artifact,
-    ) -> io::Result<Box<dyn io::Read + Send>> {
-        self.open_decoded(&a.blob, a.compression)
-    }
-
-    /// A blob's bytes as they were before they were stored.
-    ///
-    /// # Errors
-    /// When it cannot be opened.
-    pub fn open_decoded(
-        &self,
-        blob: &BlobId,
-        compression: super::manifest::Compression,
-    ) -> io::Result<Box<dyn io::Read + Send>> {
-        let f = self.open_blob(blob)?;
-        let plain: Box<dyn io::Read + Send> = match &self.key {
-            Some(k) => Box::new(OpenReader::new(
-                k,
-                io::BufReader::with_capacity(256 << 10, f),
-            )?),
-            None => Box::new(f),
-        };
-        Ok(match compression {
-            super::manifest::Compression::None => plain,
-            super::manifest::Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::new(plain)?)
-            }
-        })
-    }
-
     /// Where blobs a verify found damaged are kept: out of the way of every
     /// reuse (a backup stores their content again), never deleted by it.
     pub fn damaged_dir(&self) -> PathBuf {
@@ -517,41 +426,6 @@ impl LocalRepo {
     /// Store one tree object; returns its blob id.
     fn put_tree(&self, piece: &[super::manifest::Entry]) -> Result<BlobId, RepoError> {
         Ok(self.put_stored(&super::tree::encode(piece))?.hash)
-    }
-
-    /// Read a tree object, checked against its name (a damaged one is named
-    /// as such, not reported as a parse error).
-    ///
-    /// # Errors
-    /// A message naming what is wrong with it.
-    pub fn read_tree(&self, id: &BlobId) -> Result<Vec<super::manifest::Entry>, String> {
-        let path = self.blob_path(id);
-        let mut bytes = Vec::new();
-        self.open_blob(id)
-            .and_then(|f| io::Read::read_to_end(&mut io::Read::take(f, MAX_TREE_BLOB), &mut bytes))
-            .map_err(|e| format!("`{}`: {e}", path.display()))?;
-        if super::sha256_hex(&bytes) != id.as_str() {
-            return Err(format!(
-                "`{}` is damaged (its content does not hash to its name)",
-                path.display()
-            ));
-        }
-        let bytes = self
-            .unseal(&bytes)
-            .map_err(|e| format!("`{}`: {e}", path.display()))?;
-        super::tree::decode(&bytes).map_err(|e| format!("`{}`: {e}", path.display()))
-    }
-
-    /// Bytes as they were before they were sealed (as they are in an
-    /// unencrypted repository).
-    ///
-    /// # Errors
-    /// When they do not open with this repository's key.
-    pub fn unseal<'b>(&self, bytes: &'b [u8]) -> Result<std::borrow::Cow<'b, [u8]>, SealError> {
-        match &self.key {
-            Some(k) => k.open(bytes).map(std::borrow::Cow::Owned),
-            None => Ok(std::borrow::Cow::Borrowed(bytes)),
-        }
     }
 
     /// A snapshot never references a blob known damaged: each one it needs

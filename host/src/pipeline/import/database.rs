@@ -324,7 +324,7 @@ pub(super) fn info_version(info: &str) -> Option<String> {
     })
 }
 
-/// `-- Server version	10.3.22-MariaDB-1:10.3.22+maria~bionic` in a dump's header.
+/// `-- Server version<TAB>10.3.22-MariaDB-1:10.3.22+maria~bionic` in a dump's header.
 pub(super) fn dump_version(head: &str) -> Option<String> {
     head.lines().take(20).find_map(|l| {
         let v = l.strip_prefix("-- Server version")?.trim();

@@ -79,10 +79,9 @@ pub fn folder_date(name: &str) -> Option<time::OffsetDateTime> {
 /// A name that is not the script's, or a folder holding none of its files.
 pub fn plan(name: &str, listing: &[(String, Listed)]) -> Result<FolderPlan, String> {
     let date = folder_date(name).ok_or_else(|| {
-        format!(
-            "it is not named mailcow-YYYY-MM-DD-HH-MM-SS as backup_and_restore.sh names its \
-             folders (the date becomes the snapshot's); rename it to the date the backup was made"
-        )
+        "it is not named mailcow-YYYY-MM-DD-HH-MM-SS as backup_and_restore.sh names its \
+         folders (the date becomes the snapshot's); rename it to the date the backup was made"
+            .to_string()
     })?;
     let has = |n: &str, kind: Listed| listing.iter().any(|(l, k)| l == n && *k == kind);
     let mut ignored = Vec::new();

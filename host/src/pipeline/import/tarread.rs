@@ -402,18 +402,17 @@ impl Builder {
     fn finish(self) -> Result<Vec<Entry>, String> {
         let Builder { mut entries, seen } = self;
         // Each name's file: follow links to the member holding the content.
-        let mut inode_of: Vec<usize> = (0..entries.len()).collect();
-        for i in 0..entries.len() {
-            let mut j = i;
-            for _ in 0..=entries.len() {
-                if entries[j].kind != Kind::Hardlink {
-                    break;
+        let inode_of: Vec<usize> = (0..entries.len())
+            .map(|i| {
+                let mut j = i;
+                // Each link points at a name before it, so this ends.
+                while entries[j].kind == Kind::Hardlink {
+                    let t = entries[j].target.as_ref().expect("checked").as_bytes();
+                    j = seen[t];
                 }
-                let t = entries[j].target.as_ref().expect("checked").as_bytes();
-                j = seen[t];
-            }
-            inode_of[i] = j;
-        }
+                j
+            })
+            .collect();
         let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
         for (i, &f) in inode_of.iter().enumerate() {
             if entries[f].kind == Kind::File {

@@ -20,6 +20,7 @@ async fn run(ctx: &Context, command: Command) -> Result<RunSummary, CommandError
         Command::Verify(args) => crate::commands::verify::run(ctx, args).await,
         Command::Restore(args) => none(crate::commands::restore::run(ctx, args).await),
         Command::Export(args) => none(crate::commands::export::run(ctx, args).await),
+        Command::Import(cmd) => none(crate::commands::import::run(ctx, cmd).await),
         Command::Plugins(cmd) => none(crate::commands::plugins::run(ctx, cmd).await),
         Command::Status => none(crate::commands::ops::status(ctx)),
         Command::Doctor => none(crate::commands::ops::doctor(ctx).await),

@@ -64,6 +64,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write a snapshot as a folder that mailcow's own backup_and_restore.sh restores.
     Export(ExportArgs),
+    /// Adopt existing backups: a mailcow backup_and_restore.sh folder, or a run of the bash tool.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Built-in and third-party plugins: list, inspect, check.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -238,6 +241,24 @@ pub struct ExportArgs {
     #[arg(long, value_enum)]
     pub format: ExportFormat,
     /// `local` or `storagebox` (default: local).
+    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
+    pub repo: RepoKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// One `mailcow-YYYY-MM-DD-HH-MM-SS` folder of mailcow's helper-scripts/backup_and_restore.sh,
+    /// as a snapshot dated as the folder.
+    Mailcow(ImportArgs),
+    /// One run directory of the bash tool (mailcow-backup): its checksums.sha256 is checked first.
+    Seed(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The `mailcow-YYYY-MM-DD-HH-MM-SS` folder.
+    pub dir: PathBuf,
+    /// `local`, or `storagebox` to send the snapshot to the Storage Box too (default: local).
     #[arg(long, value_enum, default_value_t = RepoKind::Local)]
     pub repo: RepoKind,
 }

@@ -127,9 +127,10 @@ fn test(extra: &[String]) -> Result<()> {
 /// debootstrap and compose for the Docker end-to-end test's images and
 /// project. Installed when missing and running as root; otherwise the exact
 /// command is printed. This is the only list: CI relies on it too.
-const PACKAGES: [(&str, &str); 12] = [
+const PACKAGES: [(&str, &str); 13] = [
     ("mariadbd", "mariadb-server"),
     ("mariadb", "mariadb-client"),
+    ("mariabackup", "mariadb-backup"),
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
     ("zstd", "zstd"),

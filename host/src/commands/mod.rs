@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod contents;
 pub mod export;
+pub mod import;
 pub mod install;
 pub mod key;
 pub mod ops;

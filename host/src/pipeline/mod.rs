@@ -16,6 +16,7 @@
 //! | undo or finish an interrupted restore | [`recover`] | the journal dealt with |
 //! | a snapshot written into a directory (drill) | [`drill`] | files written |
 //! | a snapshot as mailcow's own backup folder | [`export`] | [`export::ExportReport`] |
+//! | mailcow's backup folder (or a bash-tool run) as a snapshot | [`import`] | [`import::ImportReport`] |
 //! | one mailbox or domain merged | [`mail`] | [`mail::MailReport`] |
 //!
 //! A backup syncs and prunes by calling [`sync`] and [`prune`] directly;
@@ -28,11 +29,13 @@ mod conf_keys;
 pub mod contents;
 pub mod drill;
 pub mod export;
+pub mod import;
 pub mod mail;
 pub mod prune;
 pub mod recover;
 pub mod restore;
 pub mod restore_test;
+pub mod scratchdb;
 pub mod snapshots;
 pub mod sync;
 pub mod verify;

@@ -4,12 +4,13 @@
 //! into a throwaway MariaDB server started from this host's own `mariadbd`.
 //! It runs under the run lock, so a prune cannot delete what it reads.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
 
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
+use crate::pipeline::scratchdb::{self, ScratchDb};
 use crate::repo::manifest::{Kind, Manifest};
 use crate::repo::names::SnapshotId;
 
@@ -56,12 +57,6 @@ struct Written {
 
 fn fail(failure: Failure, msg: String) -> CommandError {
     CommandError::new(failure, anyhow::Error::msg(msg))
-}
-
-fn on_path(p: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(p))
-        .find(|f| f.is_file())
 }
 
 /// Test that `snapshot` (an id or `latest`) restores.
@@ -172,8 +167,8 @@ fn import_dump(m: &Manifest, scratch: &Path) -> Result<SqlCheck, CommandError> {
         return Ok(SqlCheck::NoDump);
     };
     let (Some(server), Some(init)) = (
-        on_path("mariadbd").or_else(|| on_path("mysqld")),
-        on_path("mariadb-install-db"),
+        scratchdb::server(),
+        scratchdb::on_path("mariadb-install-db"),
     ) else {
         tracing::warn!(
             "restore test: no MariaDB server on this host (mariadbd, mariadb-install-db); the SQL import was not tried"
@@ -211,99 +206,45 @@ fn import(
     dbroot: &str,
 ) -> Result<u64, CommandError> {
     let data = dir.join("data");
-    fs_err::create_dir_all(&data).class(Failure::Restore)?;
-    let ok = Command::new(init)
-        .args([
-            "--user=root",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-        ])
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!("--tmpdir={}", dir.display()))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        return Err(fail(
+    scratchdb::init_datadir(init, &data, dir).map_err(|e| {
+        fail(
             Failure::Restore,
-            "restore test: mariadb-install-db failed for the throwaway server".into(),
-        ));
-    }
-    let socket = dir.join("sock");
-    let mut child = Command::new(server)
-        .arg("--no-defaults")
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!("--socket={}", socket.display()))
-        .arg(format!("--tmpdir={}", dir.display()))
-        .arg(format!("--pid-file={}", dir.join("pid").display()))
-        .args([
-            "--skip-networking",
-            "--user=root",
-            "--skip-log-bin",
-            "--innodb-buffer-pool-size=32M",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+            format!("restore test: the throwaway server could not be set up: {e}"),
+        )
+    })?;
+    let db = ScratchDb::start(server, dir, &data, &[], "").map_err(|e| {
+        fail(
+            Failure::Restore,
+            format!("restore test: the throwaway MariaDB did not start: {e}"),
+        )
+    })?;
+    let mut imp = db
+        .client("")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .class(Failure::Restore)?;
-    let client = |pw: &str| {
-        let mut c = Command::new("mariadb");
-        c.arg(format!("--socket={}", socket.display()))
-            .arg("--user=root")
-            .env("MYSQL_PWD", pw);
-        c
-    };
-    let result = (|| {
-        let t = Instant::now();
-        while !client("")
-            .arg("-e")
-            .arg("SELECT 1")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-        {
-            if t.elapsed() > Duration::from_secs(60) {
-                return Err(fail(
-                    Failure::Restore,
-                    "restore test: the throwaway MariaDB did not start".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let mut imp = client("")
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .class(Failure::Restore)?;
-        std::io::Write::write_all(imp.stdin.as_mut().expect("piped"), sql)
-            .class(Failure::Restore)?;
-        drop(imp.stdin.take());
-        let o = imp.wait_with_output().class(Failure::Restore)?;
-        if !o.status.success() {
-            return Err(fail(
-                Failure::Restore,
-                format!(
-                    "restore test: the SQL dump does not import: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-            ));
-        }
-        // The dump brought its own users: ask with the snapshot's root password.
-        let q = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema NOT IN ('mysql','information_schema','performance_schema','sys')";
-        let o = client(dbroot)
-            .args(["--batch", "--skip-column-names", "-e", q])
-            .output()
-            .class(Failure::Restore)?;
-        Ok(String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0))
-    })();
-    // SIGTERM is mariadbd's clean shutdown.
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
-    );
-    let _ = child.wait();
-    result
+    std::io::Write::write_all(imp.stdin.as_mut().expect("piped"), sql).class(Failure::Restore)?;
+    drop(imp.stdin.take());
+    let o = imp.wait_with_output().class(Failure::Restore)?;
+    if !o.status.success() {
+        return Err(fail(
+            Failure::Restore,
+            format!(
+                "restore test: the SQL dump does not import: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+        ));
+    }
+    // The dump brought its own users: ask with the snapshot's root password.
+    let q = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema NOT IN ('mysql','information_schema','performance_schema','sys')";
+    let o = db
+        .client(dbroot)
+        .args(["--batch", "--skip-column-names", "-e", q])
+        .output()
+        .class(Failure::Restore)?;
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0))
 }

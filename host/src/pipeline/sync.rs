@@ -53,6 +53,38 @@ pub async fn sync_snapshot(
     local: &LocalRepo,
     m: &Manifest,
 ) -> Result<SyncReport, CommandError> {
+    let policy = ctx.storagebox()?.policy();
+    sync_with(ctx, local, m, &policy).await
+}
+
+/// [`sync_snapshot`] for a snapshot dated in the past (an import): the box's
+/// retention, counted back from now, could delete it as soon as it
+/// arrived, so every snapshot is kept; the next backup's sync applies the
+/// policy as always.
+///
+/// # Errors
+/// As [`sync_snapshot`].
+pub async fn send_snapshot(
+    ctx: &Context,
+    local: &LocalRepo,
+    m: &Manifest,
+) -> Result<SyncReport, CommandError> {
+    let keep_all = crate::retention::KeepPolicy {
+        last: u32::MAX,
+        daily: 0,
+        weekly: 0,
+        monthly: 0,
+        min_keep: u32::MAX,
+    };
+    sync_with(ctx, local, m, &keep_all).await
+}
+
+async fn sync_with(
+    ctx: &Context,
+    local: &LocalRepo,
+    m: &Manifest,
+    policy: &crate::retention::KeepPolicy,
+) -> Result<SyncReport, CommandError> {
     let cfg = ctx.storagebox()?;
     let remote = ctx.connect_box().await?;
     let box_ = BoxTarget {
@@ -60,7 +92,7 @@ pub async fn sync_snapshot(
         name: cfg.display(),
         location: format!("{}/{}", cfg.display(), cfg.path),
     };
-    let result = sync_to(&box_, &cfg.policy(), local, m).await;
+    let result = sync_to(&box_, policy, local, m).await;
     remote.close().await;
     result
 }

@@ -21,6 +21,75 @@ fn pays(raw: usize, compressed: usize) -> bool {
 /// How much of a large file decides its compression.
 pub const SAMPLE: usize = 256 << 10;
 
+/// Files up to this size are stored whole; larger ones are streamed.
+pub const SMALL_FILE: u64 = 1 << 20;
+
+/// Why [`store_reader`] failed: the source, or the repository.
+#[derive(Debug)]
+pub enum StoreError {
+    Read(io::Error),
+    Store(RepoError),
+}
+
+/// Store exactly `len` bytes read from `src` as a capture stores a file of
+/// that length (whole up to [`SMALL_FILE`], else streamed with the
+/// compression its first [`SAMPLE`] bytes decide), so the same content gives
+/// the same blob whether it came from a volume or from an archive.
+///
+/// # Errors
+/// A source that fails or ends early, or a repository write failure.
+pub fn store_reader(
+    repo: &LocalRepo,
+    src: &mut dyn io::Read,
+    len: u64,
+    buf: &mut Vec<u8>,
+) -> Result<Stored, StoreError> {
+    let first = len.min(if len <= SMALL_FILE {
+        SMALL_FILE
+    } else {
+        SAMPLE as u64
+    }) as usize;
+    buf.resize(first, 0);
+    src.read_exact(buf).map_err(|e| {
+        StoreError::Read(if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(e.kind(), format!("the content ends before its {len} bytes"))
+        } else {
+            e
+        })
+    })?;
+    if len <= SMALL_FILE {
+        return store_bytes(repo, buf).map_err(StoreError::Store);
+    }
+    let mut w =
+        ContentWriter::new(repo, worth_compressing(repo, buf)).map_err(StoreError::Store)?;
+    let wrote = |e: io::Error| {
+        StoreError::Store(RepoError::Io {
+            path: repo.root().into(),
+            source: e,
+        })
+    };
+    w.write_all(buf).map_err(wrote)?;
+    let mut left = len - first as u64;
+    buf.resize(SAMPLE, 0);
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match src.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(StoreError::Read(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the content ends {left} bytes short of its {len} bytes"),
+                )));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StoreError::Read(e)),
+        };
+        w.write_all(&buf[..n]).map_err(wrote)?;
+        left -= n as u64;
+    }
+    w.finish().map_err(StoreError::Store)
+}
+
 /// Store a whole small file's content.
 ///
 /// # Errors
@@ -182,6 +251,35 @@ mod tests {
                 .read_to_end(&mut back)
                 .unwrap();
             assert_eq!(back, content);
+        }
+    }
+
+    /// A capture and an archive give the same blob for the same content,
+    /// small or large, compressible or not; a short source is a read error.
+    #[test]
+    fn content_from_a_reader_is_the_blob_a_capture_stores() {
+        let (_d, repo) = repo();
+        let text = b"Received: from a\r\n".repeat(100_000);
+        for content in [
+            b"x".to_vec(),
+            noise(5000),
+            text,
+            noise(SMALL_FILE as usize + 7),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            std::fs::write(&path, &content).unwrap();
+            let cache = crate::repo::hashcache::HashCache::in_memory();
+            let captured = crate::repo::capture::capture(&repo, &cache, dir.path(), "", 1).unwrap();
+            let want = captured.entries.iter().find(|e| e.path == "f").unwrap();
+            let mut buf = Vec::new();
+            let got = store_reader(&repo, &mut &content[..], content.len() as u64, &mut buf)
+                .unwrap_or_else(|_| panic!("stored"));
+            assert_eq!(Some(&got.hash), want.blob.as_ref());
+            assert_eq!((got.raw, got.compression), (want.size, want.compression));
+            let short = &content[..content.len() - 1];
+            let err = store_reader(&repo, &mut &short[..], content.len() as u64, &mut buf);
+            assert!(matches!(err, Err(StoreError::Read(_))));
         }
     }
 

@@ -15,9 +15,9 @@ use crate::support::*;
 /// path → (kind, content hash or link target, uid, gid, mode, mtime, the
 /// first path of its inode among hard links). Paths as bytes: names need
 /// not be UTF-8.
-type Tree = BTreeMap<Vec<u8>, (String, String, u32, u32, u32, i64, Vec<u8>)>;
+pub type Tree = BTreeMap<Vec<u8>, (String, String, u32, u32, u32, i64, Vec<u8>)>;
 
-fn tree(root: &Path) -> Tree {
+pub fn tree(root: &Path) -> Tree {
     let mut out = Tree::new();
     let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -90,7 +90,7 @@ fn run(cmd: &mut Command) -> String {
 /// (two names, one listed before its first), a FIFO, a name and a symlink
 /// target longer than a tar header holds, a time before 1970, a setuid
 /// bit, an owner beyond the header's octal range, a name that is not UTF-8.
-fn add_odd_objects(vmail: &Path) {
+pub fn add_odd_objects(vmail: &Path) {
     let odd = vmail.join("_odd");
     std::fs::create_dir(&odd).unwrap();
     std::fs::write(odd.join("z-first"), b"linked content").unwrap();

@@ -15,6 +15,7 @@ mod encryption;
 mod export;
 mod faults;
 mod hostile;
+mod import;
 mod keys;
 mod killmatrix;
 mod live;

@@ -20,7 +20,7 @@ pub const DUMP_FILE: &str = "backup_mysql.gz";
 /// `all` runs them, with the directory each is mounted at in its helper
 /// container (the archive's member names start there). Valkey's volume is
 /// named as mailcow's valkey branch names it.
-const ARCHIVED: [(&str, &str, &str); 6] = [
+pub(crate) const ARCHIVED: [(&str, &str, &str); 6] = [
     ("vmail", "vmail-vol-1", "vmail"),
     ("crypt", "crypt-vol-1", "crypt"),
     ("redis", "redis-vol-1", "redis"),

@@ -16,8 +16,7 @@ use crate::repo::content::{self, ContentWriter};
 use crate::repo::hashcache::HashCache;
 use crate::repo::store::{LocalRepo, RepoError, Stored};
 
-/// Files up to this size are read whole; larger ones are streamed.
-const SMALL_FILE: u64 = 1 << 20;
+use crate::repo::content::SMALL_FILE;
 
 /// Points where a test makes the mail server act: between listing a file and
 /// opening it, and between reading it and checking it did not change.

@@ -187,10 +187,11 @@ async fn send_blobs(
         new.len(),
         m.id
     );
-    let bar = crate::progress::spinner(&format!(
-        "{target}: sending and checking {} blobs",
-        new.len()
-    ));
+    // Bytes as stored locally (what rsync sends); a blob that cannot be
+    // stat'ed counts 0 here and is named by the upload itself.
+    let size = |b: &BlobId| std::fs::metadata(local.blob_path(b)).map_or(0, |md| md.len());
+    let total: u64 = new.iter().map(|(b, _)| size(b)).sum();
+    let bar = crate::progress::phase("uploading", total);
     // Several batches travel at once (each its own rsync over the one
     // connection), so one batch is checked on the box while the next ones
     // upload. Each is recorded in the index as soon as it is verified.
@@ -202,6 +203,7 @@ async fn send_blobs(
     while let Some(done) = batches.next().await {
         let (n, hashes, sent) = done?;
         bytes += sent;
+        crate::progress::add(hashes.iter().map(size).sum());
         index.blobs.extend(hashes);
         index.save().class(Failure::Transport)?;
         crate::failpoint::hit_at("box-index-saved", &n);

@@ -324,67 +324,88 @@ impl Root {
         Ok(r)
     }
 
-    /// Every tree object the root names, in order.
-    pub fn tree_ids(&self) -> Vec<BlobId> {
+    /// Every index object the root names, in order.
+    pub fn index_ids(&self) -> Vec<BlobId> {
         let mut ids: Vec<BlobId> = Vec::new();
         for c in self.components.values() {
-            for trees in c.volumes.values() {
-                ids.extend(trees.iter().cloned());
+            for index in c.volumes.values() {
+                ids.extend(index.iter().cloned());
             }
         }
         ids
     }
 
-    /// The snapshot with each volume's entries read from its trees (by
-    /// `load`, which names the tree in its error), then checked as a whole.
+    /// The snapshot with each volume's entries read from its index objects
+    /// and their trees (`load` returns an object's stored bytes, checked
+    /// against its name and unsealed, or an error naming it), then checked
+    /// as a whole.
     ///
     /// # Errors
-    /// When a tree cannot be read, or the entries fail the checks.
+    /// When an object cannot be read or decoded, or the entries fail the
+    /// checks.
     pub fn expand(
         self,
         origin: &str,
-        mut load: impl FnMut(&BlobId) -> Result<Vec<Entry>, String>,
+        mut load: impl FnMut(&BlobId) -> Result<Vec<u8>, String>,
     ) -> Result<Manifest, ManifestError> {
         let err = |detail: String| ManifestError {
             origin: origin.to_string(),
             detail,
         };
-        let trees = self.tree_ids();
+        let mut objects = self.index_ids();
         let mut m = self
-            .map_volumes(|name, vol, trees: Vec<BlobId>| {
+            .map_volumes(|name, vol, index: Vec<BlobId>| {
                 let mut entries = Vec::new();
-                for (i, t) in trees.iter().enumerate() {
-                    let part = load(t).map_err(|e| {
-                        format!("tree {t} (`components.{name}.volumes.{vol}[{i}]`): {e}")
-                    })?;
-                    entries.extend(part);
+                for (i, x) in index.iter().enumerate() {
+                    let at = || format!("`components.{name}.volumes.{vol}[{i}]`");
+                    let trees = load(x)
+                        .and_then(|b| super::tree::decode_index(&b))
+                        .map_err(|e| format!("index object {x} ({}): {e}", at()))?;
+                    for t in trees {
+                        let part = load(&t)
+                            .and_then(|b| super::tree::decode(&b))
+                            .map_err(|e| {
+                                format!("tree {t} (in index object {x}, {}): {e}", at())
+                            })?;
+                        entries.extend(part);
+                        objects.push(t);
+                    }
                 }
                 Ok::<_, String>(entries)
             })
             .map_err(err)?;
-        m.trees = trees;
+        m.trees = objects;
         m.check().map_err(err)?;
         Ok(m)
     }
 }
 
 impl Manifest {
-    /// The root of this snapshot: each volume split into tree objects, each
-    /// stored by `store`, which returns its blob id.
+    /// The root of this snapshot: each volume's entries cut into tree
+    /// objects, their ids cut into index objects, each object stored by
+    /// `store` (given its stored bytes), which returns its blob id.
     ///
     /// # Errors
     /// What `store` returns.
     pub fn to_root<E>(
         &self,
-        mut store: impl FnMut(&[Entry]) -> Result<BlobId, E>,
+        mut store: impl FnMut(Vec<u8>) -> Result<BlobId, E>,
     ) -> Result<Root, E> {
+        let mut leaves = Vec::new();
         let mut root = self.clone().map_volumes(|_, _, entries: Vec<Entry>| {
-            super::tree::split(&entries)
+            let trees = super::tree::split(&entries)
                 .into_iter()
-                .map(&mut store)
-                .collect::<Result<Vec<BlobId>, E>>()
+                .map(|piece| store(super::tree::encode(piece)))
+                .collect::<Result<Vec<BlobId>, E>>()?;
+            let index = super::tree::split_ids(&trees)
+                .into_iter()
+                .map(|run| store(super::tree::encode_index(run)))
+                .collect::<Result<Vec<BlobId>, E>>()?;
+            leaves.extend(trees);
+            Ok(index)
         })?;
-        root.trees = root.tree_ids();
+        root.trees = root.index_ids();
+        root.trees.extend(leaves);
         Ok(root)
     }
 

@@ -95,12 +95,12 @@ impl LocalRepo {
         })
     }
 
-    /// Read a tree object, checked against its name (a damaged one is named
-    /// as such, not reported as a parse error).
+    /// Read a tree or index object, checked against its name (a damaged one
+    /// is named as such, not reported as a parse error), and unsealed.
     ///
     /// # Errors
     /// A message naming what is wrong with it.
-    pub fn read_tree(&self, id: &BlobId) -> Result<Vec<Entry>, String> {
+    pub fn read_object(&self, id: &BlobId) -> Result<Vec<u8>, String> {
         let path = self.blob_path(id);
         let mut bytes = Vec::new();
         self.open_blob(id)
@@ -112,10 +112,11 @@ impl LocalRepo {
                 path.display()
             ));
         }
-        let bytes = self
-            .unseal(&bytes)
-            .map_err(|e| format!("`{}`: {e}", path.display()))?;
-        super::tree::decode(&bytes).map_err(|e| format!("`{}`: {e}", path.display()))
+        match self.unseal(&bytes) {
+            Ok(std::borrow::Cow::Owned(opened)) => Ok(opened),
+            Ok(std::borrow::Cow::Borrowed(_)) => Ok(bytes),
+            Err(e) => Err(format!("`{}`: {e}", path.display())),
+        }
     }
 
     /// Bytes as they were before they were sealed (as they are in an

@@ -408,7 +408,7 @@ impl LocalRepo {
     /// # Errors
     /// On I/O failure; nothing is published then.
     pub fn publish(&self, manifest: &mut Manifest) -> Result<PathBuf, RepoError> {
-        let root = manifest.to_root(|piece| self.put_tree(piece))?;
+        let root = manifest.to_root(|object| Ok::<_, RepoError>(self.put_stored(&object)?.hash))?;
         manifest.trees = root.trees.clone();
         self.refuse_damaged(manifest)?;
         sync_filesystem(&self.root)?;
@@ -421,11 +421,6 @@ impl LocalRepo {
         crate::failpoint::hit("local-publish-before-rename");
         write_atomic(&path, &json, 0o600)?;
         Ok(path)
-    }
-
-    /// Store one tree object; returns its blob id.
-    fn put_tree(&self, piece: &[super::manifest::Entry]) -> Result<BlobId, RepoError> {
-        Ok(self.put_stored(&super::tree::encode(piece))?.hash)
     }
 
     /// A snapshot never references a blob known damaged: each one it needs
@@ -537,7 +532,7 @@ impl LocalRepo {
             detail: e.to_string(),
         })?;
         let root = super::manifest::Root::parse_root(&bytes, &origin, Some(id))?;
-        Ok(root.expand(&origin, |t| self.read_tree(t))?)
+        Ok(root.expand(&origin, |t| self.read_object(t))?)
     }
 }
 

@@ -1,6 +1,9 @@
 //! Tree objects: a volume's entries cut into pieces, each stored as a blob
 //! (zstd-compressed JSON), so that a night's snapshot writes only the pieces
-//! that changed. The cuts are made where an entry's path hashes to a chosen
+//! that changed. The pieces' ids are themselves cut the same way into index
+//! objects, which the snapshot root names: the root then grows by one id
+//! per some 16,000 files, and a night writes the few leaves and index
+//! objects its changes fell into, whatever the size of the store. The cuts are made where an entry's path hashes to a chosen
 //! value (content-defined, as backup tools cut files into chunks): a new
 //! message changes the piece it falls into, and the pieces around it keep
 //! their bytes, their blob, and cost nothing on the box. Per directory trees
@@ -11,11 +14,17 @@
 use serde::{Deserialize, Serialize};
 
 use super::manifest::Entry;
+use super::names::BlobId;
 
-/// Entries per tree object, on average: a piece is some 10 KB compressed.
-const AVERAGE: u64 = 256;
+/// Entries per tree object, on average: a piece is some 3 KB compressed, so
+/// a change rewrites little more than itself (a new message's entry is
+/// some 45 bytes compressed, most of it the blob id).
+const AVERAGE: u64 = 64;
 /// Never more entries in one tree object than this.
 const MAX_ENTRIES: usize = 4 * AVERAGE as usize;
+/// Tree ids per index object, on average, and at most.
+const INDEX_AVERAGE: u64 = 256;
+const MAX_INDEX: usize = 4 * INDEX_AVERAGE as usize;
 /// A tree object decompresses to at most this (a hostile one to no more).
 const MAX_TREE_BYTES: usize = 64 << 20;
 
@@ -29,6 +38,18 @@ struct TreeFile<'a> {
 }
 
 const TREE_TAG: &str = "cshost-tree-2";
+
+/// The bytes of an index object: the tree objects holding a run of a
+/// volume's entries, in order.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct IndexFile<'a> {
+    #[serde(borrow)]
+    index: std::borrow::Cow<'a, str>,
+    trees: Vec<BlobId>,
+}
+
+const INDEX_TAG: &str = "cshost-index-2";
 
 /// FNV-1a, then a 64-bit finaliser (splitmix64's): stable across builds and
 /// platforms (a cut must fall at the same entry every night). FNV alone
@@ -45,17 +66,30 @@ fn fnv(bytes: &[u8]) -> u64 {
 
 /// Cut `entries` into pieces, keeping their order. Pure.
 pub fn split(entries: &[Entry]) -> Vec<&[Entry]> {
+    cut(entries, AVERAGE, MAX_ENTRIES, |e| fnv(e.path.as_bytes()))
+}
+
+/// Cut a volume's tree ids into runs for index objects. Pure.
+pub fn split_ids(ids: &[BlobId]) -> Vec<&[BlobId]> {
+    cut(ids, INDEX_AVERAGE, MAX_INDEX, |id| {
+        fnv(id.as_str().as_bytes())
+    })
+}
+
+/// Cut after each item whose hash is a multiple of `average`, and after
+/// `max` items without such a cut. An empty list is one empty piece (a
+/// volume with no entries still has a tree).
+fn cut<T>(items: &[T], average: u64, max: usize, hash: impl Fn(&T) -> u64) -> Vec<&[T]> {
     let mut out = Vec::new();
     let mut start = 0;
-    for (i, e) in entries.iter().enumerate() {
-        let len = i + 1 - start;
-        if fnv(e.path.as_bytes()).is_multiple_of(AVERAGE) || len == MAX_ENTRIES {
-            out.push(&entries[start..=i]);
+    for (i, item) in items.iter().enumerate() {
+        if hash(item).is_multiple_of(average) || i + 1 - start == max {
+            out.push(&items[start..=i]);
             start = i + 1;
         }
     }
-    if start < entries.len() || out.is_empty() {
-        out.push(&entries[start..]);
+    if start < items.len() || out.is_empty() {
+        out.push(&items[start..]);
     }
     out
 }
@@ -70,11 +104,43 @@ pub fn encode(entries: &[Entry]) -> Vec<u8> {
     zstd::bulk::compress(&json, 3).expect("compressing into memory")
 }
 
+/// The stored form of an index object: JSON, zstd-compressed.
+pub fn encode_index(ids: &[BlobId]) -> Vec<u8> {
+    let json = serde_json::to_vec(&IndexFile {
+        index: INDEX_TAG.into(),
+        trees: ids.to_vec(),
+    })
+    .expect("ids serialise");
+    zstd::bulk::compress(&json, 3).expect("compressing into memory")
+}
+
 /// A piece from its stored form (untrusted: bounded, checked).
 ///
 /// # Errors
 /// A message when it does not decompress or parse.
 pub fn decode(stored: &[u8]) -> Result<Vec<Entry>, String> {
+    let json = decompress(stored)?;
+    let t: TreeFile<'_> = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    if t.tree != TREE_TAG {
+        return Err(format!("`tree = {:?}` is not `{TREE_TAG}`", t.tree));
+    }
+    Ok(t.entries)
+}
+
+/// An index object from its stored form (untrusted: bounded, checked).
+///
+/// # Errors
+/// A message when it does not decompress or parse.
+pub fn decode_index(stored: &[u8]) -> Result<Vec<BlobId>, String> {
+    let json = decompress(stored)?;
+    let t: IndexFile<'_> = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    if t.index != INDEX_TAG {
+        return Err(format!("`index = {:?}` is not `{INDEX_TAG}`", t.index));
+    }
+    Ok(t.trees)
+}
+
+fn decompress(stored: &[u8]) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let mut json = Vec::new();
     zstd::stream::read::Decoder::new(stored)
@@ -85,11 +151,7 @@ pub fn decode(stored: &[u8]) -> Result<Vec<Entry>, String> {
     if json.len() > MAX_TREE_BYTES {
         return Err(format!("decompresses to more than {MAX_TREE_BYTES} bytes"));
     }
-    let t: TreeFile<'_> = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
-    if t.tree != TREE_TAG {
-        return Err(format!("`tree = {:?}` is not `{TREE_TAG}`", t.tree));
-    }
-    Ok(t.entries)
+    Ok(json)
 }
 
 #[cfg(test)]
@@ -153,6 +215,33 @@ mod tests {
         assert!(new <= 2, "one new entry made {new} new pieces");
     }
 
+    fn tree_id(i: usize) -> BlobId {
+        BlobId::parse(&crate::repo::sha256_hex(format!("tree {i}").as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn index_runs_keep_every_id_in_order_and_one_change_rewrites_one_or_two() {
+        for n in [0, 1, 300, 5000] {
+            let ids: Vec<BlobId> = (0..n).map(tree_id).collect();
+            let runs = split_ids(&ids);
+            assert!(runs.iter().all(|r| r.len() <= MAX_INDEX));
+            let back: Vec<BlobId> = runs
+                .iter()
+                .flat_map(|r| decode_index(&encode_index(r)).unwrap())
+                .collect();
+            assert_eq!(back, ids, "{n} ids");
+        }
+        // A tree rewritten by the night's mail: its id changes in place.
+        let before: Vec<BlobId> = (0..4000).map(tree_id).collect();
+        let mut after = before.clone();
+        after[2345] = tree_id(999_999);
+        let stored = |ids: &[BlobId]| -> std::collections::BTreeSet<Vec<u8>> {
+            split_ids(ids).into_iter().map(encode_index).collect()
+        };
+        let new = stored(&after).difference(&stored(&before)).count();
+        assert!((1..=2).contains(&new), "{new} new index objects");
+    }
+
     #[test]
     fn hostile_trees_are_refused() {
         let ok = encode(&[entry("a")]);
@@ -170,5 +259,11 @@ mod tests {
             let e = decode(&bad).unwrap_err();
             assert!(e.contains(why), "{e}");
         }
+        // An index object is not a tree, nor the other way round.
+        let index = encode_index(&[tree_id(1)]);
+        assert!(decode(&index).is_err());
+        assert!(decode_index(&ok).is_err());
+        let bad_id = zstd::bulk::compress(br#"{"index":"cshost-index-2","trees":["../x"]}"#, 3);
+        assert!(decode_index(&bad_id.unwrap()).is_err());
     }
 }

@@ -7,7 +7,7 @@ use super::rsync::{self, Stats};
 use super::storagebox::{BoxRepo, TransportError, local_err};
 use crate::repo::LocalRepo;
 use crate::repo::manifest::{Catalog, Manifest, ManifestError, Root};
-use crate::repo::names::SnapshotId;
+use crate::repo::names::{BlobId, SnapshotId};
 
 impl BoxRepo {
     /// The file listing snapshots whose manifest was sent to this box but not
@@ -203,7 +203,19 @@ impl BoxRepo {
                 path: dir.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-        let mut wanted: Vec<_> = roots.into_iter().flat_map(Root::tree_ids).collect();
+        // Two rounds: the index objects the roots name, then the trees
+        // they name. An index object that does not read is left for
+        // `expand` to report (naming it) and to drop from the cache.
+        let mut index: Vec<_> = roots.into_iter().flat_map(Root::index_ids).collect();
+        index.sort();
+        index.dedup();
+        self.download_blobs(&trees, &index).await?;
+        let mut wanted: Vec<BlobId> = index
+            .iter()
+            .filter_map(|x| trees.read_object(x).ok())
+            .filter_map(|b| crate::repo::tree::decode_index(&b).ok())
+            .flatten()
+            .collect();
         wanted.sort();
         wanted.dedup();
         self.download_blobs(&trees, &wanted).await?;
@@ -215,7 +227,7 @@ impl BoxRepo {
 /// cache, so the next read fetches it again.
 fn expand(trees: &LocalRepo, root: Root, origin: &str) -> Result<Manifest, ManifestError> {
     root.expand(origin, |t| {
-        trees.read_tree(t).inspect_err(|_| {
+        trees.read_object(t).inspect_err(|_| {
             let _ = fs_err::remove_file(trees.blob_path(t));
         })
     })

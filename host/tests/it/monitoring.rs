@@ -137,7 +137,8 @@ fn a_monitor_that_is_down_or_refuses_never_fails_the_backup_but_exits_10() {
 
 #[test]
 fn progress_is_drawn_on_a_terminal_and_never_when_piped() {
-    let w = World::new(Size::SMALL, false);
+    let bw = crate::storagebox::with_box(cshost_testkit::sshbox::Mode::Strict, "");
+    let w = &bw.w;
     let cmd = format!(
         "{} --config {} backup --components vmail,crypt",
         env!("CARGO_BIN_EXE_cshost"),
@@ -152,15 +153,17 @@ fn progress_is_drawn_on_a_terminal_and_never_when_piped() {
         .expect("script(1) from util-linux");
     let shown = String::from_utf8_lossy(&tty.stdout);
     assert!(tty.status.success(), "{shown}");
-    assert!(
-        shown.contains("capturing") && shown.contains("ETA"),
-        "{shown}"
-    );
+    for phase in ["capturing", "uploading", "ETA"] {
+        assert!(shown.contains(phase), "no `{phase}` in: {shown}");
+    }
 
     let piped = w.cshost(&["backup", "--components", "vmail,crypt"]);
     assert!(piped.status.success(), "{}", text(&piped));
     let err = String::from_utf8_lossy(&piped.stderr);
-    assert!(!err.contains("ETA") && !err.contains("capturing"), "{err}");
+    assert!(
+        !err.contains("ETA") && !err.contains("capturing") && !err.contains("uploading"),
+        "{err}"
+    );
     // Under systemd, even on a terminal: log lines only.
     let unit = std::process::Command::new("script")
         .args(["-qfec", &cmd, "/dev/null"])

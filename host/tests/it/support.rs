@@ -317,10 +317,31 @@ fn tree_path(repo: &Path, id: &str) -> PathBuf {
     repo.join("blobs").join(&id[..2]).join(id)
 }
 
+/// A tree or index object as JSON, read without cshost.
+fn read_object(repo: &Path, id: &str, what: &str) -> serde_json::Value {
+    let p = tree_path(repo, id);
+    let stored =
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{what} needs `{}`: {e}", p.display()));
+    let json = zstd::decode_all(&stored[..]).expect("a tree object is zstd");
+    serde_json::from_slice(&json).unwrap()
+}
+
+/// Store `object` as zstd JSON, as cshost stores tree and index objects;
+/// returns its id.
+fn write_object(repo: &Path, object: &serde_json::Value) -> String {
+    let stored = zstd::encode_all(&serde_json::to_vec(object).unwrap()[..], 3).unwrap();
+    let id = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored));
+    let p = tree_path(repo, &id);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, &stored).unwrap();
+    id
+}
+
 /// Snapshot `id` of the repository at `repo` (a local one, or the box's
 /// directory), read from its files without cshost: the root with each
-/// volume's tree objects replaced by their entries, and the tree ids under
-/// `"trees"`. Panics naming what is missing or wrong.
+/// volume's index objects replaced by the entries of their trees, and the
+/// ids of both kinds of object under `"trees"`. Panics naming what is
+/// missing or wrong.
 pub fn read_snapshot(repo: &Path, id: &str) -> serde_json::Value {
     let path = repo.join("snapshots").join(format!("{id}.json"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("`{}`: {e}", path.display()));
@@ -334,16 +355,16 @@ pub fn read_snapshot(repo: &Path, id: &str) -> serde_json::Value {
             };
             for v in vols.values_mut() {
                 let mut entries = Vec::new();
-                for t in v.as_array().expect("a volume lists trees") {
-                    let t = t.as_str().expect("a tree id").to_string();
-                    let p = tree_path(repo, &t);
-                    let stored = std::fs::read(&p).unwrap_or_else(|e| {
-                        panic!("snapshot {id} needs tree `{}`: {e}", p.display())
-                    });
-                    let json = zstd::decode_all(&stored[..]).expect("a tree is zstd");
-                    let tree: serde_json::Value = serde_json::from_slice(&json).unwrap();
-                    entries.extend(tree["entries"].as_array().unwrap().iter().cloned());
-                    trees.push(serde_json::Value::String(t));
+                for x in v.as_array().expect("a volume lists index objects") {
+                    let x = x.as_str().expect("an index id").to_string();
+                    let index = read_object(repo, &x, &format!("snapshot {id}"));
+                    for t in index["trees"].as_array().expect("an index lists trees") {
+                        let t = t.as_str().expect("a tree id").to_string();
+                        let tree = read_object(repo, &t, &format!("snapshot {id}"));
+                        entries.extend(tree["entries"].as_array().unwrap().iter().cloned());
+                        trees.push(serde_json::Value::String(t));
+                    }
+                    trees.push(serde_json::Value::String(x));
                 }
                 *v = serde_json::Value::Array(entries);
             }
@@ -354,8 +375,8 @@ pub fn read_snapshot(repo: &Path, id: &str) -> serde_json::Value {
 }
 
 /// Write `m` (as [`read_snapshot`] gives it, changed by a test) as snapshot
-/// `id` of the repository at `repo`: each volume one tree object, then the
-/// root. Returns the root's bytes, for a test that damages them.
+/// `id` of the repository at `repo`: each volume one tree object in one
+/// index object, then the root. Returns the root's bytes, for a test that damages them.
 pub fn write_snapshot(repo: &Path, id: &str, m: &serde_json::Value) -> Vec<u8> {
     let mut root = m.clone();
     if let Some(o) = root.as_object_mut() {
@@ -368,12 +389,9 @@ pub fn write_snapshot(repo: &Path, id: &str, m: &serde_json::Value) -> Vec<u8> {
             };
             for v in vols.values_mut() {
                 let tree = serde_json::json!({"tree": "cshost-tree-2", "entries": v.clone()});
-                let stored = zstd::encode_all(&serde_json::to_vec(&tree).unwrap()[..], 3).unwrap();
-                let t = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored));
-                let p = tree_path(repo, &t);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                std::fs::write(&p, &stored).unwrap();
-                *v = serde_json::json!([t]);
+                let t = write_object(repo, &tree);
+                let index = serde_json::json!({"index": "cshost-index-2", "trees": [t]});
+                *v = serde_json::json!([write_object(repo, &index)]);
             }
         }
     }

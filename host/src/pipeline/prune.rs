@@ -138,11 +138,22 @@ async fn storagebox(ctx: &Context, dry_run: bool) -> Result<PruneReport, Command
             ));
         };
         let mut index = RemoteIndex::load(&b, &id).await.map_err(box_err)?;
-        prune_remote(&b, &mut index, &policy, dry_run).await
+        prune_remote(&b, &mut index, &policy, dry_run, Sweep::Full).await
     }
     .await;
     b.close().await;
     r
+}
+
+/// Which blobs a prune of the box deletes besides those of the snapshots it
+/// removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Only what the removed snapshots alone referenced (after a backup).
+    Doomed,
+    /// Every blob no kept snapshot references, found by listing the box
+    /// (`cshost prune`): also what an interrupted upload left there.
+    Full,
 }
 
 /// Blob names (hashes) referenced by manifests.
@@ -153,7 +164,7 @@ pub fn referenced(manifests: &[Manifest]) -> BTreeSet<BlobId> {
         .collect()
 }
 
-fn snaps(manifests: &[Manifest]) -> Vec<Snap> {
+fn snaps<V>(manifests: &[Manifest<V>]) -> Vec<Snap> {
     manifests
         .iter()
         .filter_map(|m| {
@@ -254,23 +265,59 @@ pub async fn prune_remote(
     index: &mut RemoteIndex,
     policy: &KeepPolicy,
     dry_run: bool,
+    sweep: Sweep,
 ) -> Result<PruneReport, CommandError> {
-    let catalog = remote.catalog().await.class(Failure::Transport)?;
-    let (plan, doomed, kept) = plan(catalog, policy, Repository::Storagebox)?;
-    if dry_run {
-        return Ok(PruneReport::planned(Repository::Storagebox, plan));
+    // The plan needs each snapshot's time only, which its root holds: a run
+    // that removes nothing reads no tree and lists no blob.
+    let mut roots = remote.roots().await.class(Failure::Transport)?;
+    if !roots.unreadable.is_empty() {
+        let catalog = Catalog {
+            manifests: Vec::new(),
+            unreadable: std::mem::take(&mut roots.unreadable),
+        };
+        refuse_unreadable(&catalog, Repository::Storagebox)?;
     }
+    let dated: Vec<_> = roots.roots.iter().map(|(r, _)| r.clone()).collect();
+    let early = retention::plan(&snaps(&dated), policy, time::OffsetDateTime::now_utc());
+    if dry_run {
+        return Ok(PruneReport::planned(Repository::Storagebox, early));
+    }
+    if early.delete.is_empty() && sweep == Sweep::Doomed {
+        return Ok(PruneReport {
+            repository: Repository::Storagebox,
+            dry_run: false,
+            kept: roots.roots.len(),
+            deleted: Vec::new(),
+            plan: early,
+            blobs: 0,
+            bytes: 0,
+        });
+    }
+    let catalog = remote.expand_roots(roots).await.class(Failure::Transport)?;
+    let (plan, doomed, kept) = plan(catalog, policy, Repository::Storagebox)?;
     crate::failpoint::hit("box-prune-planned");
     let rels: Vec<String> = doomed.iter().map(|m| m.id.rel_path()).collect();
     remote.remove(&rels).await.class(Failure::Retention)?;
     crate::failpoint::hit("box-prune-snapshots-removed");
     let referenced = referenced(&kept);
-    let files = remote.list_blob_files().await.class(Failure::Retention)?;
-    let garbage: Vec<String> = files
-        .iter()
-        .filter(|f| is_garbage(f, &referenced))
-        .map(|f| format!("blobs/{f}"))
-        .collect();
+    let garbage: Vec<String> = match sweep {
+        // What the removed snapshots alone referenced: no listing of the
+        // box (at a million files, a hundred MB every night).
+        Sweep::Doomed => self::referenced(&doomed)
+            .difference(&referenced)
+            .map(BlobId::rel_path)
+            .collect(),
+        // Everything no kept snapshot references, also what an interrupted
+        // upload left behind.
+        Sweep::Full => remote
+            .list_blob_files()
+            .await
+            .class(Failure::Retention)?
+            .iter()
+            .filter(|f| is_garbage(f, &referenced))
+            .map(|f| format!("blobs/{f}"))
+            .collect(),
+    };
     // The index forgets the blobs before the box loses them: a run killed in
     // between leaves blobs the index does not claim (sent again if needed),
     // never an index claiming blobs the box lacks.

@@ -123,12 +123,13 @@ async fn sync_to(
     check_unchecked(remote, target, local).await?;
     let sent = send_blobs(remote, target, &mut index, local, m).await?;
     let manifest_bytes = publish_manifest(remote, target, local, m).await?;
+    remote.remember_trees(local, &m.trees);
     tracing::info!(
         "{target}: snapshot {} verified on the box ({} sent)",
         m.id,
         crate::units::human_bytes(sent.bytes + manifest_bytes)
     );
-    let prune = prune::prune_remote(remote, &mut index, policy, false)
+    let prune = prune::prune_remote(remote, &mut index, policy, false, prune::Sweep::Doomed)
         .await
         .map_err(|e| {
             CommandError::new(

@@ -184,17 +184,25 @@ async fn box_manifests(b: &BoxRepo, input: &VerifyInput) -> Result<Vec<Manifest>
             .class(Failure::Repository);
     }
     let id = if input.snapshot == "latest" {
-        let catalog = b.catalog().await.class(Failure::Transport)?;
-        catalog
-            .manifests
-            .last()
-            .map(|m| m.id.clone())
-            .ok_or_else(|| {
-                CommandError::new(
+        // The newest root; its trees are read below, where a damaged one
+        // is named (reading every snapshot's trees here would report it as
+        // "no snapshots").
+        let roots = b.roots().await.class(Failure::Transport)?;
+        match (roots.roots.last(), roots.unreadable.first()) {
+            (Some((r, _)), _) => r.id.clone(),
+            (None, Some(e)) => {
+                return Err(CommandError::new(
+                    Failure::Repository,
+                    anyhow::anyhow!("{e}"),
+                ));
+            }
+            (None, None) => {
+                return Err(CommandError::new(
                     Failure::Repository,
                     anyhow::anyhow!("the Storage Box repository has no snapshots yet"),
-                )
-            })?
+                ));
+            }
+        }
     } else {
         SnapshotId::parse(&input.snapshot).class(Failure::Config)?
     };

@@ -116,6 +116,17 @@ impl BoxRepo {
     /// # Errors
     /// When they cannot be fetched.
     pub async fn catalog(&self) -> Result<Catalog, TransportError> {
+        let roots = self.roots().await?;
+        self.expand_roots(roots).await
+    }
+
+    /// The box's snapshot roots, without their trees: what a retention plan
+    /// needs (ids and times). The roots are mirrored into the cache.
+    ///
+    /// # Errors
+    /// When the listing or a read fails; an unreadable root is in
+    /// [`Roots::unreadable`].
+    pub async fn roots(&self) -> Result<Roots, TransportError> {
         let dir = self.cache.join("snapshots");
         fs_err::create_dir_all(&dir).map_err(local_err(&dir))?;
         let args = ["-rt".to_string(), "--delete".into(), "--exclude=.*".into()];
@@ -126,19 +137,32 @@ impl BoxRepo {
             .filter_map(|e| SnapshotId::from_file_name(e.ok()?.file_name().to_str()?))
             .collect();
         ids.sort();
-        let mut catalog = Catalog::default();
-        let mut roots = Vec::new();
+        let mut out = Roots::default();
         for id in ids {
             let path = dir.join(id.file_name());
             let bytes = fs_err::read(&path).map_err(local_err(&path))?;
             let origin = format!("{}:{}", self.target(), self.path(&id.rel_path()));
             match self.root(&bytes, &origin, &id) {
-                Ok(r) => roots.push((r, origin)),
-                Err(e) => catalog.unreadable.push(e),
+                Ok(r) => out.roots.push((r, origin)),
+                Err(e) => out.unreadable.push(e),
             }
         }
-        let trees = self.fetch_trees(roots.iter().map(|(r, _)| r)).await?;
-        for (root, origin) in roots {
+        Ok(out)
+    }
+
+    /// Roots with their entries, read from their trees (fetched into the
+    /// cache as needed).
+    ///
+    /// # Errors
+    /// When the trees cannot be fetched; a root whose trees do not read is
+    /// in [`Catalog::unreadable`].
+    pub async fn expand_roots(&self, roots: Roots) -> Result<Catalog, TransportError> {
+        let mut catalog = Catalog {
+            manifests: Vec::new(),
+            unreadable: roots.unreadable,
+        };
+        let trees = self.fetch_trees(roots.roots.iter().map(|(r, _)| r)).await?;
+        for (root, origin) in roots.roots {
             match expand(&trees, root, &origin) {
                 Ok(m) => catalog.manifests.push(m),
                 Err(e) => catalog.unreadable.push(e),
@@ -185,16 +209,11 @@ impl BoxRepo {
         Root::parse_root(bytes, origin, Some(id))
     }
 
-    /// The tree objects `roots` name, in a cache of trees fetched earlier
-    /// (content-addressed, and checked against their names on every read,
-    /// so the cache needs no trust); the missing ones come from the box.
-    async fn fetch_trees<'r>(
-        &self,
-        roots: impl IntoIterator<Item = &'r Root>,
-    ) -> Result<LocalRepo, TransportError> {
+    /// The cache of the box's tree and index objects.
+    fn tree_cache(&self) -> Result<LocalRepo, TransportError> {
         let dir = self.cache.join("trees");
         // Only a cache: one made with another key (or none) starts afresh.
-        let trees = LocalRepo::open_or_init_keyed(&dir, self.key.clone())
+        LocalRepo::open_or_init_keyed(&dir, self.key.clone())
             .or_else(|_| {
                 let _ = fs_err::remove_dir_all(&dir);
                 LocalRepo::open_or_init_keyed(&dir, self.key.clone())
@@ -202,7 +221,34 @@ impl BoxRepo {
             .map_err(|e| TransportError::Local {
                 path: dir.clone(),
                 source: std::io::Error::other(e.to_string()),
-            })?;
+            })
+    }
+
+    /// Keep the tree and index objects of a snapshot just sent (`ids`, read
+    /// from `local`) in the cache, so that reading the box's snapshots later
+    /// does not fetch back what this machine wrote. Only a cache: an object
+    /// that does not copy is fetched when needed.
+    pub fn remember_trees(&self, local: &LocalRepo, ids: &[BlobId]) {
+        let Ok(trees) = self.tree_cache() else {
+            return;
+        };
+        for id in ids.iter().filter(|id| !trees.has_blob(id)) {
+            if let Ok(bytes) = fs_err::read(local.blob_path(id))
+                && crate::repo::sha256_hex(&bytes) == id.as_str()
+            {
+                let _ = trees.put(id, &bytes);
+            }
+        }
+    }
+
+    /// The tree objects `roots` name, in a cache of trees fetched earlier
+    /// (content-addressed, and checked against their names on every read,
+    /// so the cache needs no trust); the missing ones come from the box.
+    async fn fetch_trees<'r>(
+        &self,
+        roots: impl IntoIterator<Item = &'r Root>,
+    ) -> Result<LocalRepo, TransportError> {
+        let trees = self.tree_cache()?;
         // Two rounds: the index objects the roots name, then the trees
         // they name. An index object that does not read is left for
         // `expand` to report (naming it) and to drop from the cache.
@@ -221,6 +267,14 @@ impl BoxRepo {
         self.download_blobs(&trees, &wanted).await?;
         Ok(trees)
     }
+}
+
+/// The box's snapshot roots (each with where it was read), and those that
+/// did not read.
+#[derive(Default)]
+pub struct Roots {
+    pub roots: Vec<(Root, String)>,
+    pub unreadable: Vec<ManifestError>,
 }
 
 /// A root with its entries from the trees fetched; a damaged tree leaves the

@@ -67,10 +67,11 @@ impl Cshost {
         let section = full
             .find("[repository.local]")
             .context("the test kit's config has no [repository.local]; update the bench")?;
-        std::fs::write(
-            &box_config,
-            full[..section].to_string() + &box_link.config_toml(box_path),
-        )?;
+        // Both snapshots stay on the box, as they do in restic's repository
+        // (the bench runs no `restic forget`): the nightly step measures a
+        // backup, not a backup plus a prune the peers are not asked to do.
+        let box_section = box_link.config_toml(box_path) + "keep-last = 10\n";
+        std::fs::write(&box_config, full[..section].to_string() + &box_section)?;
         let box_only = Command::new(bin)
             .arg("--config")
             .arg(&box_config)
@@ -81,7 +82,7 @@ impl Cshost {
             .success();
         let mut box_state = vec![box_cache];
         if !box_only {
-            std::fs::write(&box_config, full + &box_link.config_toml(box_path))?;
+            std::fs::write(&box_config, full + &box_section)?;
             box_state.push(box_repo);
         }
         Ok(Self {

@@ -110,7 +110,8 @@ pub(crate) fn ratio(rows: &[Row], step: Step, peer: Tool, m: Metric) -> Option<f
 const MIB: f64 = 1024.0 * 1024.0;
 
 fn mib(b: Option<u64>) -> String {
-    b.map_or_else(|| "-".into(), |b| format!("{:.1}", b as f64 / MIB))
+    // Two decimals: a night's upload is a tenth of a MiB.
+    b.map_or_else(|| "-".into(), |b| format!("{:.2}", b as f64 / MIB))
 }
 
 /// The measured rows, in the order they were taken.

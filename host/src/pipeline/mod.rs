@@ -17,6 +17,7 @@
 //! | a snapshot written into a directory (drill) | [`drill`] | files written |
 //! | a snapshot as mailcow's own backup folder | [`export`] | [`export::ExportReport`] |
 //! | one mailbox or domain merged | [`mail`] | [`mail::MailReport`] |
+//! | a box restore's blobs staged beside where they go | [`stage`] | [`stage::Fetched`] |
 //!
 //! A backup syncs and prunes by calling [`sync`] and [`prune`] directly;
 //! everything below the pipeline (repo, transport, runtime, services) is
@@ -34,6 +35,8 @@ pub mod recover;
 pub mod restore;
 pub mod restore_test;
 pub mod snapshots;
+pub mod source;
+pub mod stage;
 pub mod sync;
 pub mod verify;
 

@@ -65,6 +65,34 @@ impl BoxRepo {
         Ok(rsync::parse_stats(&self.rsync(&args, &paths).await?))
     }
 
+    /// Fetch blobs (hashes) into `dir`, laid out as in the repository
+    /// (`blobs/ab/ab12…`), with runs of zeros left as holes. A blob the box
+    /// lacks is left out (rsync exits 23): the caller checks every blob it
+    /// asked for.
+    ///
+    /// # Errors
+    /// When rsync fails otherwise.
+    pub async fn fetch_blobs_into(
+        &self,
+        dir: &std::path::Path,
+        blobs: &[BlobId],
+    ) -> Result<Stats, TransportError> {
+        if blobs.is_empty() {
+            return Ok(Stats::default());
+        }
+        let lines: Vec<String> = blobs.iter().map(|h| h.rel_path()).collect();
+        let list = self.list_file("fetch.list", &lines)?;
+        let args = [
+            "-r".to_string(),
+            "--sparse".into(),
+            "--stats".into(),
+            format!("--files-from={}", list.display()),
+        ];
+        let paths = [self.remote(""), format!("{}/", dir.display())];
+        let out = self.rsync_tolerating(&args, &paths, &[23]).await?;
+        Ok(rsync::parse_stats(&out))
+    }
+
     /// Check blobs on the box against their names: remote `sha256sum` when the
     /// box has it, otherwise rsync's full-checksum comparison with the local
     /// copies, or a read-back for blobs not held locally. A box that no longer

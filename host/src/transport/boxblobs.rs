@@ -67,8 +67,8 @@ impl BoxRepo {
 
     /// Fetch blobs (hashes) into `dir`, laid out as in the repository
     /// (`blobs/ab/ab12…`), with runs of zeros left as holes. A blob the box
-    /// lacks is left out (rsync exits 23): the caller checks every blob it
-    /// asked for.
+    /// lacks, or holds larger than `max_size` bytes, is left out: the
+    /// caller checks every blob it asked for.
     ///
     /// # Errors
     /// When rsync fails otherwise.
@@ -76,6 +76,7 @@ impl BoxRepo {
         &self,
         dir: &std::path::Path,
         blobs: &[BlobId],
+        max_size: u64,
     ) -> Result<Stats, TransportError> {
         if blobs.is_empty() {
             return Ok(Stats::default());
@@ -85,10 +86,12 @@ impl BoxRepo {
         let args = [
             "-r".to_string(),
             "--sparse".into(),
+            format!("--max-size={max_size}"),
             "--stats".into(),
             format!("--files-from={}", list.display()),
         ];
         let paths = [self.remote(""), format!("{}/", dir.display())];
+        // 23: some files were not transferred (missing on the box).
         let out = self.rsync_tolerating(&args, &paths, &[23]).await?;
         Ok(rsync::parse_stats(&out))
     }

@@ -271,3 +271,30 @@ fn one_mailbox_from_the_box_into_a_directory_that_does_not_exist_yet() {
     assert_eq!(state(&dir.join("example1.org/user2")), mailbox);
     assert_eq!(staging_left(&w), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn a_blob_the_box_serves_far_larger_than_it_can_be_is_not_downloaded() {
+    let BoxWorld { w, b } = with_box(Mode::Strict, "");
+    ok(&w, &["backup", "--components", "crypt"]);
+    // A key file's blob replaced by 64 MiB: left on the box, reported missing.
+    let blob = box_blobs(&b)
+        .into_iter()
+        .min_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let name = blob.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::write(&blob, vec![7u8; 64 << 20]).unwrap();
+    let _ = std::fs::remove_file(events_log(&w));
+    let out = restore_from_box(&w, &["--components", "crypt"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("blob {name} is missing")),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        events(&w).is_empty(),
+        "a service was touched: {:?}",
+        events(&w)
+    );
+    assert_eq!(staging_left(&w), Vec::<PathBuf>::new());
+}

@@ -33,9 +33,9 @@ use crate::transport::{BoxRepo, TransportError};
 pub const PREFIX: &str = ".cshost-staging-";
 /// The file in the cache directory naming the staging in use.
 const RECORD: &str = "staging";
-/// What mailcow.conf's blob is counted as: its size is not in the manifest,
-/// and it is a few KiB.
-const CONF_BOUND: u64 = 64 << 10;
+/// What mailcow.conf's blob may take: its size is not in the manifest, and
+/// it is a few KiB.
+const CONF_BOUND: u64 = 1 << 20;
 /// A tree object is never larger (a restore reads none; an export may).
 const TREE_BOUND: u64 = 16 << 20;
 /// Blobs per download batch: at most this many, so one rsync's list stays
@@ -257,7 +257,7 @@ pub fn needs(
 /// The blobs in download batches for `streams` rsyncs at once: two
 /// batches or more per stream for a large restore, so every stream stays
 /// busy to the end; no more batches than that takes for a small one. Pure.
-fn batches(blobs: &[(BlobId, u64)], streams: usize) -> Vec<Vec<BlobId>> {
+fn batches(blobs: &[(BlobId, u64)], streams: usize) -> Vec<Vec<(BlobId, u64)>> {
     let streams = streams.max(1);
     let total: u64 = blobs.iter().map(|(_, s)| s).sum();
     let per = blobs
@@ -265,13 +265,13 @@ fn batches(blobs: &[(BlobId, u64)], streams: usize) -> Vec<Vec<BlobId>> {
         .div_ceil(streams * 2)
         .clamp(MIN_BATCH, MAX_BATCH);
     let bytes = (total / (streams as u64 * 2)).max(MIN_BATCH_BYTES);
-    let mut out: Vec<Vec<BlobId>> = Vec::new();
+    let mut out: Vec<Vec<(BlobId, u64)>> = Vec::new();
     let mut held = 0;
     for (b, size) in blobs {
         match out.last_mut() {
-            Some(last) if last.len() < per && held < bytes => last.push(b.clone()),
+            Some(last) if last.len() < per && held < bytes => last.push((b.clone(), *size)),
             _ => {
-                out.push(vec![b.clone()]);
+                out.push(vec![(b.clone(), *size)]);
                 held = 0;
             }
         }
@@ -368,14 +368,15 @@ impl Staging {
         ));
         let mut done = futures_util::stream::iter(batches.into_iter().enumerate())
             .map(|(n, batch)| {
+                let largest = batch.iter().map(|(_, s)| *s).max().unwrap_or(0);
                 let items: Vec<(BlobId, String)> = batch
                     .into_iter()
-                    .map(|b| {
+                    .map(|(b, _)| {
                         let u = used_by.get(&b).cloned().unwrap_or_default();
                         (b, u)
                     })
                     .collect();
-                self.fetch_batch(remote, n + 1, items)
+                self.fetch_batch(remote, n + 1, items, largest)
             })
             .buffer_unordered(remote.streams());
         let mut fetched = Fetched::default();
@@ -397,7 +398,9 @@ impl Staging {
         Ok(fetched)
     }
 
-    /// One batch: downloaded, then each blob hashed (on a blocking thread,
+    /// One batch: downloaded, no file larger than its `largest` blob can
+    /// be (a box is untrusted: a huge file in a blob's place is left out,
+    /// and reported missing), then each blob hashed (on a blocking thread,
     /// while other batches download). Returns its blobs, their bytes and
     /// what is wrong with them.
     async fn fetch_batch(
@@ -405,11 +408,12 @@ impl Staging {
         remote: &BoxRepo,
         n: usize,
         items: Vec<(BlobId, String)>,
+        largest: u64,
     ) -> Result<(usize, u64, Vec<Problem>), StageError> {
         crate::failpoint::hit_at("restore-download-batch", &n.to_string());
         let blobs: Vec<BlobId> = items.iter().map(|(b, _)| b.clone()).collect();
         remote
-            .fetch_blobs_into(&self.dir, &blobs)
+            .fetch_blobs_into(&self.dir, &blobs, largest)
             .await
             .map_err(StageError::Transport)?;
         let repo = self.repo.clone();

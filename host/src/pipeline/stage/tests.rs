@@ -143,8 +143,8 @@ fn batches_keep_every_stream_busy_and_a_small_restore_in_one_rsync() {
     }
     // Every blob once, in order.
     let blobs = many(4321, 100);
-    let flat: Vec<BlobId> = batches(&blobs, 3).into_iter().flatten().collect();
-    assert_eq!(flat, blobs.into_iter().map(|(b, _)| b).collect::<Vec<_>>());
+    let flat: Vec<(BlobId, u64)> = batches(&blobs, 3).into_iter().flatten().collect();
+    assert_eq!(flat, blobs);
 }
 
 #[test]

@@ -105,7 +105,7 @@ impl BoxRepo {
     /// When the box cannot be reached; mismatches are returned as problems.
     pub async fn verify_blobs(
         &self,
-        local: &LocalRepo,
+        local: Option<&LocalRepo>,
         blobs: &[(BlobId, String)],
     ) -> Result<Vec<Problem>, TransportError> {
         if self.caps().sha256sum {
@@ -168,14 +168,16 @@ impl BoxRepo {
     /// with the verified local ones; blobs not held here are read back.
     async fn verify_by_rsync(
         &self,
-        local: &LocalRepo,
+        local: Option<&LocalRepo>,
         blobs: &[(BlobId, String)],
     ) -> Result<Vec<Problem>, TransportError> {
         let mut problems = Vec::new();
-        let (held, absent): (Vec<_>, Vec<_>) = blobs.iter().partition(|(h, _)| local.has_blob(h));
+        let (held, absent): (Vec<_>, Vec<_>) = blobs
+            .iter()
+            .partition(|(h, _)| local.is_some_and(|l| l.has_blob(h)));
         // One rsync checks them all: one batch.
         crate::failpoint::hit_at("box-verify-batch", "1");
-        if !held.is_empty() {
+        if let (false, Some(local)) = (held.is_empty(), local) {
             let lines: Vec<String> = held.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("check.list", &lines)?;
             let args = [

@@ -289,7 +289,8 @@ async fn restore_part(
     let plugins = pipeline::load(ctx, &env).await?;
     let live = env.volume_root(&part.volume).class(Failure::Preflight)?;
     let dest = Dest::beside(&live, [(part.volume.clone(), live.clone())].into());
-    let fetch = pipeline::with_matching(m, &needed, &plugins, &[part.component.clone()]);
+    let fetch =
+        pipeline::with_matching(m, &needed, &plugins, std::slice::from_ref(&part.component));
     let blobs = source.fetch_and_verify(&fetch, threads, &dest).await?;
     let env = env.with_repo(blobs.repo.clone());
     pipeline::check_mail(&env, &plugins, m, args.force)?;

@@ -104,6 +104,11 @@ impl Context {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
+                Ok(lock) => {
+                    // A restore killed while it staged the box's blobs left them.
+                    crate::pipeline::stage::sweep(&self.config.backup.cache_dir);
+                    return Ok(lock);
+                }
                 other => return other.class(Failure::Locked),
             }
         }

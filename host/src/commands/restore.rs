@@ -4,14 +4,13 @@
 //! are [`crate::pipeline::recover`]'s.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 
 use crate::cli::{RepoKind, RestoreArgs};
 use crate::commands::{human_bytes, out};
 use crate::context::Context;
-use crate::error::{CommandError, Failure};
+use crate::error::{CommandError, Failure, ResultExt};
 use crate::pipeline::recover;
-use crate::pipeline::restore::{self as pipeline, Plan, Source};
+use crate::pipeline::restore::{self as pipeline, Dest, Plan, Source};
 use crate::txn::{Phase, Rerun};
 
 fn fail(failure: Failure, msg: String) -> CommandError {
@@ -66,16 +65,23 @@ async fn restore(
         (requested, _) => pipeline::select(&m, requested.as_deref())?,
     };
     let needed = pipeline::subset(&m, &comps);
-    let report = source.fetch_and_verify(&needed, threads).await?;
-    tracing::info!(
-        "verified {} blobs ({}) of snapshot {}",
-        report.blobs,
-        human_bytes(report.bytes),
-        m.id
-    );
 
     if let Some(dir) = &args.target_dir {
-        let files = pipeline::write_snapshot(&source.repo, &m, &comps, dir, threads)?;
+        let volumes = comps
+            .iter()
+            .flat_map(|c| {
+                let dir = dir.join(c);
+                m.components[c.as_str()]
+                    .volumes
+                    .keys()
+                    .map(move |v| (v.to_string(), dir.join(v.as_str())))
+            })
+            .collect();
+        let blobs = source
+            .fetch_and_verify(&needed, threads, &Dest::beside(dir, volumes))
+            .await?;
+        log_verified(&blobs, &m);
+        let files = pipeline::write_snapshot(&blobs.repo, &m, &comps, dir, threads)?;
         out(&format!(
             "drill: snapshot {} ({}) written to `{}`: {files} files; no service was touched",
             m.id,
@@ -86,8 +92,15 @@ async fn restore(
     }
 
     pipeline::refuse_if_unfinished(ctx)?;
-    let env = ctx.run_env(Some(source.repo.clone())).await?;
+    // The volumes are known first: a restore from the box stages its blobs
+    // beside them.
+    let env = ctx.run_env(None).await?;
     let plugins = pipeline::load(ctx, &env).await?;
+    let dest = Dest::live(&env, &m, &comps, &ctx.config.backup.scratch_dir);
+    let needed = pipeline::with_matching(&m, &needed, &plugins, &comps);
+    let blobs = source.fetch_and_verify(&needed, threads, &dest).await?;
+    log_verified(&blobs, &m);
+    let env = env.with_repo(blobs.repo.clone());
     let plan = pipeline::plan(
         &env,
         &plugins,
@@ -105,16 +118,7 @@ async fn restore(
         force: args.force,
         keep_previous: args.keep_previous,
     };
-    let r = pipeline::execute(
-        ctx,
-        &env,
-        &Arc::clone(&source.repo),
-        &m,
-        &plugins,
-        &plan,
-        rerun,
-    )
-    .await?;
+    let r = pipeline::execute(ctx, &env, &blobs.repo, &m, &plugins, &plan, rerun).await?;
     print_kept(&r.kept_previous);
     for (c, why) in &r.skipped {
         out(&format!("skipped {c}: {why}"));
@@ -253,9 +257,10 @@ async fn restore_part(
             ),
         ));
     }
-    source.fetch_and_verify(&needed, threads).await?;
     if let Some(dir) = &args.target_dir {
-        let r = pipeline::write_part(&source.repo, &needed, &part, dir, threads)?;
+        let dest = Dest::beside(dir, [(part.volume.clone(), dir.clone())].into());
+        let blobs = source.fetch_and_verify(&needed, threads, &dest).await?;
+        let r = pipeline::write_part(&blobs.repo, &needed, &part, dir, threads)?;
         out(&format!(
             "wrote `{shown}` from snapshot {} to `{}`: {} files ({}); nothing live was touched",
             m.id,
@@ -280,10 +285,16 @@ async fn restore_part(
         ),
     )?;
     pipeline::refuse_if_unfinished(ctx)?;
-    let env = ctx.run_env(Some(source.repo.clone())).await?;
+    let env = ctx.run_env(None).await?;
     let plugins = pipeline::load(ctx, &env).await?;
+    let live = env.volume_root(&part.volume).class(Failure::Preflight)?;
+    let dest = Dest::beside(&live, [(part.volume.clone(), live.clone())].into());
+    let fetch =
+        pipeline::with_matching(m, &needed, &plugins, std::slice::from_ref(&part.component));
+    let blobs = source.fetch_and_verify(&fetch, threads, &dest).await?;
+    let env = env.with_repo(blobs.repo.clone());
     pipeline::check_mail(&env, &plugins, m, args.force)?;
-    let r = pipeline::merge_mail(&env, &source.repo, &needed, &part, threads)?;
+    let r = pipeline::merge_mail(&env, &blobs.repo, &needed, &part, threads)?;
     out(&format!(
         "merged `{}` from snapshot {}: {} files written ({}), newer live files kept; run `doveadm force-resync -u <user> '*'` if clients miss mail",
         r.prefix,
@@ -292,6 +303,15 @@ async fn restore_part(
         human_bytes(r.bytes)
     ));
     Ok(())
+}
+
+fn log_verified(blobs: &pipeline::Verified, m: &crate::repo::manifest::Manifest) {
+    tracing::info!(
+        "verified {} blobs ({}) of snapshot {}",
+        blobs.blobs,
+        human_bytes(blobs.bytes),
+        m.id
+    );
 }
 
 fn print_kept(kept: &[(std::path::PathBuf, std::path::PathBuf)]) {

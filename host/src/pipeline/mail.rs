@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::LocalRepo;
-use crate::repo::manifest::{Entry, Kind, Manifest};
+use crate::repo::manifest::{Entry, Manifest};
 use crate::repo::materialize::{self, Overwrite};
 use crate::restore as rules;
 use crate::runtime::RunEnv;
@@ -149,11 +149,7 @@ pub fn write_part(
     threads: usize,
 ) -> Result<MailReport, CommandError> {
     let entries = entries_of(needed, part);
-    let size = entries
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.size)
-        .sum();
+    let size = materialize::bytes_to_write(Some(repo), entries.iter().copied());
     fs_err::create_dir_all(dir).class(Failure::Preflight)?;
     crate::disk::check(&[(dir.to_path_buf(), size)]).class(Failure::Preflight)?;
     let counts = materialize::materialize(repo, &entries, dir, Overwrite::Replace, threads)
@@ -217,11 +213,7 @@ pub fn merge_mail(
 ) -> Result<MailReport, CommandError> {
     let entries = entries_of(needed, part);
     let live = env.volume_root(&part.volume).class(Failure::Preflight)?;
-    let size = entries
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.size)
-        .sum();
+    let size = materialize::bytes_to_write(Some(repo), entries.iter().copied());
     crate::disk::check(&[(live.clone(), size)]).class(Failure::Preflight)?;
     let counts = materialize::materialize(repo, &entries, &live, Overwrite::KeepNewer, threads)
         .class(Failure::Restore)?;

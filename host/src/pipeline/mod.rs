@@ -18,6 +18,7 @@
 //! | a snapshot as mailcow's own backup folder | [`export`] | [`export::ExportReport`] |
 //! | mailcow's backup folder (or a bash-tool run) as a snapshot | [`import`] | [`import::ImportReport`] |
 //! | one mailbox or domain merged | [`mail`] | [`mail::MailReport`] |
+//! | a box restore's blobs staged beside where they go | [`stage`] | [`stage::Fetched`] |
 //!
 //! A backup syncs and prunes by calling [`sync`] and [`prune`] directly;
 //! everything below the pipeline (repo, transport, runtime, services) is
@@ -37,6 +38,8 @@ pub mod restore;
 pub mod restore_test;
 pub mod scratchdb;
 pub mod snapshots;
+pub mod source;
+pub mod stage;
 pub mod sync;
 pub mod verify;
 

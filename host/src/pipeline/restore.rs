@@ -11,18 +11,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::cli::RepoKind;
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::repo::LocalRepo;
 use crate::repo::capture::Counts;
-use crate::repo::manifest::{Catalog, Kind, Manifest};
-use crate::repo::names::{BlobId, SnapshotId};
+use crate::repo::manifest::{Kind, Manifest};
+use crate::repo::names::SnapshotId;
 use crate::runtime::{
     LoadedPlugin, PluginFailure, PluginHost, RestoreMode, RestoreRequest, RestoreSource, RunEnv,
 };
-use crate::transport::BoxRepo;
 use crate::txn::{Rerun, RestoreTxn, Step};
+
+pub use super::source::{Source, Verified};
+pub use super::stage::Dest;
 
 pub use super::drill::write_snapshot;
 pub use super::mail::{
@@ -34,168 +35,6 @@ const WATCHDOG: &str = "watchdog-mailcow";
 
 fn fail(failure: Failure, msg: String) -> CommandError {
     CommandError::new(failure, anyhow::Error::msg(msg))
-}
-
-/// Where a restore reads from: the local repository, or the Storage Box with
-/// the local repository as the cache its blobs are fetched into.
-pub struct Source {
-    pub kind: RepoKind,
-    pub repo: Arc<LocalRepo>,
-    pub remote: Option<BoxRepo>,
-    /// For a local restore, the configured box (and cache directory) that a
-    /// blob missing or damaged here is fetched from.
-    fallback: Option<(crate::config::StorageBoxRepository, PathBuf)>,
-}
-
-impl Source {
-    /// # Errors
-    /// When the repository or the box cannot be opened.
-    pub async fn open(ctx: &Context, kind: RepoKind) -> Result<Self, CommandError> {
-        Ok(match kind {
-            RepoKind::Local => Self {
-                kind,
-                repo: Arc::new(ctx.open_repo()?),
-                remote: None,
-                fallback: (ctx.config.repository.storagebox.clone())
-                    .map(|b| (b, ctx.config.backup.cache_dir.clone())),
-            },
-            // A fresh standby has no local repository yet: it becomes the cache.
-            RepoKind::Storagebox => Self {
-                kind,
-                repo: Arc::new(ctx.open_or_init_repo()?),
-                remote: Some(ctx.connect_box().await?),
-                fallback: None,
-            },
-        })
-    }
-
-    /// Every snapshot, to choose one from.
-    ///
-    /// # Errors
-    /// When the listing fails.
-    pub async fn catalog(&self) -> Result<Catalog, CommandError> {
-        match &self.remote {
-            Some(b) => b.catalog().await.class(Failure::Transport),
-            None => self.repo.catalog().class(Failure::Repository),
-        }
-    }
-
-    /// One snapshot's manifest, by id or `latest`; from the box, its fresh copy.
-    ///
-    /// # Errors
-    /// When it does not exist or does not parse (exit 5).
-    pub async fn manifest(&self, spec: &str) -> Result<Manifest, CommandError> {
-        let Some(b) = &self.remote else {
-            return self.repo.load(spec).class(Failure::Repository);
-        };
-        let mut unreadable = None;
-        let id = if spec == "latest" {
-            let catalog = self.catalog().await?;
-            unreadable = catalog.unreadable_summary();
-            catalog.manifests.last().map(|m| m.id.clone())
-        } else {
-            SnapshotId::parse(spec).ok()
-        };
-        let id = id.ok_or_else(|| {
-            // Every snapshot unreadable (a wrong key, say): that is the news.
-            let msg = match unreadable {
-                Some(bad) => format!("no snapshot on the box is readable: {bad}"),
-                None => format!(
-                    "snapshot `{spec}` not found; `cshost snapshots --repo {}` lists what exists",
-                    self.kind
-                ),
-            };
-            fail(Failure::Repository, msg)
-        })?;
-        b.manifest(&id)
-            .await
-            .map_err(super::verify::transport_class)
-    }
-
-    /// R15: fetch only the blobs `needed` references (from the box), then R1:
-    /// re-hash every one of them before anything is stopped or changed.
-    ///
-    /// # Errors
-    /// A transfer failure (exit 8) or a missing or damaged blob (exit 6).
-    pub async fn fetch_and_verify(
-        &self,
-        needed: &Manifest,
-        threads: usize,
-    ) -> Result<crate::repo::verify::VerifyReport, CommandError> {
-        if let Some(b) = &self.remote {
-            let blobs: Vec<BlobId> = needed.blobs().into_keys().cloned().collect();
-            let bar = crate::progress::spinner(&format!(
-                "downloading {} blobs from the Storage Box",
-                blobs.len()
-            ));
-            let stats = b
-                .download_blobs(&self.repo, &blobs)
-                .await
-                .class(Failure::Transport)?;
-            drop(bar);
-            tracing::info!("downloaded {} blobs", stats.files_transferred);
-            crate::failpoint::hit("restore-after-download");
-        }
-        let mut report = crate::repo::verify::verify(&self.repo, needed, threads);
-        // A local restore fetches what is missing or damaged here from the
-        // Storage Box, when one is configured.
-        let fallback = match (&self.fallback, report.problems.is_empty()) {
-            (Some((cfg, cache)), false) => match BoxRepo::connect(cfg, cache).await {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot fetch missing or damaged blobs from the Storage Box: {e}"
-                    );
-                    None
-                }
-            },
-            _ => None,
-        };
-        let mut fetched = Ok(());
-        // A copy in the local cache that is damaged (a bad disk, a killed
-        // download) is not the box's problem: drop it and fetch it once more.
-        let from = self.remote.as_ref().or(fallback.as_ref());
-        if let (Some(b), false) = (from, report.problems.is_empty()) {
-            let damaged: Vec<BlobId> = report
-                .problems
-                .iter()
-                .filter_map(|p| BlobId::parse(p.blob()).ok())
-                .collect();
-            for id in &damaged {
-                let _ = fs_err::remove_file(self.repo.blob_path(id));
-            }
-            tracing::warn!(
-                "{} blobs in the local repository were missing or damaged; fetching them from the Storage Box",
-                damaged.len()
-            );
-            fetched = b.download_blobs(&self.repo, &damaged).await.map(drop);
-            if fetched.is_ok() {
-                report = crate::repo::verify::verify(&self.repo, needed, threads);
-            }
-        }
-        if let Some(b) = fallback {
-            b.close().await;
-        }
-        fetched.class(Failure::Transport)?;
-        crate::failpoint::hit("restore-after-verify");
-        if let Some(p) = report.problems.first() {
-            return Err(fail(
-                Failure::Verify,
-                format!(
-                    "snapshot {} cannot be restored: {p} ({} problems); nothing was stopped or changed",
-                    needed.id,
-                    report.problems.len()
-                ),
-            ));
-        }
-        Ok(report)
-    }
-
-    pub async fn close(self) {
-        if let Some(b) = self.remote {
-            b.close().await;
-        }
-    }
 }
 
 /// The snapshot's component names that match the requested keywords (the
@@ -232,6 +71,37 @@ pub fn subset(m: &Manifest, comps: &[String]) -> Manifest {
     // The entries are in hand: a restore needs no tree object.
     needed.trees.clear();
     needed
+}
+
+/// `needed` with what R4's comparison reads besides: the files of each
+/// component that one of `comps` needs matching and that is not restored
+/// with it (vmail's crypt keys), so a restore from the box fetches them too.
+pub fn with_matching(
+    m: &Manifest,
+    needed: &Manifest,
+    plugins: &Plugins,
+    comps: &[String],
+) -> Manifest {
+    let mut out = needed.clone();
+    for c in comps {
+        let Ok(plugin) = plugins.of(m, c) else {
+            continue;
+        };
+        for need in &plugin.rules.needs_matching {
+            let need = crate::repo::names::canonical(need);
+            if comps.iter().any(|x| x == need) {
+                continue;
+            }
+            if let Some((name, rec)) = m.components.iter().find(|(k, _)| k.as_str() == need) {
+                out.components.entry(name.clone()).or_insert_with(|| {
+                    let mut files = rec.clone();
+                    files.artifacts.clear();
+                    files
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A restore that was interrupted left its journal: nothing may change the
@@ -334,6 +204,7 @@ pub fn plan(
         );
     }
     let mut volumes: Vec<(PathBuf, u64)> = Vec::new();
+    let mut needs: Vec<(PathBuf, u64)> = Vec::new();
     let mut conf_dir = None;
     for c in &comps {
         for (vol, entries) in &m.components[c.as_str()].volumes {
@@ -352,10 +223,13 @@ pub fn plan(
                 .map(|e| e.size)
                 .sum();
             let path = env.volume_root(vol.as_str()).class(Failure::Preflight)?;
+            // What a staging moves into place is on the disk already.
+            let adds = crate::repo::materialize::bytes_to_write(env.repo.as_deref(), entries);
+            needs.push((path.clone(), adds));
             volumes.push((path, size));
         }
     }
-    crate::disk::check(&volumes).class(Failure::Preflight)?;
+    crate::disk::check(&needs).class(Failure::Preflight)?;
     let running = env.services.services();
     let mut stops: Vec<String> = Vec::new();
     for c in &comps {

@@ -235,7 +235,7 @@ async fn send_batch(
         .map_err(|e| unpublished(target, m, e))?;
     crate::failpoint::hit_at("box-upload-after", &n);
     let problems = remote
-        .verify_blobs(local, batch)
+        .verify_blobs(Some(local), batch)
         .await
         .map_err(|e| unpublished(target, m, e))?;
     // Only blobs verified on the box enter the index: a run killed before

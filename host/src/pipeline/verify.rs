@@ -77,11 +77,11 @@ pub fn transport_class(e: TransportError) -> CommandError {
 /// A missing or unreadable repository or manifest (exit 5) or an unreachable
 /// box (exit 8).
 pub async fn run(ctx: &Context, input: &VerifyInput) -> Result<VerifyReport, CommandError> {
-    let local = ctx.open_repo()?;
     let t = std::time::Instant::now();
     let threads = ctx.config.backup.threads as usize;
     let mut report = match input.repo {
         RepoKind::Local => {
+            let local = ctx.open_repo()?;
             let manifests = local_manifests(&local, input)?;
             let chosen = select(&manifests, input)?;
             let r = verify::verify_blobs(&local, &chosen.blobs, threads);
@@ -96,8 +96,15 @@ pub async fn run(ctx: &Context, input: &VerifyInput) -> Result<VerifyReport, Com
         }
         RepoKind::Storagebox => {
             let place = ctx.storagebox()?.display();
+            // A standby restored from the box has no local repository:
+            // the box's blobs are then checked on the box, or read back.
+            let local = if ctx.repo_path().join("cshost-repo.toml").exists() {
+                Some(ctx.open_repo()?)
+            } else {
+                None
+            };
             let b = ctx.connect_box().await?;
-            let result = on_box(&b, &local, input, place).await;
+            let result = on_box(&b, local.as_ref(), input, place).await;
             if let Ok(r) = &result {
                 remove_damaged(ctx, &b, r).await;
             }
@@ -212,7 +219,7 @@ async fn box_manifests(b: &BoxRepo, input: &VerifyInput) -> Result<Vec<Manifest>
 /// Re-hash the chosen blobs on the box (`place`).
 async fn on_box(
     b: &BoxRepo,
-    local: &LocalRepo,
+    local: Option<&LocalRepo>,
     input: &VerifyInput,
     place: String,
 ) -> Result<VerifyReport, CommandError> {

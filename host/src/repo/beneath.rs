@@ -512,6 +512,18 @@ impl Beneath {
         Ok(rustix::fs::symlinkat(target, &dir, name)?)
     }
 
+    /// Move the file `from` to `rel`, replacing a file or symlink of that
+    /// name (the link itself). `from` is cshost's own (a restore's staging),
+    /// outside this directory; only `rel` is held to the rules here.
+    ///
+    /// # Errors
+    /// A symlink on the way, a directory of that name, another filesystem
+    /// (EXDEV), or an I/O failure.
+    pub fn rename_from(&self, from: &Path, rel: &[u8]) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        Ok(rustix::fs::renameat(rustix::fs::CWD, from, &dir, name)?)
+    }
+
     /// Make `rel` another name of the file `existing` (both below here).
     ///
     /// # Errors

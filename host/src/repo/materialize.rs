@@ -228,23 +228,78 @@ fn write_file(
     let src = repo
         .open_blob(blob)
         .map_err(io_err(&repo.blob_path(blob)))?;
+    let plain = e.compression == Compression::None && repo.key().is_none();
+    if plain
+        && repo.is_movable(blob)
+        && let Some(n) = move_into(repo, &src, e, root, chown)?
+    {
+        return Ok(Some(n));
+    }
     let dst = root.create_file(rel, 0o600).map_err(at(root, e))?;
-    let n = if e.compression == Compression::None && repo.key().is_none() {
+    let n = if plain {
         super::sparse::copy(&src, &dst, buf).map_err(at(root, e))?
     } else {
         drop(src);
         let mut dec = repo.open_entry(e).map_err(io_err(&repo.blob_path(blob)))?;
         super::sparse::copy_stream(&mut dec, &dst, buf).map_err(io_err(&repo.blob_path(blob)))?
     };
-    if n != e.size {
-        return Err(io_err(&repo.blob_path(blob))(io::Error::other(format!(
-            "holds {n} bytes of content where the snapshot says `{}` has {}; \
-             run `cshost verify --full` and restore another snapshot",
-            e.path, e.size
-        ))));
-    }
+    check_size(repo, e, n)?;
     set_fd_meta(&dst, e, chown).map_err(at(root, e))?;
     Ok(Some(n))
+}
+
+fn check_size(repo: &LocalRepo, e: &Entry, n: u64) -> Result<(), MaterializeError> {
+    if n == e.size {
+        return Ok(());
+    }
+    let blob = e.blob.as_ref().expect("a file written has a blob");
+    Err(io_err(&repo.blob_path(blob))(io::Error::other(format!(
+        "holds {n} bytes of content where the snapshot says `{}` has {}; \
+         run `cshost verify --full` and restore another snapshot",
+        e.path, e.size
+    ))))
+}
+
+/// Rename a staged blob into place: it is the file's content as it is,
+/// and no other file uses it, so the restore writes it no second time.
+/// Owner, mode and mtime are set through the open blob first (a mode that
+/// forbids reading cannot stop that). `None`: the staging is on another
+/// filesystem, and the caller copies.
+fn move_into(
+    repo: &LocalRepo,
+    src: &std::fs::File,
+    e: &Entry,
+    root: &Beneath,
+    chown: bool,
+) -> Result<Option<u64>, MaterializeError> {
+    let blob = e.blob.as_ref().expect("a file written has a blob");
+    let n = src.metadata().map_err(io_err(&repo.blob_path(blob)))?.len();
+    check_size(repo, e, n)?;
+    set_fd_meta(src, e, chown).map_err(io_err(&repo.blob_path(blob)))?;
+    match root.rename_from(&repo.blob_path(blob), e.path.as_bytes()) {
+        Ok(()) => Ok(Some(n)),
+        Err(err) if err.raw_os_error() == Some(libc::EXDEV) => Ok(None),
+        Err(err) => Err(at(root, e)(err)),
+    }
+}
+
+/// The bytes writing `entries` adds to their filesystem: every file's,
+/// except those a staging moves into place (already on that filesystem).
+pub fn bytes_to_write<'a>(
+    repo: Option<&LocalRepo>,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> u64 {
+    entries
+        .into_iter()
+        .filter(|e| e.kind == Kind::File)
+        .filter(|e| {
+            let moved = repo.zip(e.blob.as_ref()).is_some_and(|(r, b)| {
+                r.is_movable(b) && e.compression == Compression::None && r.key().is_none()
+            });
+            !moved
+        })
+        .map(|e| e.size)
+        .sum()
 }
 
 #[cfg(test)]
@@ -351,6 +406,53 @@ mod tests {
                 assert_untouched(&outside);
             }
         }
+    }
+
+    #[test]
+    fn a_staged_blob_used_once_is_moved_into_place_and_a_shared_one_is_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let staging = LocalRepo::open_or_init(&dir.path().join("staging")).unwrap();
+        let once = Entry {
+            mode: 0o100604,
+            mtime: 1_600_000_000,
+            ..file(&staging, b"once", b"moved, not copied")
+        };
+        let a = file(&staging, b"a", b"shared");
+        let b = Entry {
+            path: RelPath::from_bytes(b"b".to_vec()).unwrap(),
+            ..a.clone()
+        };
+        let (moved, shared) = (once.blob.clone().unwrap(), a.blob.clone().unwrap());
+        let staging = staging.with_movable([moved.clone()].into());
+        let entries = [entry(b"", Kind::Dir), once, a, b];
+        let refs: Vec<&Entry> = entries.iter().collect();
+        // Only the copies take room beyond the staging's.
+        assert_eq!(bytes_to_write(Some(&staging), refs.iter().copied()), 12);
+        assert_eq!(bytes_to_write(None, refs.iter().copied()), 29);
+        let dest = dir.path().join("dest");
+        let c = materialize(&staging, &refs, &dest, Overwrite::Replace, 2).unwrap();
+        assert_eq!((c.files, c.bytes), (3, 29));
+        assert!(
+            !staging.has_blob(&moved),
+            "the blob moved out of the staging"
+        );
+        let m = fs_err::metadata(dest.join("once")).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.mtime()), (0o604, 1_600_000_000));
+        assert_eq!(
+            fs_err::read(dest.join("once")).unwrap(),
+            b"moved, not copied"
+        );
+        assert!(
+            staging.has_blob(&shared),
+            "a shared blob stays for its other user"
+        );
+        let (ma, mb) = (
+            fs_err::metadata(dest.join("a")).unwrap(),
+            fs_err::metadata(dest.join("b")).unwrap(),
+        );
+        assert_ne!(ma.ino(), mb.ino(), "two files, not one inode");
+        assert_eq!(fs_err::read(dest.join("b")).unwrap(), b"shared");
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct LocalRepo {
     level: i32,
     /// Set for an encrypted repository: every blob and root is sealed.
     key: Option<Arc<Key>>,
+    /// Blobs a restore may move out into place (a staging's, see
+    /// `pipeline::stage`); none in a repository that keeps its blobs.
+    movable: std::collections::HashSet<BlobId>,
 }
 
 impl LocalRepo {
@@ -200,6 +203,7 @@ impl LocalRepo {
             tmp_seq: AtomicU64::new(0),
             level: super::content::DEFAULT_LEVEL,
             key,
+            movable: Default::default(),
         })
     }
 
@@ -221,6 +225,19 @@ impl LocalRepo {
 
     pub fn compression_level(&self) -> i32 {
         self.level
+    }
+
+    /// Let a restore move these blobs into place instead of copying them:
+    /// only for a staging, whose blobs are each written once and then go.
+    #[must_use]
+    pub fn with_movable(mut self, blobs: std::collections::HashSet<BlobId>) -> Self {
+        self.movable = blobs;
+        self
+    }
+
+    /// May a restore move this blob into place?
+    pub fn is_movable(&self, blob: &BlobId) -> bool {
+        self.movable.contains(blob)
     }
 
     pub fn blob_path(&self, hash: &BlobId) -> PathBuf {

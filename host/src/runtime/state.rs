@@ -53,6 +53,17 @@ impl RunEnv {
             .volume_path(&format!("{}_{volume}", self.project))
     }
 
+    /// This environment, reading from `repo`: a restore from the Storage Box
+    /// learns where its staging goes from the volumes, before it has one.
+    ///
+    /// # Panics
+    /// When the environment is already shared.
+    pub fn with_repo(self: Arc<Self>, repo: Arc<LocalRepo>) -> Arc<Self> {
+        let mut env = Arc::into_inner(self).expect("the environment is not shared yet");
+        env.repo = Some(repo);
+        Arc::new(env)
+    }
+
     /// An environment with no mailcow behind it: no services, no volumes, no
     /// repository. Enough to compile a plugin and ask it to describe itself.
     pub fn detached() -> Self {

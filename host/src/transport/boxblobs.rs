@@ -65,6 +65,37 @@ impl BoxRepo {
         Ok(rsync::parse_stats(&self.rsync(&args, &paths).await?))
     }
 
+    /// Fetch blobs (hashes) into `dir`, laid out as in the repository
+    /// (`blobs/ab/ab12…`), with runs of zeros left as holes. A blob the box
+    /// lacks, or holds larger than `max_size` bytes, is left out: the
+    /// caller checks every blob it asked for.
+    ///
+    /// # Errors
+    /// When rsync fails otherwise.
+    pub async fn fetch_blobs_into(
+        &self,
+        dir: &std::path::Path,
+        blobs: &[BlobId],
+        max_size: u64,
+    ) -> Result<Stats, TransportError> {
+        if blobs.is_empty() {
+            return Ok(Stats::default());
+        }
+        let lines: Vec<String> = blobs.iter().map(|h| h.rel_path()).collect();
+        let list = self.list_file("fetch.list", &lines)?;
+        let args = [
+            "-r".to_string(),
+            "--sparse".into(),
+            format!("--max-size={max_size}"),
+            "--stats".into(),
+            format!("--files-from={}", list.display()),
+        ];
+        let paths = [self.remote(""), format!("{}/", dir.display())];
+        // 23: some files were not transferred (missing on the box).
+        let out = self.rsync_tolerating(&args, &paths, &[23]).await?;
+        Ok(rsync::parse_stats(&out))
+    }
+
     /// Check blobs on the box against their names: remote `sha256sum` when the
     /// box has it, otherwise rsync's full-checksum comparison with the local
     /// copies, or a read-back for blobs not held locally. A box that no longer
@@ -74,7 +105,7 @@ impl BoxRepo {
     /// When the box cannot be reached; mismatches are returned as problems.
     pub async fn verify_blobs(
         &self,
-        local: &LocalRepo,
+        local: Option<&LocalRepo>,
         blobs: &[(BlobId, String)],
     ) -> Result<Vec<Problem>, TransportError> {
         if self.caps().sha256sum {
@@ -137,14 +168,16 @@ impl BoxRepo {
     /// with the verified local ones; blobs not held here are read back.
     async fn verify_by_rsync(
         &self,
-        local: &LocalRepo,
+        local: Option<&LocalRepo>,
         blobs: &[(BlobId, String)],
     ) -> Result<Vec<Problem>, TransportError> {
         let mut problems = Vec::new();
-        let (held, absent): (Vec<_>, Vec<_>) = blobs.iter().partition(|(h, _)| local.has_blob(h));
+        let (held, absent): (Vec<_>, Vec<_>) = blobs
+            .iter()
+            .partition(|(h, _)| local.is_some_and(|l| l.has_blob(h)));
         // One rsync checks them all: one batch.
         crate::failpoint::hit_at("box-verify-batch", "1");
-        if !held.is_empty() {
+        if let (false, Some(local)) = (held.is_empty(), local) {
             let lines: Vec<String> = held.iter().map(|(h, _)| h.rel_path()).collect();
             let list = self.list_file("check.list", &lines)?;
             let args = [

@@ -348,6 +348,17 @@ impl BoxRepo {
         opts: &[String],
         paths: &[String],
     ) -> Result<String, TransportError> {
+        self.rsync_tolerating(opts, paths, &[]).await
+    }
+
+    /// [`Self::rsync`], taking the exit codes in `tolerated` as success
+    /// (23: some files were not transferred, which the caller checks).
+    pub(super) async fn rsync_tolerating(
+        &self,
+        opts: &[String],
+        paths: &[String],
+        tolerated: &[i32],
+    ) -> Result<String, TransportError> {
         let out = tokio::process::Command::new("rsync")
             .arg("-e")
             .arg(&self.ssh)
@@ -364,7 +375,8 @@ impl BoxRepo {
                 detail: e.to_string(),
                 hint: "install rsync (the Debian package `rsync`)",
             })?;
-        if !out.status.success() {
+        let tolerated = out.status.code().is_some_and(|c| tolerated.contains(&c));
+        if !out.status.success() && !tolerated {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(TransportError::Rsync {
                 target: self.target(),

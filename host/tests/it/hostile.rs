@@ -236,7 +236,7 @@ fn tampered_box_manifests_are_refused_with_exit_5_naming_the_manifest() {
 }
 
 #[test]
-fn a_damaged_blob_in_the_local_cache_is_fetched_again_from_the_box() {
+fn a_damaged_local_blob_is_fetched_again_from_the_box_and_a_box_restore_never_reads_it() {
     let crate::storagebox::BoxWorld { w, b: _box } = crate::storagebox::with_box(Mode::Strict, "");
     let out = w.cshost(&["backup", "--components", "vmail,crypt"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -246,19 +246,29 @@ fn a_damaged_blob_in_the_local_cache_is_fetched_again_from_the_box() {
     let local = w.repo.join("blobs").join(&blob[..2]).join(&blob);
     let good = std::fs::read(&local).unwrap();
     std::fs::write(&local, b"rotten").unwrap();
-    // The local repository is the cache a restore from the box fetches into.
-    let target = w.dir.path().join("drill");
-    let r = w.cshost(&[
-        "restore",
-        "--repo",
-        "storagebox",
-        "--snapshot",
-        &id,
-        "--target-dir",
-        target.to_str().unwrap(),
-        "--yes",
-    ]);
-    assert!(r.status.success(), "{}", text(&r));
+    let drill = |repo: &str, dir: &str| {
+        let target = w.dir.path().join(dir);
+        let r = w.cshost(&[
+            "restore",
+            "--repo",
+            repo,
+            "--snapshot",
+            &id,
+            "--target-dir",
+            target.to_str().unwrap(),
+            "--yes",
+        ]);
+        assert!(r.status.success(), "{}", text(&r));
+        (
+            state(&target.join("vmail/vmail-vol-1")),
+            state(&target.join("crypt/crypt-vol-1")),
+        )
+    };
+    // A restore from the box reads no local copy, damaged or not.
+    let from_box = drill("storagebox", "drill-box");
+    assert_eq!(std::fs::read(&local).unwrap(), b"rotten");
+    // A local restore fetches the damaged blob from the box.
+    assert_eq!(drill("local", "drill-local"), from_box);
     assert_eq!(
         std::fs::read(&local).unwrap(),
         good,

@@ -621,14 +621,18 @@ pub fn journal(w: &World) -> PathBuf {
     w.sample.root.join("cache").join("restore-journal.json")
 }
 
-/// No moved-aside copy is left beside any volume.
+/// No moved-aside copy or staging is left beside any volume.
 pub fn assert_no_copies(w: &World) {
     for v in VOLUMES {
         let dir = w.sample.volume(v).parent().unwrap().to_path_buf();
         let left: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
-            .filter(|n| n.to_string_lossy().contains("previous"))
+            .filter(|n| {
+                let n = n.to_string_lossy();
+                // A restore's previous contents, or a box restore's staging.
+                n.contains("previous") || n.starts_with(".cshost-staging-")
+            })
             .collect();
         assert!(left.is_empty(), "{}: {left:?}", dir.display());
     }

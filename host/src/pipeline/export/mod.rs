@@ -116,8 +116,13 @@ async fn export(
     let plan = plan::plan(&m)?;
     write::refuse_existing(&input.dir, &plan.folder)?;
     let needed = subset(&m, &plan.components());
-    source
-        .fetch_and_verify(&needed, ctx.config.backup.threads as usize)
+    // Nothing is moved into an export: it is all archives.
+    let dest = super::stage::Dest {
+        at: input.dir.clone(),
+        volumes: Default::default(),
+    };
+    let blobs = source
+        .fetch_and_verify(&needed, ctx.config.backup.threads as usize, &dest)
         .await?;
     let total: u64 = needed
         .components
@@ -133,7 +138,7 @@ async fn export(
         })
         .sum();
     let bar = crate::progress::phase("exporting", total);
-    let written = write::write(&source.repo, &m, &plan, &input.dir)?;
+    let written = write::write(&blobs.repo, &m, &plan, &input.dir)?;
     drop(bar);
     Ok(ExportReport {
         snapshot: m.id.to_string(),

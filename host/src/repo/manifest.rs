@@ -341,8 +341,8 @@ impl Root {
     /// as a whole.
     ///
     /// # Errors
-    /// When an object cannot be read or decoded, or the entries fail the
-    /// checks.
+    /// When an object cannot be read or decoded, the levels do not descend
+    /// one by one, or the entries fail the checks.
     pub fn expand(
         self,
         origin: &str,
@@ -352,24 +352,14 @@ impl Root {
             origin: origin.to_string(),
             detail,
         };
-        let mut objects = self.index_ids();
+        let mut objects = Vec::new();
         let mut m = self
             .map_volumes(|name, vol, index: Vec<BlobId>| {
                 let mut entries = Vec::new();
                 for (i, x) in index.iter().enumerate() {
-                    let at = || format!("`components.{name}.volumes.{vol}[{i}]`");
-                    let trees = load(x)
-                        .and_then(|b| super::tree::decode_index(&b))
-                        .map_err(|e| format!("index object {x} ({}): {e}", at()))?;
-                    for t in trees {
-                        let part = load(&t)
-                            .and_then(|b| super::tree::decode(&b))
-                            .map_err(|e| {
-                                format!("tree {t} (in index object {x}, {}): {e}", at())
-                            })?;
-                        entries.extend(part);
-                        objects.push(t);
-                    }
+                    descend(&mut load, x, None, &mut entries, &mut objects).map_err(|e| {
+                        format!("`components.{name}.volumes.{vol}[{i}]` ({x}): {e}")
+                    })?;
                 }
                 Ok::<_, String>(entries)
             })
@@ -380,10 +370,44 @@ impl Root {
     }
 }
 
+/// Read index object `id` (of level `expected`, when its parent said) and
+/// everything below it, appending the entries and naming every object.
+fn descend(
+    load: &mut impl FnMut(&BlobId) -> Result<Vec<u8>, String>,
+    id: &BlobId,
+    expected: Option<u32>,
+    entries: &mut Vec<Entry>,
+    objects: &mut Vec<BlobId>,
+) -> Result<(), String> {
+    let (level, below) = load(id)
+        .and_then(|b| super::tree::decode_index(&b))
+        .map_err(|e| format!("index object {id}: {e}"))?;
+    if expected.is_some_and(|l| l != level) {
+        return Err(format!(
+            "index object {id} is at level {level} below one at level {}",
+            level + 1
+        ));
+    }
+    objects.push(id.clone());
+    for o in below {
+        if level == 1 {
+            let part = load(&o)
+                .and_then(|b| super::tree::decode(&b))
+                .map_err(|e| format!("tree {o} (in index object {id}): {e}"))?;
+            entries.extend(part);
+            objects.push(o);
+        } else {
+            descend(load, &o, Some(level - 1), entries, objects)?;
+        }
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// The root of this snapshot: each volume's entries cut into tree
-    /// objects, their ids cut into index objects, each object stored by
-    /// `store` (given its stored bytes), which returns its blob id.
+    /// objects, their ids into index objects, level by level until one is
+    /// left, which the root names; each object stored by `store` (given its
+    /// stored bytes), which returns its blob id.
     ///
     /// # Errors
     /// What `store` returns.
@@ -391,22 +415,30 @@ impl Manifest {
         &self,
         mut store: impl FnMut(Vec<u8>) -> Result<BlobId, E>,
     ) -> Result<Root, E> {
-        let mut leaves = Vec::new();
-        let mut root = self.clone().map_volumes(|_, _, entries: Vec<Entry>| {
-            let trees = super::tree::split(&entries)
+        let mut objects = Vec::new();
+        let root = self.clone().map_volumes(|_, _, entries: Vec<Entry>| {
+            let mut ids = super::tree::split(&entries)
                 .into_iter()
                 .map(|piece| store(super::tree::encode(piece)))
                 .collect::<Result<Vec<BlobId>, E>>()?;
-            let index = super::tree::split_ids(&trees)
-                .into_iter()
-                .map(|run| store(super::tree::encode_index(run)))
-                .collect::<Result<Vec<BlobId>, E>>()?;
-            leaves.extend(trees);
-            Ok(index)
+            objects.extend(ids.iter().cloned());
+            let mut level = 1;
+            loop {
+                ids = super::tree::split_ids(&ids)
+                    .into_iter()
+                    .map(|run| store(super::tree::encode_index(level, run)))
+                    .collect::<Result<Vec<BlobId>, E>>()?;
+                objects.extend(ids.iter().cloned());
+                if ids.len() == 1 {
+                    return Ok(ids);
+                }
+                level += 1;
+            }
         })?;
-        root.trees = root.index_ids();
-        root.trees.extend(leaves);
-        Ok(root)
+        Ok(Manifest {
+            trees: objects,
+            ..root
+        })
     }
 
     /// Parse and check a snapshot written out whole, entries inline (the

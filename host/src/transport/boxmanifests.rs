@@ -249,22 +249,35 @@ impl BoxRepo {
         roots: impl IntoIterator<Item = &'r Root>,
     ) -> Result<LocalRepo, TransportError> {
         let trees = self.tree_cache()?;
-        // Two rounds: the index objects the roots name, then the trees
-        // they name. An index object that does not read is left for
-        // `expand` to report (naming it) and to drop from the cache.
-        let mut index: Vec<_> = roots.into_iter().flat_map(Root::index_ids).collect();
-        index.sort();
-        index.dedup();
-        self.download_blobs(&trees, &index).await?;
-        let mut wanted: Vec<BlobId> = index
-            .iter()
-            .filter_map(|x| trees.read_object(x).ok())
-            .filter_map(|b| crate::repo::tree::decode_index(&b).ok())
-            .flatten()
-            .collect();
-        wanted.sort();
-        wanted.dedup();
-        self.download_blobs(&trees, &wanted).await?;
+        // Level by level: the index objects the roots name, those they
+        // name, down to the trees. An index object that does not read is
+        // left for `expand` to report (naming it) and to drop from the cache.
+        let mut wanted: Vec<_> = roots.into_iter().flat_map(Root::index_ids).collect();
+        let mut leaves: Vec<BlobId> = Vec::new();
+        for _ in 0..=crate::repo::tree::MAX_LEVELS {
+            if wanted.is_empty() {
+                break;
+            }
+            wanted.sort();
+            wanted.dedup();
+            self.download_blobs(&trees, &wanted).await?;
+            let mut below = Vec::new();
+            for (level, ids) in wanted
+                .iter()
+                .filter_map(|x| trees.read_object(x).ok())
+                .filter_map(|b| crate::repo::tree::decode_index(&b).ok())
+            {
+                if level == 1 {
+                    leaves.extend(ids)
+                } else {
+                    below.extend(ids)
+                }
+            }
+            wanted = below;
+        }
+        leaves.sort();
+        leaves.dedup();
+        self.download_blobs(&trees, &leaves).await?;
         Ok(trees)
     }
 }

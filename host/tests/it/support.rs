@@ -355,16 +355,25 @@ pub fn read_snapshot(repo: &Path, id: &str) -> serde_json::Value {
             };
             for v in vols.values_mut() {
                 let mut entries = Vec::new();
-                for x in v.as_array().expect("a volume lists index objects") {
-                    let x = x.as_str().expect("an index id").to_string();
-                    let index = read_object(repo, &x, &format!("snapshot {id}"));
-                    for t in index["trees"].as_array().expect("an index lists trees") {
-                        let t = t.as_str().expect("a tree id").to_string();
-                        let tree = read_object(repo, &t, &format!("snapshot {id}"));
-                        entries.extend(tree["entries"].as_array().unwrap().iter().cloned());
-                        trees.push(serde_json::Value::String(t));
+                // Index objects level by level, down to the trees.
+                let mut ids: Vec<String> = v
+                    .as_array()
+                    .expect("a volume lists index objects")
+                    .iter()
+                    .map(|x| x.as_str().expect("an index id").to_string())
+                    .collect();
+                while !ids.is_empty() {
+                    let mut below = Vec::new();
+                    for x in ids {
+                        let o = read_object(repo, &x, &format!("snapshot {id}"));
+                        if let Some(objects) = o["objects"].as_array() {
+                            below.extend(objects.iter().map(|t| t.as_str().unwrap().to_string()));
+                        } else {
+                            entries.extend(o["entries"].as_array().unwrap().iter().cloned());
+                        }
+                        trees.push(serde_json::Value::String(x));
                     }
-                    trees.push(serde_json::Value::String(x));
+                    ids = below;
                 }
                 *v = serde_json::Value::Array(entries);
             }
@@ -390,7 +399,8 @@ pub fn write_snapshot(repo: &Path, id: &str, m: &serde_json::Value) -> Vec<u8> {
             for v in vols.values_mut() {
                 let tree = serde_json::json!({"tree": "cshost-tree-2", "entries": v.clone()});
                 let t = write_object(repo, &tree);
-                let index = serde_json::json!({"index": "cshost-index-2", "trees": [t]});
+                let index =
+                    serde_json::json!({"index": "cshost-index-2", "level": 1, "objects": [t]});
                 *v = serde_json::json!([write_object(repo, &index)]);
             }
         }

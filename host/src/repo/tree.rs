@@ -263,7 +263,10 @@ mod tests {
             let folder = |e: &Entry| parent(e.path.as_bytes()).to_vec();
             for k in 1..p.len() {
                 if folder(&p[k]) != folder(&p[k - 1]) {
-                    assert!(k < MIN_DIR_PIECE, "a piece crosses a folder after {k} entries");
+                    assert!(
+                        k < MIN_DIR_PIECE,
+                        "a piece crosses a folder after {k} entries"
+                    );
                 }
             }
         }

@@ -156,6 +156,25 @@ fn progress_is_drawn_on_a_terminal_and_never_when_piped() {
     for phase in ["capturing", "uploading", "ETA"] {
         assert!(shown.contains(phase), "no `{phase}` in: {shown}");
     }
+    let drill = w.dir.path().join("drill");
+    let restore = format!(
+        "{} --config {} restore --repo storagebox --snapshot latest --components vmail --target-dir {} --yes",
+        env!("CARGO_BIN_EXE_cshost"),
+        w.config.display(),
+        drill.display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qfec", &restore, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("script(1)");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    for phase in ["downloading", "ETA"] {
+        assert!(shown.contains(phase), "no `{phase}` in: {shown}");
+    }
 
     let piped = w.cshost(&["backup", "--components", "vmail,crypt"]);
     assert!(piped.status.success(), "{}", text(&piped));

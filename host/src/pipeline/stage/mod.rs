@@ -362,13 +362,13 @@ impl Staging {
             .map(|(b, s)| (b.clone(), s))
             .collect();
         let batches = batches(&sized, remote.streams());
-        let bar = crate::progress::spinner(&format!(
-            "downloading and checking {} blobs from the Storage Box",
-            sized.len()
-        ));
+        // Sizes as the snapshot gives them (at most what the blobs hold):
+        // the bar moves by a batch's share once it is checked.
+        let bar = crate::progress::phase("downloading", sized.iter().map(|(_, s)| *s).sum());
         let mut done = futures_util::stream::iter(batches.into_iter().enumerate())
             .map(|(n, batch)| {
                 let largest = batch.iter().map(|(_, s)| *s).max().unwrap_or(0);
+                let share: u64 = batch.iter().map(|(_, s)| *s).sum();
                 let items: Vec<(BlobId, String)> = batch
                     .into_iter()
                     .map(|(b, _)| {
@@ -376,7 +376,8 @@ impl Staging {
                         (b, u)
                     })
                     .collect();
-                self.fetch_batch(remote, n + 1, items, largest)
+                let fetch = self.fetch_batch(remote, n + 1, items, largest);
+                async move { fetch.await.inspect(|_| crate::progress::add(share)) }
             })
             .buffer_unordered(remote.streams());
         let mut fetched = Fetched::default();

@@ -318,7 +318,7 @@ fn tree_path(repo: &Path, id: &str) -> PathBuf {
 }
 
 /// A tree or index object as JSON, read without cshost.
-fn read_object(repo: &Path, id: &str, what: &str) -> serde_json::Value {
+pub fn read_object(repo: &Path, id: &str, what: &str) -> serde_json::Value {
     let p = tree_path(repo, id);
     let stored =
         std::fs::read(&p).unwrap_or_else(|e| panic!("{what} needs `{}`: {e}", p.display()));

@@ -130,7 +130,15 @@ impl Context {
         crate::transport::BoxRepo::connect(self.storagebox()?, &self.config.backup.cache_dir)
             .await
             .map(|b| b.with_key(key))
-            .class(Failure::Transport)
+            // A cache directory too long for the control socket is a config
+            // error (exit 2); the rest is the box or the way to it.
+            .map_err(|e| {
+                let failure = match e {
+                    crate::transport::TransportError::ControlPathTooLong { .. } => Failure::Config,
+                    _ => Failure::Transport,
+                };
+                CommandError::new(failure, anyhow::Error::from(e))
+            })
     }
 
     pub fn plugin_host(&self) -> Result<PluginHost, CommandError> {

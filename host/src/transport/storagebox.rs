@@ -63,6 +63,12 @@ pub enum TransportError {
         detail: String,
         hint: &'static str,
     },
+    #[error(
+        "the Storage Box's SSH control socket would be under `{}`, and a unix socket path leaves room for {max} bytes there; set [backup] cache-dir to a path of at most {} bytes (the default /var/cache/cshost fits)",
+        path.display(),
+        max.saturating_sub(CACHE_SUBDIR.len() + 1)
+    )]
+    ControlPathTooLong { path: PathBuf, max: usize },
     #[error("`{path}`: {source}")]
     Local {
         path: PathBuf,
@@ -78,6 +84,7 @@ impl TransportError {
     pub fn failure(&self) -> Failure {
         match self {
             TransportError::Unreadable { .. } | TransportError::Manifest(_) => Failure::Repository,
+            TransportError::ControlPathTooLong { .. } => Failure::Config,
             _ => Failure::Transport,
         }
     }
@@ -130,6 +137,27 @@ fn rsync_hint(code: Option<i32>, detail: &str) -> &'static str {
         LOST_HINT
     } else {
         "check that the box is reachable and that the repository path on it is writable, then run again"
+    }
+}
+
+/// Where the box's connection state lives under `[backup] cache-dir`.
+const CACHE_SUBDIR: &str = "storagebox";
+
+/// The longest directory a control socket fits under: a unix socket path
+/// holds 107 bytes, and ssh binds `<dir>/.ssh-connectionXXXXXX/master` (the
+/// openssh crate's name) plus `.` and 16 random characters, then renames it.
+/// Longer, and the master fails with an error that names neither the path
+/// nor the fix.
+const MAX_CONTROL_DIR: usize = 107 - "/.ssh-connectionXXXXXX/master".len() - 17;
+
+fn control_dir_fits(dir: &Path) -> Result<(), TransportError> {
+    if dir.as_os_str().len() <= MAX_CONTROL_DIR {
+        Ok(())
+    } else {
+        Err(TransportError::ControlPathTooLong {
+            path: dir.to_path_buf(),
+            max: MAX_CONTROL_DIR,
+        })
     }
 }
 
@@ -209,7 +237,8 @@ impl BoxRepo {
         cfg: &StorageBoxRepository,
         cache_dir: &Path,
     ) -> Result<Self, TransportError> {
-        let cache = cache_dir.join("storagebox");
+        let cache = cache_dir.join(CACHE_SUBDIR);
+        control_dir_fits(&cache)?;
         fs_err::create_dir_all(&cache).map_err(local_err(&cache))?;
         boxmaster::reap_orphans(&cache, &cfg.display());
         let timeout = Duration::from_secs(cfg.timeout_seconds.max(1) as u64);
@@ -486,6 +515,22 @@ mod tests {
             super::LOST_HINT
         );
         assert!(super::rsync_hint(Some(23), "some files vanished").contains("writable"));
+    }
+
+    #[test]
+    fn a_control_socket_directory_too_long_for_a_socket_is_named_with_the_fix() {
+        let fits = std::path::PathBuf::from(format!("/{}", "c".repeat(super::MAX_CONTROL_DIR - 1)));
+        assert_eq!(super::MAX_CONTROL_DIR, 61);
+        assert!(super::control_dir_fits(&fits).is_ok());
+        let long = fits.join("x");
+        let e = super::control_dir_fits(&long).unwrap_err();
+        assert_eq!(e.failure(), crate::error::Failure::Config);
+        let text = e.to_string();
+        assert!(text.contains(&long.display().to_string()), "{text}");
+        assert!(
+            text.contains("cache-dir to a path of at most 50 bytes"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -372,6 +372,37 @@ fn restore_from_the_box_onto_a_machine_without_the_local_repository() {
 fn a_cache_dir_with_a_space_and_quotes_still_reaches_the_box() {
     let BoxWorld { w, b: _b } = with_box(Mode::Strict, "");
     let cache = w.dir.path().join(r#"cache it's "odd""#);
+    set_cache_dir(&w, &cache);
+    let out = w.cshost(&["--json", "backup", "--components", "crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(json(&out)["storagebox"]["bytes-sent"].as_u64().unwrap() > 0);
+    assert!(cache.join("storagebox").is_dir());
+}
+
+/// A cache directory as long as a control socket allows reaches the box; one
+/// byte longer is refused naming it and the fix (it used to fail with
+/// "check host, port, user").
+#[test]
+fn a_cache_dir_too_long_for_the_control_socket_is_named_with_the_fix() {
+    let BoxWorld { w, b: _b } = with_box(Mode::Strict, "");
+    let base = w.dir.path().as_os_str().len() + 1;
+    let longest = w.dir.path().join("c".repeat(50 - base));
+    set_cache_dir(&w, &longest);
+    let out = w.cshost(&["backup", "--components", "crypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let longer = w.dir.path().join("c".repeat(51 - base));
+    set_cache_dir(&w, &longer);
+    let out = w.cshost(&["backup", "--components", "crypt"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&longer.join("storagebox").display().to_string())
+            && err.contains("set [backup] cache-dir to a path of at most 50 bytes"),
+        "{err}"
+    );
+}
+
+fn set_cache_dir(w: &World, cache: &std::path::Path) {
     let config = std::fs::read_to_string(&w.config).unwrap();
     let config: String = config
         .lines()
@@ -384,8 +415,4 @@ fn a_cache_dir_with_a_space_and_quotes_still_reaches_the_box() {
         })
         .collect();
     std::fs::write(&w.config, config).unwrap();
-    let out = w.cshost(&["--json", "backup", "--components", "crypt"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(json(&out)["storagebox"]["bytes-sent"].as_u64().unwrap() > 0);
-    assert!(cache.join("storagebox").is_dir());
 }

@@ -164,9 +164,9 @@ pub fn referenced(manifests: &[Manifest]) -> BTreeSet<BlobId> {
         .collect()
 }
 
-fn snaps<V>(manifests: &[Manifest<V>]) -> Vec<Snap> {
+fn snaps<'m, V: 'm>(manifests: impl IntoIterator<Item = &'m Manifest<V>>) -> Vec<Snap> {
     manifests
-        .iter()
+        .into_iter()
         .filter_map(|m| {
             let time = time::OffsetDateTime::parse(
                 &m.finished,
@@ -277,24 +277,32 @@ pub async fn prune_remote(
         };
         refuse_unreadable(&catalog, Repository::Storagebox)?;
     }
-    let dated: Vec<_> = roots.roots.iter().map(|(r, _)| r.clone()).collect();
-    let early = retention::plan(&snaps(&dated), policy, time::OffsetDateTime::now_utc());
+    let plan = retention::plan(
+        &snaps(roots.roots.iter().map(|(r, _)| r)),
+        policy,
+        time::OffsetDateTime::now_utc(),
+    );
     if dry_run {
-        return Ok(PruneReport::planned(Repository::Storagebox, early));
+        return Ok(PruneReport::planned(Repository::Storagebox, plan));
     }
-    if early.delete.is_empty() && sweep == Sweep::Doomed {
+    if plan.delete.is_empty() && sweep == Sweep::Doomed {
         return Ok(PruneReport {
             repository: Repository::Storagebox,
             dry_run: false,
             kept: roots.roots.len(),
             deleted: Vec::new(),
-            plan: early,
+            plan,
             blobs: 0,
             bytes: 0,
         });
     }
+    // The plan stands; the trees are read for the blobs each snapshot uses.
     let catalog = remote.expand_roots(roots).await.class(Failure::Transport)?;
-    let (plan, doomed, kept) = plan(catalog, policy, Repository::Storagebox)?;
+    refuse_unreadable(&catalog, Repository::Storagebox)?;
+    let (doomed, kept): (Vec<Manifest>, Vec<Manifest>) = catalog
+        .manifests
+        .into_iter()
+        .partition(|m| plan.delete.contains(&m.id.to_string()));
     crate::failpoint::hit("box-prune-planned");
     let rels: Vec<String> = doomed.iter().map(|m| m.id.rel_path()).collect();
     remote.remove(&rels).await.class(Failure::Retention)?;

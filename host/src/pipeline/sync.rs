@@ -188,23 +188,34 @@ async fn send_blobs(
         new.len(),
         m.id
     );
-    // Bytes as stored locally (what rsync sends); a blob that cannot be
-    // stat'ed counts 0 here and is named by the upload itself.
-    let size = |b: &BlobId| std::fs::metadata(local.blob_path(b)).map_or(0, |md| md.len());
-    let total: u64 = new.iter().map(|(b, _)| size(b)).sum();
-    let bar = crate::progress::phase("uploading", total);
+    // Bytes as stored locally (what rsync sends), a batch's share counted
+    // once it is verified; a blob that cannot be stat'ed counts 0 here and
+    // is named by the upload itself.
+    let shares: Vec<u64> = new
+        .chunks(UPLOAD_BATCH)
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|(b, _)| std::fs::metadata(local.blob_path(b)).map_or(0, |md| md.len()))
+                .sum()
+        })
+        .collect();
+    let bar = crate::progress::phase("uploading", shares.iter().sum());
     // Several batches travel at once (each its own rsync over the one
     // connection), so one batch is checked on the box while the next ones
     // upload. Each is recorded in the index as soon as it is verified.
     let streams = remote.streams();
     let mut bytes = 0;
     let mut batches = futures_util::stream::iter(new.chunks(UPLOAD_BATCH).enumerate())
-        .map(|(n, batch)| send_batch(remote, target, local, m, n + 1, batch))
+        .map(|(n, batch)| {
+            let share = shares[n];
+            let send = send_batch(remote, target, local, m, n + 1, batch);
+            async move { send.await.inspect(|_| crate::progress::add(share)) }
+        })
         .buffer_unordered(streams);
     while let Some(done) = batches.next().await {
         let (n, hashes, sent) = done?;
         bytes += sent;
-        crate::progress::add(hashes.iter().map(size).sum());
         index.blobs.extend(hashes);
         index.save().class(Failure::Transport)?;
         crate::failpoint::hit_at("box-index-saved", &n);

@@ -143,12 +143,18 @@ fn rsync_hint(code: Option<i32>, detail: &str) -> &'static str {
 /// Where the box's connection state lives under `[backup] cache-dir`.
 const CACHE_SUBDIR: &str = "storagebox";
 
-/// The longest directory a control socket fits under: a unix socket path
-/// holds 107 bytes, and ssh binds `<dir>/.ssh-connectionXXXXXX/master` (the
-/// openssh crate's name) plus `.` and 16 random characters, then renames it.
-/// Longer, and the master fails with an error that names neither the path
-/// nor the fix.
-const MAX_CONTROL_DIR: usize = 107 - "/.ssh-connectionXXXXXX/master".len() - 17;
+/// The longest directory a control socket fits under. A unix socket path
+/// holds 107 bytes; under it, the openssh crate makes a directory named
+/// `.ssh-connection` and 6 random characters holding the socket `master`,
+/// and ssh binds that path plus `.` and 16 random characters, then renames
+/// it. Longer, and the master fails with an error that names neither the
+/// path nor the fix.
+const MAX_CONTROL_DIR: usize = {
+    let openssh_dir = ".ssh-connection".len() + 6;
+    let socket = "master".len();
+    let ssh_temp_suffix = 1 + 16;
+    107 - (1 + openssh_dir + 1 + socket) - ssh_temp_suffix
+};
 
 fn control_dir_fits(dir: &Path) -> Result<(), TransportError> {
     if dir.as_os_str().len() <= MAX_CONTROL_DIR {

@@ -166,6 +166,23 @@ pub async fn load_approved(
     Ok(plugin)
 }
 
+/// Start compiling what [`load`] will load (built-ins, and approved plugins
+/// whose bytes match their approval) while the caller does something else.
+pub fn warm_up(host: &PluginHost, config: &Config) -> crate::runtime::Warming {
+    let mut wasm: Vec<std::borrow::Cow<'static, [u8]>> = crate::runtime::builtin::NAMES
+        .iter()
+        .filter_map(|name| crate::runtime::builtin::bytes(name).ok())
+        .collect();
+    for approved in config.plugins.values() {
+        if let Ok(bytes) = read_wasm(&approved.file)
+            && crate::repo::sha256_hex(&bytes).eq_ignore_ascii_case(&approved.sha256)
+        {
+            wasm.push(bytes.into());
+        }
+    }
+    host.warm(wasm)
+}
+
 /// Built-ins plus every approved third-party plugin that passes its checks.
 ///
 /// # Errors

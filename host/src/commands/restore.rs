@@ -95,10 +95,26 @@ async fn restore(
     // The volumes are known first: a restore from the box stages its blobs
     // beside them.
     let env = ctx.run_env(None).await?;
-    let plugins = pipeline::load(ctx, &env).await?;
     let dest = Dest::live(&env, &m, &comps, &ctx.config.backup.scratch_dir);
-    let needed = pipeline::with_matching(&m, &needed, &plugins, &comps);
-    let blobs = source.fetch_and_verify(&needed, threads, &dest).await?;
+    let (plugins, blobs) = if m
+        .components
+        .keys()
+        .all(|k| comps.iter().any(|c| c == k.as_str()))
+    {
+        // Every component is restored, so no plugin asks for another's
+        // files to compare (R4): the download need not wait for the
+        // plugins, which compile meanwhile (a cold standby has none cached).
+        let host = ctx.plugin_host()?;
+        let warming = crate::plugins::warm_up(&host, &ctx.config);
+        let blobs = source.fetch_and_verify(&needed, threads, &dest).await?;
+        warming.wait().await;
+        (pipeline::load_with(ctx, host, &env).await?, blobs)
+    } else {
+        let plugins = pipeline::load(ctx, &env).await?;
+        let needed = pipeline::with_matching(&m, &needed, &plugins, &comps);
+        let blobs = source.fetch_and_verify(&needed, threads, &dest).await?;
+        (plugins, blobs)
+    };
     log_verified(&blobs, &m);
     let env = env.with_repo(blobs.repo.clone());
     let plan = pipeline::plan(

@@ -132,7 +132,18 @@ pub struct Plugins {
 /// # Errors
 /// When the plugin engine cannot start.
 pub async fn load(ctx: &Context, env: &Arc<RunEnv>) -> Result<Plugins, CommandError> {
-    let host = ctx.plugin_host()?;
+    load_with(ctx, ctx.plugin_host()?, env).await
+}
+
+/// [`load`] on a host that may already have compiled them ([`crate::plugins::warm_up`]).
+///
+/// # Errors
+/// As [`load`].
+pub async fn load_with(
+    ctx: &Context,
+    host: PluginHost,
+    env: &Arc<RunEnv>,
+) -> Result<Plugins, CommandError> {
     let (list, refused) = super::load_plugins(ctx, &host, env).await?;
     for r in refused {
         tracing::warn!("{r}");

@@ -13,6 +13,7 @@ pub mod order;
 pub mod rules;
 mod state;
 mod v0_1;
+mod warm;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,7 @@ pub use order::{CycleError, restore_order};
 pub use rules::{Declarations, DoctorCheck, plan_order};
 pub use state::{CaptureRecord, ComponentBackup, RestoreSource, RunEnv};
 use state::{HostState, LimitHit};
+pub use warm::Warming;
 
 /// The WIT package version this host is written against; plugins built for it
 /// get every feature.
@@ -111,6 +113,8 @@ pub struct PluginHost {
     linker: Linker<HostState>,
     limits: Limits,
     ticker_stop: Arc<AtomicBool>,
+    /// Compiled ahead of their load by [`PluginHost::warm`], by SHA-256.
+    compiled: warm::Compiled,
 }
 
 /// A compiled, pre-linked plugin and what it said about itself.
@@ -177,6 +181,7 @@ impl PluginHost {
             linker,
             limits,
             ticker_stop,
+            compiled: warm::Compiled::default(),
         })
     }
 
@@ -193,10 +198,13 @@ impl PluginHost {
         env: Arc<RunEnv>,
     ) -> Result<LoadedPlugin, RuntimeError> {
         let sha256 = crate::repo::sha256_hex(wasm);
-        let component = Component::new(&self.engine, wasm).map_err(|e| RuntimeError::Compile {
-            plugin: name.into(),
-            detail: format!("{e:#}"),
-        })?;
+        let component = match self.compiled.take(&sha256) {
+            Some(c) => c,
+            None => Component::new(&self.engine, wasm).map_err(|e| RuntimeError::Compile {
+                plugin: name.into(),
+                detail: format!("{e:#}"),
+            })?,
+        };
         let ty = component.component_type();
         let export = ty
             .exports(&self.engine)

@@ -334,6 +334,11 @@ pub async fn prune_remote(
             index.blobs.remove(h);
         }
     }
+    if !garbage.is_empty() {
+        // Every other index of this repository checks the box in full next time.
+        let generation = remote.new_generation().await.class(Failure::Retention)?;
+        index.advance(generation);
+    }
     index.save().class(Failure::Retention)?;
     crate::failpoint::hit("box-prune-before-rm");
     remote.remove(&garbage).await.class(Failure::Retention)?;

@@ -116,12 +116,14 @@ pub async fn run(ctx: &Context, input: &VerifyInput) -> Result<VerifyReport, Com
     Ok(report)
 }
 
-/// A blob whose bytes on the box do not match its name is deleted there:
-/// the index every run checks against the box then misses it, and the next
-/// backup sends it again from the local repository. Left in place, rsync's
-/// size-and-time check would never replace it. Under the run lock, so no
-/// backup counts on it meanwhile; when another run holds the lock the copy
-/// stays and the next verify tries again.
+/// A blob whose bytes on the box do not match its name is deleted there.
+/// Before that, and when blobs are missing, a new generation is written:
+/// every index of the box then checks it in full on its next run, misses
+/// those blobs, and the next backup sends them again from the local
+/// repository. Left in place, rsync's size-and-time check would never
+/// replace a damaged blob. Under the run lock, so no backup counts on it
+/// meanwhile; when another run holds the lock the copy stays and the next
+/// verify tries again.
 async fn remove_damaged(ctx: &Context, b: &BoxRepo, report: &VerifyReport) {
     let damaged: Vec<String> = report
         .problems
@@ -130,7 +132,11 @@ async fn remove_damaged(ctx: &Context, b: &BoxRepo, report: &VerifyReport) {
         .filter_map(|p| BlobId::parse(p.blob()).ok())
         .map(|id| id.rel_path())
         .collect();
-    if damaged.is_empty() {
+    let missing = report
+        .problems
+        .iter()
+        .any(|p| matches!(p, Problem::Missing { .. }));
+    if damaged.is_empty() && !missing {
         return;
     }
     let _lock = match ctx.lock("verify") {
@@ -144,6 +150,17 @@ async fn remove_damaged(ctx: &Context, b: &BoxRepo, report: &VerifyReport) {
             return;
         }
     };
+    if let Err(e) = b.new_generation().await {
+        tracing::warn!(
+            "{}: the next backup may not notice the {} damaged or missing blobs: {e}; run verify again",
+            report.place,
+            report.problems.len()
+        );
+        return;
+    }
+    if damaged.is_empty() {
+        return;
+    }
     match b.remove(&damaged).await {
         Ok(()) => tracing::warn!(
             "{}: removed {} damaged blobs; the next backup sends them again from the local repository",

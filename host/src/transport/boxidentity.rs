@@ -24,7 +24,7 @@ impl RepoId {
             .then(|| Self(s.to_string()))
     }
 
-    fn random() -> std::io::Result<Self> {
+    pub(super) fn random() -> std::io::Result<Self> {
         let mut bytes = [0u8; 16];
         fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
         Ok(Self(hex::encode(bytes)))

@@ -8,6 +8,7 @@
 mod boxblobs;
 mod boxcaps;
 pub mod boxcmd;
+pub mod boxgeneration;
 pub mod boxidentity;
 mod boxmanifests;
 mod boxmaster;

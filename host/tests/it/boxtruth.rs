@@ -170,38 +170,84 @@ fn a_box_repository_from_before_ids_gets_one_and_is_not_trusted_blindly() {
     });
 }
 
-#[test]
-fn blobs_that_vanished_from_the_box_are_sent_again() {
-    let BoxWorld { w, b } = with_box(Mode::Strict, "");
-    let first = w.cshost(&["--json", "backup", "--components", "vmail,crypt"]);
-    assert!(first.status.success(), "{}", text(&first));
-    let mut gone = box_blobs(&b);
-    gone.sort();
-    gone.truncate(5);
-    for g in &gone {
-        std::fs::remove_file(g).unwrap();
-    }
-    let second = w.cshost(&["--json", "backup", "--components", "vmail,crypt"]);
-    assert!(second.status.success(), "{}", text(&second));
-    assert_eq!(
-        json(&second)["storagebox"]["new-blobs"],
-        5,
-        "{}",
-        text(&second)
-    );
-    assert!(gone.iter().all(|g| g.is_file()));
-    let v = w.cshost(&["verify", "--repo", "storagebox", "--full"]);
-    assert!(v.status.success(), "{}", text(&v));
+/// What makes a backup list the box again after blobs vanished from it.
+#[derive(Debug, Clone, Copy)]
+enum Notice {
+    /// `verify` found them missing.
+    Verify,
+    /// Another cshost deleted blobs there (it wrote a new generation).
+    Generation,
+    /// The index's last full check is more than a week old.
+    Week,
 }
 
-fn index_blobs(w: &World) -> Vec<String> {
-    let dir = cache(w);
-    let index = std::fs::read_dir(&dir)
+/// Blobs gone from the box (its operator, a disk fault) are noticed by a
+/// listing of the box and sent again. A backup in between trusts the index,
+/// as restic trusts its own: it lists the box only after `verify` found
+/// blobs missing, after another cshost deleted some, or once a week.
+#[test]
+fn blobs_that_vanished_from_the_box_are_sent_again() {
+    for notice in [Notice::Verify, Notice::Generation, Notice::Week] {
+        let BoxWorld { w, b } = with_box(Mode::Strict, "");
+        let backup = || {
+            let out = w.cshost(&["--json", "backup", "--components", "vmail,crypt"]);
+            assert!(out.status.success(), "{notice:?}: {}", text(&out));
+            json(&out)["storagebox"]["new-blobs"].as_u64().unwrap()
+        };
+        backup();
+        let mut gone = box_blobs(&b);
+        gone.sort();
+        gone.truncate(5);
+        for g in &gone {
+            std::fs::remove_file(g).unwrap();
+        }
+        assert_eq!(backup(), 0, "{notice:?}: the index is trusted in between");
+        match notice {
+            Notice::Verify => {
+                let v = w.cshost(&["verify", "--repo", "storagebox"]);
+                assert!(!v.status.success(), "{}", text(&v));
+                assert!(text(&v).contains("missing"), "{}", text(&v));
+            }
+            Notice::Generation => {
+                std::fs::write(box_repo(&b).join("generation"), "f".repeat(32) + "\n").unwrap();
+            }
+            Notice::Week => age_index(&w, 8 * 24 * 3600),
+        }
+        assert_eq!(backup(), 5, "{notice:?}");
+        assert!(gone.iter().all(|g| g.is_file()), "{notice:?}");
+        let v = w.cshost(&["verify", "--repo", "storagebox", "--full"]);
+        assert!(v.status.success(), "{notice:?}: {}", text(&v));
+    }
+}
+
+fn index_file(w: &World) -> PathBuf {
+    std::fs::read_dir(cache(w))
         .unwrap()
         .flatten()
         .find(|e| e.file_name().to_string_lossy().starts_with("index-"))
-        .expect("an index of the box");
-    std::fs::read_to_string(index.path())
+        .expect("an index of the box")
+        .path()
+}
+
+/// Move the index's last full check `secs` into the past.
+fn age_index(w: &World, secs: i64) {
+    let path = index_file(w);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let aged: String = text
+        .lines()
+        .map(|l| match l.split_once(" checked ") {
+            Some((head, at)) if l.starts_with("# generation ") => {
+                format!("{head} checked {}\n", at.parse::<i64>().unwrap() - secs)
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(aged, text, "the index records its last check: {text}");
+    std::fs::write(&path, aged).unwrap();
+}
+
+fn index_blobs(w: &World) -> Vec<String> {
+    std::fs::read_to_string(index_file(w))
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('#'))

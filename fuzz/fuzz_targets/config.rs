@@ -1,7 +1,7 @@
 //! The config file. For any text, `Config::parse` accepts or refuses it
 //! without panicking. What it accepts holds the promises the rest of cshost
-//! relies on (a local repository, sane limits, a Storage Box address ssh
-//! cannot misread, a box path inside the box home); and the verdict depends
+//! relies on (a repository, local or on a Storage Box, sane limits, a Storage
+//! Box address ssh cannot misread, a box path inside the box home); and the verdict depends
 //! on the TOML's content, not its layout: the same table written out again by
 //! the TOML serializer parses to the same config, or is refused the same way.
 #![no_main]
@@ -19,8 +19,14 @@ fn holds(c: &Config) {
         c.backup.threads
     );
     assert!(c.limits.memory_mib >= 4);
-    let local = c.repository.local.as_ref().expect("a local repository");
-    assert!(local.policy().min_keep >= 1);
+    assert!(
+        c.repository.local.is_some() || c.repository.storagebox.is_some(),
+        "a repository"
+    );
+    assert_eq!(c.box_only(), c.repository.local.is_none());
+    if let Some(local) = &c.repository.local {
+        assert!(local.policy().min_keep >= 1);
+    }
     if let Some(b) = &c.repository.storagebox {
         assert!(b.port != 0);
         for v in [&b.host, &b.user] {

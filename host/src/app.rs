@@ -13,7 +13,9 @@ async fn run(ctx: &Context, command: Command) -> Result<RunSummary, CommandError
     let none = |r: Result<(), CommandError>| r.map(|()| RunSummary::default());
     match command {
         Command::Backup(args) => crate::commands::backup::run(ctx, args).await,
-        Command::Snapshots(arg) => crate::commands::snapshots::run(ctx, arg.repo).await,
+        Command::Snapshots(arg) => {
+            crate::commands::snapshots::run(ctx, ctx.default_repo(arg.repo)).await
+        }
         Command::Prune(args) => crate::commands::prune::run(ctx, args).await,
         Command::Ls(args) => none(crate::commands::contents::ls(ctx, args).await),
         Command::Diff(args) => none(crate::commands::contents::diff(ctx, args).await),

@@ -155,9 +155,10 @@ pub struct RestoreArgs {
     /// Snapshot id, or `latest`. Asked for on a terminal when missing.
     #[arg(long)]
     pub snapshot: Option<String>,
-    /// Restore from `local` or `storagebox` (only the needed blobs are downloaded).
-    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
-    pub repo: RepoKind,
+    /// Restore from `local` or `storagebox` (only the needed blobs are downloaded);
+    /// default: local, or the Storage Box when it is the only repository configured.
+    #[arg(long, value_enum)]
+    pub repo: Option<RepoKind>,
     /// Components to restore (default: all in the snapshot).
     #[arg(long, value_delimiter = ',')]
     pub components: Option<Vec<String>>,
@@ -214,9 +215,9 @@ const RECOVERY_CONFLICTS: [&str; 9] = [
 
 #[derive(Debug, Args)]
 pub struct RepoArg {
-    /// `local` or `storagebox` (default: local).
-    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
-    pub repo: RepoKind,
+    /// `local` or `storagebox` (default: local, or the Storage Box when it is the only repository).
+    #[arg(long, value_enum)]
+    pub repo: Option<RepoKind>,
 }
 
 #[derive(Debug, Args)]
@@ -225,9 +226,9 @@ pub struct LsArgs {
     pub snapshot: String,
     /// A component, or `COMPONENT/PATH` (`vmail/user@example.org` names a mailbox).
     pub what: Option<String>,
-    /// `local` or `storagebox` (default: local).
-    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
-    pub repo: RepoKind,
+    /// `local` or `storagebox` (default: local, or the Storage Box when it is the only repository).
+    #[arg(long, value_enum)]
+    pub repo: Option<RepoKind>,
 }
 
 #[derive(Debug, Args)]
@@ -240,9 +241,9 @@ pub struct ExportArgs {
     /// The layout to write: `mailcow` (backup_and_restore.sh's).
     #[arg(long, value_enum)]
     pub format: ExportFormat,
-    /// `local` or `storagebox` (default: local).
-    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
-    pub repo: RepoKind,
+    /// `local` or `storagebox` (default: local, or the Storage Box when it is the only repository).
+    #[arg(long, value_enum)]
+    pub repo: Option<RepoKind>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,9 +259,10 @@ pub enum ImportCommand {
 pub struct ImportArgs {
     /// The `mailcow-YYYY-MM-DD-HH-MM-SS` folder.
     pub dir: PathBuf,
-    /// `local`, or `storagebox` to send the snapshot to the Storage Box too (default: local).
-    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
-    pub repo: RepoKind,
+    /// `local`, or `storagebox` to send the snapshot to the Storage Box too (default: local,
+    /// or the Storage Box when it is the only repository).
+    #[arg(long, value_enum)]
+    pub repo: Option<RepoKind>,
 }
 
 /// What `export` writes.
@@ -276,9 +278,9 @@ pub struct DiffArgs {
     pub from: String,
     /// The newer snapshot (id, or `latest`).
     pub to: String,
-    /// `local` or `storagebox` (default: local).
-    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
-    pub repo: RepoKind,
+    /// `local` or `storagebox` (default: local, or the Storage Box when it is the only repository).
+    #[arg(long, value_enum)]
+    pub repo: Option<RepoKind>,
 }
 
 #[derive(Debug, Args)]
@@ -299,7 +301,7 @@ pub struct BackupArgs {
     /// Show what would be backed up, with size estimates, and write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Only the local repository, even when a Storage Box is configured.
+    /// Only the local repository, even when a Storage Box is configured (refused without one).
     #[arg(long)]
     pub local_only: bool,
 }
@@ -309,9 +311,9 @@ pub struct VerifyArgs {
     /// Snapshot id, or `latest`.
     #[arg(long, default_value = "latest")]
     pub snapshot: String,
-    /// `local` or `storagebox`.
-    #[arg(long, value_enum, default_value_t = RepoKind::Local)]
-    pub repo: RepoKind,
+    /// `local` or `storagebox` (default: local, or the Storage Box when it is the only repository).
+    #[arg(long, value_enum)]
+    pub repo: Option<RepoKind>,
     /// Every blob of every snapshot, not just one snapshot's.
     #[arg(long, conflicts_with = "sample")]
     pub full: bool,

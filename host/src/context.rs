@@ -21,15 +21,49 @@ pub struct Context {
     pub lock_wait: u64,
 }
 
+/// What a command that reads or writes the local repository says when the
+/// config has only a Storage Box: the missing table, and the way out.
+pub fn no_local_repository(what: &str, fix: &str) -> CommandError {
+    CommandError::new(
+        Failure::Config,
+        anyhow::anyhow!(
+            "{what} needs the local repository, and the config has no [repository.local] \
+             (only a Storage Box is configured): {fix}, or add [repository.local] path = \"...\""
+        ),
+    )
+}
+
 impl Context {
-    pub fn repo_path(&self) -> &std::path::Path {
-        &self
-            .config
+    /// The local repository's path; `None` when only a Storage Box is configured.
+    pub fn repo_path(&self) -> Option<&std::path::Path> {
+        self.config
             .repository
             .local
             .as_ref()
-            .expect("validated: a local repository is configured")
-            .path
+            .map(|l| l.path.as_path())
+    }
+
+    /// The local repository's table, or the error naming the missing one.
+    ///
+    /// # Errors
+    /// Exit 2 when only a Storage Box is configured.
+    pub fn local_repository(&self) -> Result<&crate::config::LocalRepository, CommandError> {
+        self.config.repository.local.as_ref().ok_or_else(|| {
+            no_local_repository(
+                "this command",
+                "use --repo storagebox to work on the Storage Box",
+            )
+        })
+    }
+
+    /// The repository a command works on when `--repo` is not given: the
+    /// local one, or the Storage Box when it is the only one configured.
+    pub fn default_repo(&self, given: Option<crate::cli::RepoKind>) -> crate::cli::RepoKind {
+        given.unwrap_or(if self.config.box_only() {
+            crate::cli::RepoKind::Storagebox
+        } else {
+            crate::cli::RepoKind::Local
+        })
     }
 
     /// The key the repositories are sealed with, when they are encrypted
@@ -52,15 +86,22 @@ impl Context {
         }
     }
 
-    /// Open the repository, creating it on first use.
+    /// Open the local repository, creating it on first use.
+    ///
+    /// # Errors
+    /// Exit 2 without a local repository, exit 5 when it cannot be opened.
     pub fn open_or_init_repo(&self) -> Result<LocalRepo, CommandError> {
-        LocalRepo::open_or_init_keyed(self.repo_path(), self.repo_key()?)
+        LocalRepo::open_or_init_keyed(&self.local_repository()?.path, self.repo_key()?)
             .map(|r| r.with_compression_level(self.config.backup.compression_level))
             .class(Failure::Repository)
     }
 
+    /// Open the local repository.
+    ///
+    /// # Errors
+    /// As [`Context::open_or_init_repo`].
     pub fn open_repo(&self) -> Result<LocalRepo, CommandError> {
-        LocalRepo::open_keyed(self.repo_path(), self.repo_key()?)
+        LocalRepo::open_keyed(&self.local_repository()?.path, self.repo_key()?)
             .map(|r| r.with_compression_level(self.config.backup.compression_level))
             .class(Failure::Repository)
     }
@@ -105,8 +146,10 @@ impl Context {
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
                 Ok(lock) => {
-                    // A restore killed while it staged the box's blobs left them.
+                    // A restore killed while it staged the box's blobs left
+                    // them; a backup killed while it spooled, its spool.
                     crate::pipeline::stage::sweep(&self.config.backup.cache_dir);
+                    crate::pipeline::spool::sweep(&self.config.backup.cache_dir);
                     return Ok(lock);
                 }
                 other => return other.class(Failure::Locked),

@@ -70,7 +70,7 @@ mod tests {
     fn report(sync: Option<SyncReport>) -> BackupReport {
         BackupReport {
             snapshot: crate::clock::snapshot_id(time::OffsetDateTime::UNIX_EPOCH),
-            manifest: "/repo/snapshots/x.json".into(),
+            manifest: Some("/repo/snapshots/x.json".into()),
             components: vec![],
             files: 3,
             bytes: 300,
@@ -81,7 +81,7 @@ mod tests {
             seconds: 1.0,
             warnings: vec![],
             sync,
-            prune: prune(Repository::Local, 1),
+            prune: Some(prune(Repository::Local, 1)),
         }
     }
 

@@ -32,7 +32,7 @@ async fn manifests(
 /// # Errors
 /// When the snapshot cannot be read or holds nothing at the path (exit 2).
 pub async fn ls(ctx: &Context, args: LsArgs) -> Result<(), CommandError> {
-    let m = manifests(ctx, args.repo, &[&args.snapshot])
+    let m = manifests(ctx, ctx.default_repo(args.repo), &[&args.snapshot])
         .await?
         .remove(0);
     let listing = contents::list(&m, args.what.as_deref())
@@ -100,7 +100,7 @@ fn print_mailboxes(mailboxes: &[contents::Mailbox]) {
 /// # Errors
 /// When either snapshot cannot be read.
 pub async fn diff(ctx: &Context, args: DiffArgs) -> Result<(), CommandError> {
-    let ms = manifests(ctx, args.repo, &[&args.from, &args.to]).await?;
+    let ms = manifests(ctx, ctx.default_repo(args.repo), &[&args.from, &args.to]).await?;
     let d = contents::diff(&ms[0], &ms[1]);
     if ctx.json {
         out(&serde_json::to_string_pretty(&d).expect("json"));

@@ -12,7 +12,7 @@ use crate::pipeline::export::{self, ExportInput};
 pub async fn run(ctx: &Context, args: ExportArgs) -> Result<(), CommandError> {
     let input = ExportInput {
         snapshot: args.snapshot,
-        repo: args.repo,
+        repo: ctx.default_repo(args.repo),
         dir: args.dir,
     };
     let r = export::run(ctx, &input).await?;

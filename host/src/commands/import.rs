@@ -17,7 +17,7 @@ pub async fn run(ctx: &Context, cmd: ImportCommand) -> Result<(), CommandError> 
     let input = ImportInput {
         dir: args.dir,
         origin,
-        repo: args.repo,
+        repo: ctx.default_repo(args.repo),
     };
     let r = import::run(ctx, &input).await?;
     for i in &r.ignored {

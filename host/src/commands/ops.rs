@@ -98,6 +98,10 @@ pub fn status(ctx: &Context) -> Result<(), CommandError> {
             age(&m.finished),
             human_bytes(m.logical_size())
         )),
+        // `status` stays off the network; `snapshots` lists the box's.
+        None if ctx.config.box_only() => out(
+            "newest local snapshot: no local repository (only a Storage Box); `cshost snapshots` lists the box's",
+        ),
         None => out("newest local snapshot: none"),
     }
     attention.map_or(Ok(()), Err)
@@ -256,7 +260,20 @@ pub async fn doctor(ctx: &Context) -> Result<(), CommandError> {
         }
         Err(e) => add(false, e.to_string(), "set [mailcow] dir"),
     }
-    let repo = ctx.repo_path();
+    // Without a local repository, a backup spools its new content under
+    // the cache directory.
+    let (repo, what, fix) = match ctx.repo_path() {
+        Some(p) => (
+            p,
+            "the local repository",
+            "free space or move [repository.local] path",
+        ),
+        None => (
+            ctx.config.backup.cache_dir.as_path(),
+            "the spool of a backup's new content (under [backup] cache-dir)",
+            "free space or move [backup] cache-dir",
+        ),
+    };
     let probe = if repo.exists() {
         repo.to_path_buf()
     } else {
@@ -265,8 +282,8 @@ pub async fn doctor(ctx: &Context) -> Result<(), CommandError> {
     match crate::disk::free(&probe) {
         Ok((_, free)) => add(
             free > 1 << 30,
-            format!("{} free for the local repository", human_bytes(free)),
-            "free space or move [repository.local] path",
+            format!("{} free for {what}", human_bytes(free)),
+            fix,
         ),
         Err(e) => add(
             false,

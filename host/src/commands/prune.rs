@@ -11,7 +11,7 @@ use crate::summary::RunSummary;
 pub async fn run(ctx: &Context, args: PruneArgs) -> Result<RunSummary, CommandError> {
     let targets = match args.repo {
         PruneTarget::All => Targets {
-            local: true,
+            local: !ctx.config.box_only(),
             storagebox: ctx.config.repository.storagebox.is_some(),
         },
         PruneTarget::Local => Targets {

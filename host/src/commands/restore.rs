@@ -25,7 +25,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CommandError> {
     if args.rollback || args.resume {
         return recover(ctx, &args, interactive).await;
     }
-    let source = Source::open(ctx, args.repo).await?;
+    let source = Source::open(ctx, ctx.default_repo(args.repo)).await?;
     let result = restore(ctx, &source, &args, interactive).await;
     source.close().await;
     result
@@ -229,7 +229,7 @@ async fn recover(ctx: &Context, args: &RestoreArgs, interactive: bool) -> Result
     })?;
     let again = RestoreArgs {
         snapshot: Some(j.snapshot.clone()),
-        repo,
+        repo: Some(repo),
         components: Some(j.components.clone()),
         target_dir: None,
         yes: true,

@@ -18,7 +18,7 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<RunSummary, CommandE
     }
     let input = VerifyInput {
         snapshot: args.snapshot,
-        repo: args.repo,
+        repo: ctx.default_repo(args.repo),
         full: args.full,
         sample: args.sample,
     };

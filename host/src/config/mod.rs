@@ -19,7 +19,7 @@
 //! cache-dir = "/var/cache/cshost"
 //! lock-file = "/run/lock/cshost.lock"
 //!
-//! [repository.local]
+//! [repository.local]               # optional with [repository.storagebox]
 //! path = "/var/backups/cshost"
 //!
 //! [plugins.sogo]                    # an approved third-party plugin
@@ -325,7 +325,8 @@ pub struct RepositorySection {
     pub storagebox: Option<StorageBoxRepository>,
 }
 
-/// The local-directory repository: every backup lands here first.
+/// The local-directory repository: with it, every backup lands here first
+/// and a restore needs no network. Optional when a Storage Box is configured.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LocalRepository {
@@ -576,6 +577,12 @@ impl Default for LimitsSection {
 }
 
 impl Config {
+    /// Only a Storage Box is configured: backups spool their new content
+    /// and send it, and no local repository exists.
+    pub fn box_only(&self) -> bool {
+        self.repository.local.is_none()
+    }
+
     /// The key files of the encrypted repositories, each with the names of
     /// the repositories that use it.
     pub fn key_files(&self) -> Vec<(PathBuf, Vec<&'static str>)> {
@@ -722,9 +729,13 @@ impl Config {
         if let Some(r) = &config.repository.storagebox {
             check_encryption("storagebox", r.encryption, r.key_file.as_deref()).map_err(invalid)?;
         }
-        if config.repository.local.is_none() {
+        // A Storage Box alone will do: a backup then spools only the new
+        // content and sends it (see `pipeline::spool`).
+        if config.repository.local.is_none() && config.repository.storagebox.is_none() {
             return Err(invalid(
-                "no repository is configured; add [repository.local] path = \"...\"".into(),
+                "no repository is configured; add [repository.local] path = \"...\" \
+                 (a repository on this machine), or [repository.storagebox] (see config.example.toml), or both"
+                    .into(),
             ));
         }
         if let (Some(l), Some(b)) = (&config.repository.local, &config.repository.storagebox)

@@ -189,3 +189,58 @@ fn encryption_names_a_key_file_per_repository() {
         );
     }
 }
+
+/// `[repository.local]` is optional once a Storage Box is configured;
+/// with neither there is nothing to back up into.
+#[test]
+fn a_storage_box_alone_is_a_repository_and_neither_is_refused() {
+    let local = "[repository.local]\npath = \"/r\"\n";
+    let remote = "[repository.storagebox]\nhost = \"u1.your-storagebox.de\"\nuser = \"u1\"\n\
+                  identity = \"/k\"\nknown-hosts = \"/h\"\n";
+    let sealed = "encryption = \"key-file\"\n";
+    let default = crate::repo::seal::DEFAULT_KEY_FILE;
+    for (tables, box_only, keys) in [
+        (vec![local], false, vec![]),
+        (vec![local, remote], false, vec![]),
+        (vec![remote], true, vec![]),
+        (
+            vec![remote, sealed],
+            true,
+            vec![(default, vec!["storagebox"])],
+        ),
+        (
+            vec![local, sealed, remote, sealed],
+            false,
+            vec![(default, vec!["local", "storagebox"])],
+        ),
+    ] {
+        let text = format!("[mailcow]\n{}", tables.concat());
+        let c = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(c.box_only(), box_only, "{text}");
+        let got: Vec<(String, Vec<&str>)> = c
+            .key_files()
+            .into_iter()
+            .map(|(p, names)| (p.display().to_string(), names))
+            .collect();
+        let want: Vec<(String, Vec<&str>)> =
+            keys.into_iter().map(|(p, n)| (p.to_string(), n)).collect();
+        assert_eq!(got, want, "{text}");
+    }
+    for text in [
+        "[mailcow]\n[repository]\n",
+        "[mailcow]\n[repository]\n[backup]\n",
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("no repository is configured")
+                && err.contains("[repository.local]")
+                && err.contains("[repository.storagebox]"),
+            "{err}"
+        );
+    }
+    // The box's table is as strict alone as beside a local repository.
+    let err = parse(&format!("[mailcow]\n{remote}pth = \"x\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pth"), "{err}");
+}

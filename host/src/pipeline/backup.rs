@@ -1,8 +1,9 @@
 //! Backup: run each selected component's plugin, then publish one manifest
 //! (nothing is published unless every component succeeded), send it to the
-//! Storage Box when one is configured, and apply retention. A dry run only
-//! asks each plugin for its estimate and writes nothing, not even a new
-//! repository.
+//! Storage Box when one is configured, and apply retention. With only a
+//! Storage Box, the run writes into a spool that holds just what the box
+//! lacks ([`super::spool`]). A dry run only asks each plugin for its
+//! estimate and writes nothing, not even a new repository.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use crate::components::{self, Selected};
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::pipeline::prune::{self, PruneReport};
+use crate::pipeline::spool::Spool;
 use crate::pipeline::sync::{self, SyncReport};
 use crate::repo::LocalRepo;
 use crate::repo::manifest::{self, ComponentRecord, MailcowFacts, Manifest, PluginRef};
@@ -41,8 +43,9 @@ pub enum Backup {
 #[derive(Debug)]
 pub struct BackupReport {
     pub snapshot: SnapshotId,
-    /// The manifest's path in the local repository.
-    pub manifest: PathBuf,
+    /// The manifest's path in the local repository (none with only a
+    /// Storage Box: the spool it was written into is gone).
+    pub manifest: Option<PathBuf>,
     pub components: Vec<ComponentName>,
     pub files: u64,
     /// Bytes captured, and the part of them that was new to the repository.
@@ -59,8 +62,9 @@ pub struct BackupReport {
     pub warnings: Vec<String>,
     /// The Storage Box sync, when one is configured and not skipped.
     pub sync: Option<SyncReport>,
-    /// The local repository's retention, run after the snapshot was in place.
-    pub prune: PruneReport,
+    /// The local repository's retention, run after the snapshot was in
+    /// place (none without a local repository).
+    pub prune: Option<PruneReport>,
 }
 
 /// What a dry run estimated.
@@ -150,23 +154,69 @@ impl Plan {
 pub async fn run(ctx: &Context, input: &BackupInput) -> Result<Backup, CommandError> {
     let started = time::OffsetDateTime::now_utc();
     let t0 = Instant::now();
-    // A dry run writes nothing, not even a new repository.
-    let repo = if input.dry_run {
-        ctx.open_repo().ok().map(Arc::new)
-    } else {
-        Some(Arc::new(ctx.open_or_init_repo()?))
-    };
+    let box_only = ctx.config.box_only();
+    if box_only && input.local_only {
+        return Err(crate::context::no_local_repository(
+            "`backup --local-only`",
+            "leave out --local-only to back up to the Storage Box",
+        ));
+    }
     let requested = input
         .components
         .clone()
         .unwrap_or_else(|| ctx.config.backup.components.clone());
-    let plan = prepare(ctx, repo.clone(), &requested).await?;
     if input.dry_run {
+        // A dry run writes nothing, not even a new repository or a spool.
+        let repo = (!box_only)
+            .then(|| ctx.open_repo().ok().map(Arc::new))
+            .flatten();
+        let plan = prepare(ctx, repo, &requested).await?;
         return Ok(Backup::DryRun(estimate(&plan).await));
     }
-    let repo = repo.expect("a real run opened the repository");
-    let report = back_up(ctx, &plan, &repo, input, started, t0).await?;
+    // The spool is made under the run lock, once the box's index is fresh,
+    // and before any plugin can write into it.
+    let (into, held) = if box_only {
+        let lock = take_lock(ctx)?;
+        (Target::Spool(Box::new(Spool::open(ctx).await?)), Some(lock))
+    } else {
+        (Target::Local(Arc::new(ctx.open_or_init_repo()?)), None)
+    };
+    let plan = prepare(ctx, Some(into.repo().clone()), &requested).await?;
+    let report = back_up(ctx, &plan, into, held, input, started, t0).await?;
     Ok(Backup::Done(Box::new(report)))
+}
+
+/// Where a run's new content goes.
+enum Target {
+    /// The local repository; from there to the box, when one is configured.
+    Local(Arc<LocalRepo>),
+    /// A spool that holds only what the box lacks, removed once sent.
+    Spool(Box<Spool>),
+}
+
+impl Target {
+    fn repo(&self) -> &Arc<LocalRepo> {
+        match self {
+            Target::Local(r) => r,
+            Target::Spool(s) => s.repo(),
+        }
+    }
+
+    /// The directory written into, and how messages name it.
+    fn place(&self) -> (&Path, &'static str) {
+        match self {
+            Target::Local(r) => (r.root(), "the repository"),
+            Target::Spool(s) => (s.dir(), "the spool"),
+        }
+    }
+}
+
+/// The run lock, and no unfinished restore: a half-restored mail store must
+/// not become the latest snapshot.
+fn take_lock(ctx: &Context) -> Result<crate::lock::RunLock, CommandError> {
+    let lock = ctx.lock("backup")?;
+    crate::pipeline::restore::refuse_if_unfinished(ctx)?;
+    Ok(lock)
 }
 
 async fn prepare(
@@ -215,15 +265,18 @@ async fn estimate(plan: &Plan) -> DryRunReport {
 async fn back_up(
     ctx: &Context,
     plan: &Plan,
-    repo: &Arc<LocalRepo>,
+    into: Target,
+    held: Option<crate::lock::RunLock>,
     input: &BackupInput,
     started: time::OffsetDateTime,
     t0: Instant,
 ) -> Result<BackupReport, CommandError> {
-    let _lock = ctx.lock("backup")?;
-    // A half-restored mail store must not become the latest snapshot.
-    crate::pipeline::restore::refuse_if_unfinished(ctx)?;
-    let estimated = preflight(plan, repo).await?;
+    let _lock = match held {
+        Some(l) => l,
+        None => take_lock(ctx)?,
+    };
+    let repo = into.repo().clone();
+    let estimated = preflight(plan, &into).await?;
     let id = crate::clock::snapshot_id(started);
     let scratch = ctx.config.backup.scratch_dir.join(id.as_str());
     fs_err::create_dir_all(&scratch)
@@ -234,29 +287,36 @@ async fn back_up(
             )
         })
         .class(Failure::Preflight)?;
+    let (place, what) = into.place();
     tracing::info!(
-        "backup {id}: {} into `{}`",
+        "backup {id}: {} into {what} `{}`",
         plan.names(),
-        repo.root().display()
+        place.display()
     );
     let bar = crate::progress::phase("capturing", estimated);
-    let captured = capture_all(plan, repo, &scratch).await;
+    let captured = capture_all(plan, (place, what), &scratch).await;
     drop(bar);
     let _ = fs_err::remove_dir_all(&scratch);
     let captured = captured?;
 
     let mut manifest = assemble(
-        snapshot_facts(&plan.env, repo, id.clone(), started)?,
+        snapshot_facts(&plan.env, &repo, id.clone(), started)?,
         captured.records,
         &plan.needs(),
     );
-    let path = publish(&plan.env, repo, &mut manifest)?;
-    let sync = match (&ctx.config.repository.storagebox, input.local_only) {
-        (Some(_), false) => Some(sync::sync_snapshot(ctx, repo, &manifest).await?),
-        _ => None,
+    let path = publish(&plan.env, &repo, &mut manifest)?;
+    let (path, sync, prune) = match into {
+        Target::Spool(spool) => (None, Some(spool.send(ctx, &manifest).await?), None),
+        Target::Local(repo) => {
+            let sync = match (&ctx.config.repository.storagebox, input.local_only) {
+                (Some(_), false) => Some(sync::sync_snapshot(ctx, &repo, &manifest).await?),
+                _ => None,
+            };
+            // Retention only after the new snapshot is in place (and verified on the box).
+            let prune = prune_local(ctx, &repo, &id, sync.is_some())?;
+            (Some(path), sync, Some(prune))
+        }
     };
-    // Retention only after the new snapshot is in place (and verified on the box).
-    let prune = prune_local(ctx, repo, &id, sync.is_some())?;
     let t = captured.totals;
     Ok(BackupReport {
         snapshot: id,
@@ -334,13 +394,7 @@ fn prune_local(
     id: &SnapshotId,
     synced: bool,
 ) -> Result<PruneReport, CommandError> {
-    let policy = ctx
-        .config
-        .repository
-        .local
-        .as_ref()
-        .expect("validated")
-        .policy();
+    let policy = ctx.local_repository()?.policy();
     prune::prune_local(repo, &policy, false).map_err(|e| {
         CommandError::new(
             Failure::Retention,
@@ -357,16 +411,47 @@ fn prune_local(
     })
 }
 
+/// Bytes of files each component of `m` holds, by canonical name: what a
+/// run's pre-flight takes as already stored.
+pub(crate) fn file_bytes(m: &Manifest) -> BTreeMap<String, u64> {
+    m.components
+        .iter()
+        .map(|(name, c)| {
+            let bytes = c.volumes.values().flatten().map(|e| e.size).sum();
+            (name.to_string(), bytes)
+        })
+        .collect()
+}
+
 /// Is there room for this run? New content is at most what the plugins
 /// estimate minus what the latest snapshot already holds of each component
 /// (dumps count in full: they change every night). Returns the estimated
 /// size of the whole run.
-async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<u64, CommandError> {
-    let latest = repo
-        .snapshot_ids()
-        .ok()
-        .and_then(|mut ids| ids.pop())
-        .and_then(|id| repo.load_id(&id).ok());
+///
+/// A spool holds only what the box lacks, and what the box's newest
+/// snapshot holds is subtracted, so it needs the same figure: the night's
+/// growth and the dumps, not the store (the first run to an empty box
+/// needs the whole store). The figure bounds what is new as long as files
+/// are added and removed rather than rewritten in place, which is how a
+/// maildir changes; it counts content before compression, which stored
+/// bytes seldom exceed, and leaves out the temporary copy of each file
+/// being read (at most `[backup] threads` at once; in a spool, content the
+/// box holds goes again as soon as it is named).
+async fn preflight(plan: &Plan, into: &Target) -> Result<u64, CommandError> {
+    let local;
+    let held = match into {
+        Target::Local(repo) => {
+            local = repo
+                .snapshot_ids()
+                .ok()
+                .and_then(|mut ids| ids.pop())
+                .and_then(|id| repo.load_id(&id).ok())
+                .map(|m| file_bytes(&m))
+                .unwrap_or_default();
+            &local
+        }
+        Target::Spool(spool) => spool.held(),
+    };
     let (mut need, mut total) = (0u64, 0u64);
     let mut missing = Vec::new();
     for sel in &plan.selected {
@@ -381,13 +466,9 @@ async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<u64, CommandError> {
                 continue; // the backup itself reports a component that cannot even estimate
             }
         };
-        let had: u64 = latest
-            .as_ref()
-            .and_then(|m| {
-                m.components
-                    .get(crate::repo::names::canonical(&sel.keyword))
-            })
-            .map(|c| c.volumes.values().flatten().map(|e| e.size).sum())
+        let had = held
+            .get(crate::repo::names::canonical(&sel.keyword))
+            .copied()
             .unwrap_or(0);
         need += est.bytes.saturating_sub(had);
         total += est.bytes;
@@ -398,7 +479,7 @@ async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<u64, CommandError> {
             anyhow::anyhow!("{}; nothing was backed up", missing.join("; ")),
         ));
     }
-    crate::disk::check(&[(repo.root().to_path_buf(), need)]).class(Failure::Preflight)?;
+    crate::disk::check(&[(into.place().0.to_path_buf(), need)]).class(Failure::Preflight)?;
     tracing::debug!(
         "pre-flight: about {} of new content",
         crate::units::human_bytes(need)
@@ -449,10 +530,10 @@ fn out_of_space(failures: &[String], places: &[(&Path, &str)]) -> Option<Command
                  no snapshot was published, and what was stored is reused by the next run",
                 path.display(),
                 crate::units::human_bytes(free),
-                if what == "the repository" {
-                    "[repository.local] path"
-                } else {
-                    "[backup] scratch-dir"
+                match what {
+                    "the repository" => "[repository.local] path",
+                    "the spool" => "[backup] cache-dir",
+                    _ => "[backup] scratch-dir",
                 }
             ),
         )
@@ -469,7 +550,7 @@ struct Captures {
 /// after the others have run, so the error names every component that failed.
 async fn capture_all(
     plan: &Plan,
-    repo: &LocalRepo,
+    into: (&Path, &str),
     scratch: &Path,
 ) -> Result<Captures, CommandError> {
     let mut failures = Vec::new();
@@ -509,10 +590,7 @@ async fn capture_all(
     if failures.is_empty() {
         return Ok(captures);
     }
-    let places = [
-        (repo.root(), "the repository"),
-        (scratch, "the scratch dir"),
-    ];
+    let places = [into, (scratch, "the scratch dir")];
     if let Some(e) = out_of_space(&failures, &places) {
         return Err(e);
     }

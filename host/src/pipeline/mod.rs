@@ -19,6 +19,7 @@
 //! | mailcow's backup folder (or a bash-tool run) as a snapshot | [`import`] | [`import::ImportReport`] |
 //! | one mailbox or domain merged | [`mail`] | [`mail::MailReport`] |
 //! | a box restore's blobs staged beside where they go | [`stage`] | [`stage::Fetched`] |
+//! | a backup's new content spooled for the box (no local repository) | [`spool`] | [`sync::SyncReport`] |
 //!
 //! A backup syncs and prunes by calling [`sync`] and [`prune`] directly;
 //! everything below the pipeline (repo, transport, runtime, services) is
@@ -39,6 +40,7 @@ pub mod restore_test;
 pub mod scratchdb;
 pub mod snapshots;
 pub mod source;
+pub mod spool;
 pub mod stage;
 pub mod sync;
 pub mod verify;

@@ -119,7 +119,7 @@ pub async fn run(ctx: &Context, targets: Targets, dry_run: bool) -> Result<Prune
 }
 
 fn local(ctx: &Context, dry_run: bool) -> Result<PruneReport, CommandError> {
-    let cfg = ctx.config.repository.local.as_ref().expect("validated");
+    let cfg = ctx.local_repository()?;
     prune_local(&ctx.open_repo()?, &cfg.policy(), dry_run)
 }
 

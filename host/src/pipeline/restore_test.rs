@@ -67,6 +67,13 @@ fn fail(failure: Failure, msg: String) -> CommandError {
 /// the SQL import fails (exit 7).
 pub fn run(ctx: &Context, snapshot: &str) -> Result<RestoreTestReport, CommandError> {
     let t = Instant::now();
+    if ctx.config.box_only() {
+        return Err(crate::context::no_local_repository(
+            "`verify --restore-test`",
+            "for the same proof from the Storage Box, restore into scratch space with \
+             `cshost restore --repo storagebox --snapshot latest --target-dir DIR`",
+        ));
+    }
     let _lock = ctx.lock("verify")?;
     let repo = ctx.open_repo()?;
     let m = repo.load(snapshot).class(Failure::Repository)?;

@@ -3,8 +3,11 @@
 //! next, then the manifest (checked too), then the box's retention. The box's
 //! snapshot exists only once its checked manifest is in place, so an
 //! interrupted sync leaves nothing that looks complete; a manifest sent but
-//! not checked (the connection dropped) is recorded, and the next sync checks
-//! it first.
+//! not checked (the connection dropped) is recorded with its hash, and the
+//! next sync checks it first. The snapshot comes from the local repository,
+//! or from a backup's spool when only a Storage Box is configured
+//! ([`super::spool`], which refreshes the index before the capture and
+//! sends with [`send_to`]).
 
 use futures_util::StreamExt;
 
@@ -85,58 +88,120 @@ async fn sync_with(
     m: &Manifest,
     policy: &crate::retention::KeepPolicy,
 ) -> Result<SyncReport, CommandError> {
-    let cfg = ctx.storagebox()?;
     let remote = ctx.connect_box().await?;
-    let box_ = BoxTarget {
-        remote: &remote,
-        name: cfg.display(),
-        location: format!("{}/{}", cfg.display(), cfg.path),
-    };
-    let result = sync_to(&box_, policy, local, m).await;
+    let box_ = BoxTarget::new(ctx.storagebox()?, &remote, true);
+    let result = async {
+        let mut index = open_index(&box_, local).await?;
+        send_to(&box_, policy, local, m, &mut index).await
+    }
+    .await;
     remote.close().await;
     result
 }
 
 /// The connected box and how to name it.
-struct BoxTarget<'a> {
-    remote: &'a BoxRepo,
+pub(crate) struct BoxTarget<'a> {
+    pub(crate) remote: &'a BoxRepo,
     /// `user@host:port`, for messages.
     name: String,
     /// `user@host:port/path`, for the report.
     location: String,
+    /// The snapshot is also in the local repository. Without one (a
+    /// spool's snapshot) a failure leaves it nowhere, and the messages
+    /// say so.
+    kept_locally: bool,
 }
 
-async fn sync_to(
+impl<'a> BoxTarget<'a> {
+    pub(crate) fn new(
+        cfg: &crate::config::StorageBoxRepository,
+        remote: &'a BoxRepo,
+        kept_locally: bool,
+    ) -> Self {
+        Self {
+            remote,
+            name: cfg.display(),
+            location: format!("{}/{}", cfg.display(), cfg.path),
+            kept_locally,
+        }
+    }
+
+    /// How a message begins that says what holds the snapshot once its
+    /// blobs are on the box: "snapshot X is published locally and its
+    /// manifest ...", or "snapshot X: its manifest ...".
+    fn state(&self, id: &crate::repo::names::SnapshotId) -> String {
+        if self.kept_locally {
+            format!("snapshot {id} is published locally and")
+        } else {
+            format!("snapshot {id}:")
+        }
+    }
+
+    /// "snapshot X is published locally and", or "snapshot X is", before
+    /// "verified on the box".
+    fn published(&self, id: &crate::repo::names::SnapshotId) -> String {
+        if self.kept_locally {
+            format!("snapshot {id} is published locally and")
+        } else {
+            format!("snapshot {id} is")
+        }
+    }
+}
+
+/// Make sure the box holds a repository (created from `local`'s marker
+/// when it has none), and return the index of the blobs it holds, checked
+/// against one listing of the box; manifests an interrupted run sent are
+/// checked first.
+///
+/// # Errors
+/// The box cannot be reached or written (exit 8), or its repository is
+/// unreadable (exit 5).
+pub(crate) async fn open_index(
     to: &BoxTarget<'_>,
-    policy: &crate::retention::KeepPolicy,
     local: &LocalRepo,
-    m: &Manifest,
-) -> Result<SyncReport, CommandError> {
-    let (remote, target) = (to.remote, to.name.as_str());
+) -> Result<RemoteIndex, CommandError> {
+    let remote = to.remote;
     let repo_id = remote
         .init(&local.root().join("cshost-repo.toml"))
         .await
         .map_err(box_err)?;
     crate::failpoint::hit("box-repo-ready");
-    let mut index = RemoteIndex::load(remote, &repo_id).await.map_err(box_err)?;
+    let index = RemoteIndex::load(remote, &repo_id).await.map_err(box_err)?;
     crate::failpoint::hit("box-index-loaded");
-    check_unchecked(remote, target, local).await?;
-    let sent = send_blobs(remote, target, &mut index, local, m).await?;
-    let manifest_bytes = publish_manifest(remote, target, local, m).await?;
+    check_unchecked(remote, &to.name, local).await?;
+    Ok(index)
+}
+
+/// Send snapshot `m` from `local` to the box whose blobs `index` lists:
+/// the blobs it lacks (verified there), its root last (checked too), then
+/// the box's retention.
+///
+/// # Errors
+/// As [`sync_snapshot`].
+pub(crate) async fn send_to(
+    to: &BoxTarget<'_>,
+    policy: &crate::retention::KeepPolicy,
+    local: &LocalRepo,
+    m: &Manifest,
+    index: &mut RemoteIndex,
+) -> Result<SyncReport, CommandError> {
+    let (remote, target) = (to.remote, to.name.as_str());
+    let sent = send_blobs(to, index, local, m).await?;
+    let manifest_bytes = publish_manifest(to, local, m).await?;
     remote.remember_trees(local, &m.trees);
     tracing::info!(
         "{target}: snapshot {} verified on the box ({} sent)",
         m.id,
         crate::units::human_bytes(sent.bytes + manifest_bytes)
     );
-    let prune = prune::prune_remote(remote, &mut index, policy, false, prune::Sweep::Doomed)
+    let prune = prune::prune_remote(remote, index, policy, false, prune::Sweep::Doomed)
         .await
         .map_err(|e| {
             CommandError::new(
                 Failure::Retention,
                 anyhow::anyhow!(
-                    "snapshot {} is published locally and verified on {target}, but the box's retention failed: {:#}",
-                    m.id,
+                    "{} verified on {target}, but the box's retention failed: {:#}",
+                    to.published(&m.id),
                     e.error
                 ),
             )
@@ -171,12 +236,12 @@ const UPLOAD_BATCH: usize = crate::transport::storagebox::BATCH;
 
 /// Upload the blobs of `m` the box lacks and re-hash them there, batch by batch.
 async fn send_blobs(
-    remote: &BoxRepo,
-    target: &str,
+    to: &BoxTarget<'_>,
     index: &mut RemoteIndex,
     local: &LocalRepo,
     m: &Manifest,
 ) -> Result<Sent, CommandError> {
+    let (remote, target) = (to.remote, to.name.as_str());
     let new: Vec<(BlobId, String)> = m
         .blobs()
         .into_iter()
@@ -209,7 +274,7 @@ async fn send_blobs(
     let mut batches = futures_util::stream::iter(new.chunks(UPLOAD_BATCH).enumerate())
         .map(|(n, batch)| {
             let share = shares[n];
-            let send = send_batch(remote, target, local, m, n + 1, batch);
+            let send = send_batch(to, local, m, n + 1, batch);
             async move { send.await.inspect(|_| crate::progress::add(share)) }
         })
         .buffer_unordered(streams);
@@ -230,25 +295,25 @@ async fn send_blobs(
 /// Upload one batch and check it on the box. Returns its number (for the
 /// failpoints), its blobs and the bytes rsync sent.
 async fn send_batch(
-    remote: &BoxRepo,
-    target: &str,
+    to: &BoxTarget<'_>,
     local: &LocalRepo,
     m: &Manifest,
     n: usize,
     batch: &[(BlobId, String)],
 ) -> Result<(String, Vec<BlobId>, u64), CommandError> {
+    let (remote, target) = (to.remote, to.name.as_str());
     let n = n.to_string();
     let hashes: Vec<BlobId> = batch.iter().map(|(b, _)| b.clone()).collect();
     crate::failpoint::hit_at("box-upload-before", &n);
     let stats = remote
         .upload_blobs(local, &hashes)
         .await
-        .map_err(|e| unpublished(target, m, e))?;
+        .map_err(|e| unpublished(to, m, e))?;
     crate::failpoint::hit_at("box-upload-after", &n);
     let problems = remote
         .verify_blobs(Some(local), batch)
         .await
-        .map_err(|e| unpublished(target, m, e))?;
+        .map_err(|e| unpublished(to, m, e))?;
     // Only blobs verified on the box enter the index: a run killed before
     // this point leaves them out, and the next run checks them again.
     if let Some(p) = problems.first() {
@@ -265,52 +330,60 @@ async fn send_batch(
 }
 
 /// A failure before the manifest went up: the box holds no new snapshot.
-fn unpublished(target: &str, m: &Manifest, e: TransportError) -> CommandError {
-    CommandError::new(
-        e.failure(),
-        anyhow::anyhow!(
-            "{e}; snapshot {} is published locally, not on {target} (the next backup sends what is missing)",
+fn unpublished(to: &BoxTarget<'_>, m: &Manifest, e: TransportError) -> CommandError {
+    let state = if to.kept_locally {
+        format!(
+            "snapshot {} is published locally, not on {} (the next backup sends what is missing)",
+            m.id, to.name
+        )
+    } else {
+        format!(
+            "snapshot {} was not published: the box keeps its earlier snapshots, and the next backup sends only what it still lacks",
             m.id
-        ),
-    )
+        )
+    };
+    CommandError::new(e.failure(), anyhow::anyhow!("{e}; {state}"))
 }
 
 /// Put the manifest on the box and compare its hash there with the local
 /// copy; a damaged one is removed again. Returns the bytes rsync sent.
 ///
-/// Whether it arrived is recorded as unknown until it is checked: a run that
-/// loses the connection in between exits 8 saying so, and the next run
-/// checks that manifest before anything else.
+/// Whether it arrived is recorded as unknown until it is checked, with the
+/// hash it must have: a run that loses the connection in between exits 8
+/// saying so, and the next run checks that manifest before anything else,
+/// whether or not a local copy is left (a spool's is not).
 async fn publish_manifest(
-    remote: &BoxRepo,
-    target: &str,
+    to: &BoxTarget<'_>,
     local: &LocalRepo,
     m: &Manifest,
 ) -> Result<u64, CommandError> {
+    let (remote, target) = (to.remote, to.name.as_str());
+    let rel = m.id.rel_path();
+    let hash =
+        crate::repo::sha256_hex(&fs_err::read(local.root().join(&rel)).class(Failure::Repository)?);
     remote
-        .mark_unchecked(&m.id, true)
+        .mark_unchecked(&m.id, Some(&hash))
         .class(Failure::Transport)?;
     crate::failpoint::hit("box-manifest-before-upload");
     let stats = remote.publish_manifest(local, &m.id).await.map_err(|e| {
         CommandError::new(
             e.failure(),
             anyhow::anyhow!(
-                "{e}; snapshot {} is published locally and its blobs are verified on the box, but its manifest may not have arrived: the next backup checks it",
-                m.id
+                "{e}; {} its blobs are verified on the box, but its manifest may not have arrived: the next backup checks it",
+                to.state(&m.id)
             ),
         )
     })?;
     crate::failpoint::hit("box-manifest-after-upload");
-    let rel = m.id.rel_path();
-    match check_manifest(remote, target, local, &m.id).await {
+    match check_manifest(remote, target, &hash, &m.id).await {
         Ok(()) => {}
         Err(Checked::Unreachable(e)) => {
             return Err(CommandError::new(
                 e.failure(),
                 anyhow::anyhow!(
-                    "{e}; snapshot {} is published locally and its manifest was sent to the box, but it could not be checked there: \
+                    "{e}; {} its manifest was sent to the box, but it could not be checked there: \
                      the next backup checks it, or run `cshost verify --repo storagebox --snapshot {}`",
-                    m.id,
+                    to.state(&m.id),
                     m.id
                 ),
             ));
@@ -335,32 +408,27 @@ enum Checked {
     Unreachable(TransportError),
     /// A local failure.
     Failed(CommandError),
-    /// It differed from the local copy and was removed.
+    /// It differed from what was sent and was removed.
     Damaged,
 }
 
-/// Compare a manifest on the box with the local copy; remove it there when
-/// it differs. Forgets that it was unchecked either way.
+/// Compare a manifest on the box with the SHA-256 of what was sent; remove
+/// it there when it differs. Forgets that it was unchecked either way.
 async fn check_manifest(
     remote: &BoxRepo,
     target: &str,
-    local: &LocalRepo,
+    sent: &str,
     id: &crate::repo::names::SnapshotId,
 ) -> Result<(), Checked> {
     let rel = id.rel_path();
-    let local_hash = crate::repo::sha256_hex(
-        &fs_err::read(local.root().join(&rel))
-            .class(Failure::Repository)
-            .map_err(Checked::Failed)?,
-    );
     let remote_hash = remote.file_hash(&rel).await.map_err(Checked::Unreachable)?;
-    let damaged = remote_hash != local_hash;
+    let damaged = remote_hash != sent;
     if damaged {
-        tracing::warn!("{target}: the manifest `{rel}` differs from the local copy; removing it");
+        tracing::warn!("{target}: the manifest `{rel}` differs from what was sent; removing it");
         let _ = remote.remove(std::slice::from_ref(&rel)).await;
     }
     remote
-        .mark_unchecked(id, false)
+        .mark_unchecked(id, None)
         .class(Failure::Transport)
         .map_err(Checked::Failed)?;
     if damaged {
@@ -371,24 +439,28 @@ async fn check_manifest(
 }
 
 /// Manifests an earlier run sent but could not check (it lost the
-/// connection): check each now. One that never arrived is forgotten (the box
-/// holds no snapshot it could claim); one whose local copy was pruned since
-/// cannot be compared and stays as the box has it.
+/// connection): check each now against the hash it was sent with. One that
+/// never arrived is forgotten (the box holds no snapshot it could claim).
+/// A record an older cshost wrote has no hash: the local copy is the
+/// reference then, and without one the manifest stays as the box has it.
 async fn check_unchecked(
     remote: &BoxRepo,
     target: &str,
     local: &LocalRepo,
 ) -> Result<(), CommandError> {
-    for id in remote.unchecked_manifests() {
+    for (id, sent) in remote.unchecked_manifests() {
         let rel = id.rel_path();
         let on_box = remote.exists(&rel).await.map_err(box_err)?;
-        if !on_box || !local.root().join(&rel).is_file() {
-            remote
-                .mark_unchecked(&id, false)
-                .class(Failure::Transport)?;
+        let sent = sent.or_else(|| {
+            fs_err::read(local.root().join(&rel))
+                .ok()
+                .map(|b| crate::repo::sha256_hex(&b))
+        });
+        let Some(sent) = sent.filter(|_| on_box) else {
+            remote.mark_unchecked(&id, None).class(Failure::Transport)?;
             continue;
-        }
-        match check_manifest(remote, target, local, &id).await {
+        };
+        match check_manifest(remote, target, &sent, &id).await {
             Ok(()) => tracing::info!(
                 "{target}: snapshot {id}, whose manifest an interrupted run sent, is complete on the box"
             ),

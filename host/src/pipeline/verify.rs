@@ -96,9 +96,13 @@ pub async fn run(ctx: &Context, input: &VerifyInput) -> Result<VerifyReport, Com
         }
         RepoKind::Storagebox => {
             let place = ctx.storagebox()?.display();
-            // A standby restored from the box has no local repository:
-            // the box's blobs are then checked on the box, or read back.
-            let local = if ctx.repo_path().join("cshost-repo.toml").exists() {
+            // A standby restored from the box, or a config with only the
+            // box, has no local repository: the box's blobs are then
+            // checked on the box, or read back.
+            let local = if ctx
+                .repo_path()
+                .is_some_and(|p| p.join("cshost-repo.toml").exists())
+            {
                 Some(ctx.open_repo()?)
             } else {
                 None

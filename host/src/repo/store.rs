@@ -104,6 +104,10 @@ pub struct LocalRepo {
     /// Blobs a restore may move out into place (a staging's, see
     /// `pipeline::stage`); none in a repository that keeps its blobs.
     movable: std::collections::HashSet<BlobId>,
+    /// Blobs another repository already holds (the Storage Box, for a
+    /// spool: see `pipeline::spool`). They count as stored, so their
+    /// content is never written here.
+    elsewhere: Option<Arc<std::collections::BTreeSet<BlobId>>>,
 }
 
 impl LocalRepo {
@@ -204,6 +208,7 @@ impl LocalRepo {
             level: super::content::DEFAULT_LEVEL,
             key,
             movable: Default::default(),
+            elsewhere: None,
         })
     }
 
@@ -235,6 +240,19 @@ impl LocalRepo {
         self
     }
 
+    /// Count the blobs in `held` as stored: a spool writes only content
+    /// the repository it is sent to (which holds `held`) lacks.
+    #[must_use]
+    pub fn with_elsewhere(mut self, held: Arc<std::collections::BTreeSet<BlobId>>) -> Self {
+        self.elsewhere = Some(held);
+        self
+    }
+
+    /// Is the blob held by the repository this one is sent to?
+    fn is_elsewhere(&self, hash: &BlobId) -> bool {
+        self.elsewhere.as_ref().is_some_and(|h| h.contains(hash))
+    }
+
     /// May a restore move this blob into place?
     pub fn is_movable(&self, blob: &BlobId) -> bool {
         self.movable.contains(blob)
@@ -251,8 +269,13 @@ impl LocalRepo {
     /// Is the blob there with the size its content has? The same `lstat`
     /// as [`LocalRepo::has_blob`], so the check costs a backup nothing, and
     /// a truncated or overwritten blob is stored again instead of reused.
+    /// This is the decision a backup's deduplication makes, so a blob the
+    /// repository this one is sent to holds counts too (it was verified
+    /// there against its name, which fixes its size).
     pub fn has_blob_sized(&self, hash: &BlobId, size: u64) -> bool {
-        fs_err::symlink_metadata(self.blob_path(hash)).is_ok_and(|m| m.is_file() && m.len() == size)
+        self.is_elsewhere(hash)
+            || fs_err::symlink_metadata(self.blob_path(hash))
+                .is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
     /// Open a blob for reading. A blob is a regular file: a symlink or device
@@ -359,6 +382,12 @@ impl LocalRepo {
     /// of another size is damaged: the fresh copy replaces it. Returns
     /// whether the blob was stored (new or repaired).
     pub(super) fn settle(&self, tmp: &Path, hash: &BlobId, size: u64) -> Result<bool, RepoError> {
+        // Streamed content is named only once written: content the box
+        // already holds goes again at once.
+        if self.is_elsewhere(hash) {
+            fs_err::remove_file(tmp).map_err(io_err(tmp))?;
+            return Ok(false);
+        }
         let dest = self.blob_path(hash);
         let dir = dest.parent().expect("blob paths have a parent");
         fs_err::create_dir_all(dir).map_err(io_err(dir))?;
@@ -697,6 +726,31 @@ mod tests {
         repo.quarantine(&id).unwrap();
         repo.gc(&Default::default()).unwrap();
         assert!(repo.damaged().unwrap().is_empty());
+    }
+
+    /// A spool writes only what the box lacks: held content, whole or
+    /// streamed, counts as stored and leaves no file behind.
+    #[test]
+    fn content_held_elsewhere_counts_as_stored_and_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = BlobId::of_bytes(b"on the box");
+        let repo = LocalRepo::open_or_init(&dir.path().join("r"))
+            .unwrap()
+            .with_elsewhere(Arc::new([held.clone()].into()));
+        assert!(repo.has_blob_sized(&held, 10));
+        assert!(!repo.has_blob(&held), "held elsewhere is not here");
+        assert!(!repo.put(&held, b"on the box").unwrap());
+        let mut w = repo.writer().unwrap();
+        w.write_all(b"on the box").unwrap();
+        let s = w.finish().unwrap();
+        assert_eq!((s.hash.clone(), s.new), (held.clone(), false));
+        assert!(!repo.blob_path(&held).exists());
+        let fresh = repo.put_stored(b"new tonight").unwrap();
+        assert!(fresh.new && repo.has_blob(&fresh.hash));
+        assert_eq!(
+            fs_err::read_dir(repo.root().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]

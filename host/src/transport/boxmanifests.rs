@@ -20,25 +20,26 @@ impl BoxRepo {
         ))
     }
 
-    /// Snapshots whose manifest a run sent to the box but could not check.
-    pub fn unchecked_manifests(&self) -> Vec<SnapshotId> {
-        fs_err::read_to_string(self.unchecked_path())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| SnapshotId::parse(l.trim()).ok())
-            .collect()
+    /// Snapshots whose manifest a run sent to the box but could not check,
+    /// each with the SHA-256 the manifest had when it was sent.
+    pub fn unchecked_manifests(&self) -> Vec<(SnapshotId, Option<String>)> {
+        parse_unchecked(&fs_err::read_to_string(self.unchecked_path()).unwrap_or_default())
     }
 
-    /// Record (before sending it) or forget (once checked) that a snapshot's
-    /// manifest is on its way to the box.
+    /// Record (`Some(sha256)`, before sending it) or forget (`None`, once
+    /// checked) that a snapshot's manifest is on its way to the box.
     ///
     /// # Errors
     /// When the cache cannot be written.
-    pub fn mark_unchecked(&self, id: &SnapshotId, unchecked: bool) -> Result<(), TransportError> {
+    pub fn mark_unchecked(
+        &self,
+        id: &SnapshotId,
+        sent: Option<&str>,
+    ) -> Result<(), TransportError> {
         let mut ids = self.unchecked_manifests();
-        ids.retain(|i| i != id);
-        if unchecked {
-            ids.push(id.clone());
+        ids.retain(|(i, _)| i != id);
+        if let Some(hash) = sent {
+            ids.push((id.clone(), Some(hash.to_string())));
         }
         let path = self.unchecked_path();
         if ids.is_empty() {
@@ -47,7 +48,13 @@ impl BoxRepo {
                 _ => Ok(()),
             };
         }
-        let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+        let text: String = ids
+            .iter()
+            .map(|(i, h)| match h {
+                Some(h) => format!("{i} {h}\n"),
+                None => format!("{i}\n"),
+            })
+            .collect();
         crate::repo::store::write_atomic(&path, text.as_bytes(), 0o600).map_err(|e| {
             TransportError::Local {
                 path: path.clone(),
@@ -282,6 +289,25 @@ impl BoxRepo {
     }
 }
 
+/// The record of manifests sent but not checked: a snapshot id per line,
+/// then the SHA-256 it was sent with (an older cshost wrote none). A line
+/// that does not read names nothing. Pure.
+fn parse_unchecked(text: &str) -> Vec<(SnapshotId, Option<String>)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let id = SnapshotId::parse(words.next()?).ok()?;
+            let hash = words
+                .next()
+                .filter(|h| {
+                    h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                })
+                .map(str::to_string);
+            Some((id, hash))
+        })
+        .collect()
+}
+
 /// The box's snapshot roots (each with where it was read), and those that
 /// did not read.
 #[derive(Default)]
@@ -298,4 +324,27 @@ fn expand(trees: &LocalRepo, root: Root, origin: &str) -> Result<Manifest, Manif
             let _ = fs_err::remove_file(trees.blob_path(t));
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_unchecked_manifest_is_recorded_with_the_hash_it_was_sent_with() {
+        let hash = "ab".repeat(32);
+        let text = format!(
+            "20260101T030000Z-a1 {hash}\n20260102T030000Z-b2\n../x {hash}\n20260103T030000Z-c3 not-a-hash\n\n"
+        );
+        let got: Vec<(String, Option<String>)> = super::parse_unchecked(&text)
+            .into_iter()
+            .map(|(id, h)| (id.to_string(), h))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("20260101T030000Z-a1".to_string(), Some(hash)),
+                ("20260102T030000Z-b2".to_string(), None),
+                ("20260103T030000Z-c3".to_string(), None),
+            ]
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! MariaDB and Redis from the Debian packages (`cargo xtask test` installs them).
 
 mod backup;
+mod boxonly;
 mod boxrestore;
 mod boxtruth;
 mod cli;

@@ -148,6 +148,13 @@ pub struct ImportReport {
 /// Storage Box (8).
 pub async fn run(ctx: &Context, input: &ImportInput) -> Result<ImportReport, CommandError> {
     let t0 = Instant::now();
+    // An import is written into the local repository first.
+    if ctx.config.box_only() {
+        return Err(crate::context::no_local_repository(
+            "`import`",
+            "import on a machine whose config has both repositories (the snapshot then goes to the box too)",
+        ));
+    }
     let _lock = ctx.lock("import")?;
     let dir = fs_err::canonicalize(&input.dir).map_err(|e| ImportError::read(&input.dir, e))?;
     let listing = list(&dir)?;

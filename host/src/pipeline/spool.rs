@@ -2,7 +2,8 @@
 //! writes into a spool: a repository in the same format at
 //! `<cache-dir>/spool`, sealed with the box's key when the box is encrypted,
 //! that receives only what the box lacks. Before anything is captured, the
-//! index of the box's blobs is checked against one listing of the box, and
+//! index of the box's blobs is loaded (and checked against a listing of the
+//! box when the box's generation changed, see `RemoteIndex::load`), and
 //! the spool counts every blob in it as stored, so content the box holds is
 //! never written here (and the hash cache still spares unchanged files a
 //! read). The snapshot then goes to the box as from a local repository

@@ -149,9 +149,9 @@ impl<'a> BoxTarget<'a> {
 }
 
 /// Make sure the box holds a repository (created from `local`'s marker
-/// when it has none), and return the index of the blobs it holds, checked
-/// against one listing of the box; manifests an interrupted run sent are
-/// checked first.
+/// when it has none), and return the index of the blobs it holds (checked
+/// against a listing of the box when it cannot be trusted); manifests an
+/// interrupted run sent are checked first.
 ///
 /// # Errors
 /// The box cannot be reached or written (exit 8), or its repository is

@@ -110,7 +110,7 @@ pub fn verify_blobs(
                     let problem = match hashed {
                         Ok((actual, n)) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
-                            (actual != blob.as_str()).then(|| {
+                            (actual != *blob.hex()).then(|| {
                                 set_aside(repo, blob);
                                 Problem::Mismatch {
                                     blob: blob.to_string(),

@@ -93,7 +93,7 @@ impl RemoteIndex {
     pub fn save(&self) -> Result<(), TransportError> {
         let mut text = format!("{HEADER}{}\n", self.repo.as_str());
         for b in &self.blobs {
-            text.push_str(b.as_str());
+            text.push_str(&b.hex());
             text.push('\n');
         }
         crate::repo::store::write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|e| {

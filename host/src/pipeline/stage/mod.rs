@@ -439,7 +439,7 @@ fn check(repo: &LocalRepo, items: &[(BlobId, String)]) -> (u64, Vec<Problem>) {
         {
             Ok((actual, n)) => {
                 bytes += n;
-                if actual != blob.as_str() {
+                if actual != *blob.hex() {
                     problems.push(Problem::Mismatch {
                         blob: blob_s,
                         used_by,

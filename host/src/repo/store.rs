@@ -458,7 +458,7 @@ impl LocalRepo {
                 return Err(RepoError::Damaged {
                     id: manifest.id.to_string(),
                     blob: blob.to_string(),
-                    used_by,
+                    used_by: used_by.to_string(),
                     kept,
                 });
             }

@@ -372,7 +372,7 @@ impl Staging {
                 let items: Vec<(BlobId, String)> = batch
                     .into_iter()
                     .map(|(b, _)| {
-                        let u = used_by.get(&b).cloned().unwrap_or_default();
+                        let u = used_by.get(&b).map(ToString::to_string).unwrap_or_default();
                         (b, u)
                     })
                     .collect();

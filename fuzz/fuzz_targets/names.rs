@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
 
     match BlobId::parse(s) {
         Ok(b) => {
-            assert_eq!(b.as_str(), s);
+            assert_eq!(&*b.hex(), s);
             assert!(s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
             below(&b.rel_path());
             assert!(b.rel_path().starts_with(&format!("blobs/{}/", &s[..2])));

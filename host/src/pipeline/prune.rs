@@ -330,8 +330,8 @@ pub async fn prune_remote(
     // between leaves blobs the index does not claim (sent again if needed),
     // never an index claiming blobs the box lacks.
     for g in &garbage {
-        if let Some(h) = g.rsplit('/').next() {
-            index.blobs.remove(h);
+        if let Some(Ok(h)) = g.rsplit('/').next().map(BlobId::parse) {
+            index.blobs.remove(&h);
         }
     }
     if !garbage.is_empty() {
@@ -373,7 +373,8 @@ fn is_garbage(file: &str, referenced: &BTreeSet<BlobId>) -> bool {
         .strip_prefix('.')
         .and_then(|n| n.split_once('.'))
         .is_some_and(|(h, _)| hex64(h) && h.starts_with(prefix));
-    (hex64(name) && name.starts_with(prefix) && !referenced.contains(name)) || partial
+    let unreferenced = || !BlobId::parse(name).is_ok_and(|id| referenced.contains(&id));
+    (hex64(name) && name.starts_with(prefix) && unreferenced()) || partial
 }
 
 #[cfg(test)]

@@ -246,7 +246,7 @@ async fn send_blobs(
         .blobs()
         .into_iter()
         .filter(|(b, _)| !index.blobs.contains(*b))
-        .map(|(b, u)| (b.clone(), u))
+        .map(|(b, u)| (b.clone(), u.to_string()))
         .collect();
     tracing::info!(
         "{target}: sending {} new blobs of snapshot {}",

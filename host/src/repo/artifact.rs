@@ -88,7 +88,7 @@ mod tests {
         sink.write(b"-- Dump completed\n").unwrap();
         let (a, _, tail) = sink.finish().unwrap();
         let stored = fs_err::read(repo.blob_path(&a.blob)).unwrap();
-        assert_eq!(crate::repo::sha256_hex(&stored), a.blob.as_str());
+        assert_eq!(crate::repo::sha256_hex(&stored), *a.blob.hex());
         assert!(a.size < a.raw_size / 3);
         assert!(String::from_utf8_lossy(&tail).ends_with("-- Dump completed\n"));
         let raw = zstd::decode_all(&stored[..]).unwrap();

@@ -243,7 +243,7 @@ mod tests {
             );
             assert!(!b.new, "the same content is stored once");
             let stored = fs_err::read(repo.blob_path(&a.hash)).unwrap();
-            assert_eq!(crate::repo::sha256_hex(&stored), a.hash.as_str());
+            assert_eq!(crate::repo::sha256_hex(&stored), *a.hash.hex());
             assert_eq!(stored.len() as u64, a.size);
             let mut back = Vec::new();
             repo.open_decoded(&a.hash, a.compression)

@@ -93,12 +93,11 @@ impl HashCache {
     }
 
     pub fn insert(&self, m: &Meta, c: &Cached) {
-        let mut bytes = [0u8; 32];
-        if hex::decode_to_slice(c.blob.as_str(), &mut bytes).is_ok() {
-            let zstd = c.compression == Compression::Zstd;
-            self.entries()
-                .insert((m.dev, m.ino), (Stamp::of(m), bytes, c.stored, zstd));
-        }
+        let zstd = c.compression == Compression::Zstd;
+        self.entries().insert(
+            (m.dev, m.ino),
+            (Stamp::of(m), *c.blob.digest(), c.stored, zstd),
+        );
     }
 
     /// Write the cache back atomically.

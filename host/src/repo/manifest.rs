@@ -162,6 +162,39 @@ impl Compression {
     }
 }
 
+/// Where a snapshot uses a blob, for messages: `mailcow.conf`, `a tree
+/// object`, `vmail: vmail-vol-1/example.org/…`, `mysql: mysql/all.sql.zst`.
+/// Shown only when needed: a snapshot has one blob per file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsedBy<'a> {
+    Conf,
+    Tree,
+    File {
+        component: &'a ComponentName,
+        volume: &'a VolumeName,
+        path: &'a RelPath,
+    },
+    Artifact {
+        component: &'a ComponentName,
+        name: &'a ArtifactName,
+    },
+}
+
+impl std::fmt::Display for UsedBy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UsedBy::Conf => f.write_str("mailcow.conf"),
+            UsedBy::Tree => f.write_str("a tree object"),
+            UsedBy::File {
+                component,
+                volume,
+                path,
+            } => write!(f, "{component}: {volume}/{path}"),
+            UsedBy::Artifact { component, name } => write!(f, "{component}: {name}"),
+        }
+    }
+}
+
 /// Every snapshot of a repository: the manifests that parse, oldest first,
 /// and the ones that do not (reported, never fatal to the others).
 #[derive(Debug, Default)]
@@ -403,6 +436,44 @@ fn descend(
     Ok(())
 }
 
+/// Add one size to a snapshot's running total, which must stay within
+/// [`MAX_TOTAL_SIZE`].
+pub(super) fn add_size(total: &mut u64, size: u64) -> Result<(), String> {
+    *total = total
+        .checked_add(size)
+        .filter(|t| *t <= MAX_TOTAL_SIZE)
+        .ok_or_else(|| format!("the sizes add up to more than {MAX_TOTAL_SIZE} bytes"))?;
+    Ok(())
+}
+
+/// What the types alone cannot say about one entry: a file has a blob, a
+/// hard link points at a path (of the same volume), a symlink has a
+/// target, and the volume root is a directory.
+pub(super) fn check_entry(e: &Entry) -> Result<(), String> {
+    match e.kind {
+        Kind::File if e.blob.is_none() => return Err("a file without a blob".into()),
+        Kind::Hardlink => {
+            let t = e.target.as_ref().map(|t| t.as_bytes().to_vec());
+            let ok = t
+                .clone()
+                .and_then(|t| RelPath::from_bytes(t).ok())
+                .is_some_and(|p| !p.is_root());
+            if !ok {
+                return Err(format!(
+                    "hard link target `{}` is not a path in the volume",
+                    super::names::shown_bytes(&t.unwrap_or_default())
+                ));
+            }
+        }
+        Kind::Symlink if e.target.is_none() => return Err("a symlink without a target".into()),
+        _ => {}
+    }
+    if e.path.is_root() && e.kind != Kind::Dir {
+        return Err("the volume root must be a directory".into());
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// The root of this snapshot: each volume's entries cut into tree
     /// objects, their ids into index objects, level by level until one is
@@ -416,8 +487,8 @@ impl Manifest {
         mut store: impl FnMut(Vec<u8>) -> Result<BlobId, E>,
     ) -> Result<Root, E> {
         let mut objects = Vec::new();
-        let root = self.clone().map_volumes(|_, _, entries: Vec<Entry>| {
-            let mut ids = super::tree::split(&entries)
+        let root = self.borrowed().map_volumes(|_, _, entries: &Vec<Entry>| {
+            let mut ids = super::tree::split(entries)
                 .into_iter()
                 .map(|piece| store(super::tree::encode(piece)))
                 .collect::<Result<Vec<BlobId>, E>>()?;
@@ -439,6 +510,39 @@ impl Manifest {
             trees: objects,
             ..root
         })
+    }
+
+    /// The snapshot with its volumes borrowed: the facts are cloned, never
+    /// the entries (they are the size of the mail store's listing).
+    fn borrowed(&self) -> Manifest<&Vec<Entry>> {
+        let components = self
+            .components
+            .iter()
+            .map(|(name, c)| {
+                let record = ComponentRecord {
+                    plugin: c.plugin.clone(),
+                    started: c.started.clone(),
+                    finished: c.finished.clone(),
+                    facts: c.facts.clone(),
+                    warnings: c.warnings.clone(),
+                    volumes: c.volumes.iter().map(|(v, e)| (v.clone(), e)).collect(),
+                    artifacts: c.artifacts.clone(),
+                };
+                (name.clone(), record)
+            })
+            .collect();
+        Manifest {
+            format: self.format,
+            id: self.id.clone(),
+            hostname: self.hostname.clone(),
+            cshost_version: self.cshost_version.clone(),
+            started: self.started.clone(),
+            finished: self.finished.clone(),
+            mailcow: self.mailcow.clone(),
+            components,
+            warnings: self.warnings.clone(),
+            trees: Vec::new(),
+        }
     }
 
     /// Parse and check a snapshot written out whole, entries inline (the
@@ -468,79 +572,48 @@ impl Manifest {
     /// check sum them; a hostile manifest must not overflow those sums).
     fn check(&self) -> Result<(), String> {
         let mut total: u64 = 0;
-        let mut add = |size: u64, at: &dyn Fn() -> String| {
-            total = total
-                .checked_add(size)
-                .filter(|t| *t <= MAX_TOTAL_SIZE)
-                .ok_or_else(|| {
-                    format!(
-                        "{}: the sizes add up to more than {MAX_TOTAL_SIZE} bytes",
-                        at()
-                    )
-                })?;
-            Ok::<(), String>(())
-        };
         for (name, c) in &self.components {
             for (vol, entries) in &c.volumes {
                 for (i, e) in entries.iter().enumerate() {
-                    let at = || format!("field `components.{name}.volumes.{vol}[{i}]`");
-                    add(e.size, &at)?;
-                    match e.kind {
-                        Kind::File if e.blob.is_none() => {
-                            return Err(format!("{}: a file without a blob", at()));
-                        }
-                        Kind::Hardlink => {
-                            let t = e.target.as_ref().map(|t| t.as_bytes().to_vec());
-                            let ok = t
-                                .clone()
-                                .and_then(|t| RelPath::from_bytes(t).ok())
-                                .is_some_and(|p| !p.is_root());
-                            if !ok {
-                                return Err(format!(
-                                    "{}: hard link target `{}` is not a path in the volume",
-                                    at(),
-                                    super::names::shown_bytes(&t.unwrap_or_default())
-                                ));
-                            }
-                        }
-                        Kind::Symlink if e.target.is_none() => {
-                            return Err(format!("{}: a symlink without a target", at()));
-                        }
-                        _ => {}
-                    }
-                    if e.path.is_root() && e.kind != Kind::Dir {
-                        return Err(format!("{}: the volume root must be a directory", at()));
-                    }
+                    add_size(&mut total, e.size)
+                        .and_then(|()| check_entry(e))
+                        .map_err(|m| {
+                            format!("field `components.{name}.volumes.{vol}[{i}]`: {m}")
+                        })?;
                 }
             }
             for (i, a) in c.artifacts.iter().enumerate() {
-                add(a.size, &|| {
-                    format!("field `components.{name}.artifacts[{i}].size`")
-                })?;
+                add_size(&mut total, a.size)
+                    .map_err(|m| format!("field `components.{name}.artifacts[{i}].size`: {m}"))?;
             }
         }
         Ok(())
     }
 
     /// Every blob the snapshot references, with one place that uses it.
-    pub fn blobs(&self) -> BTreeMap<&BlobId, String> {
+    pub fn blobs(&self) -> BTreeMap<&BlobId, UsedBy<'_>> {
         let mut out = BTreeMap::new();
-        out.insert(&self.mailcow.conf_blob, "mailcow.conf".to_string());
+        out.insert(&self.mailcow.conf_blob, UsedBy::Conf);
         for t in &self.trees {
-            out.entry(t).or_insert_with(|| "a tree object".to_string());
+            out.entry(t).or_insert(UsedBy::Tree);
         }
-        for (name, c) in &self.components {
-            for (vol, entries) in &c.volumes {
+        for (component, c) in &self.components {
+            for (volume, entries) in &c.volumes {
                 for e in entries {
                     if let Some(b) = &e.blob {
-                        out.entry(b)
-                            .or_insert_with(|| format!("{name}: {vol}/{}", e.path));
+                        out.entry(b).or_insert(UsedBy::File {
+                            component,
+                            volume,
+                            path: &e.path,
+                        });
                     }
                 }
             }
             for a in &c.artifacts {
-                out.entry(&a.blob)
-                    .or_insert_with(|| format!("{name}: {}", a.name));
+                out.entry(&a.blob).or_insert(UsedBy::Artifact {
+                    component,
+                    name: &a.name,
+                });
             }
         }
         out

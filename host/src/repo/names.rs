@@ -28,18 +28,21 @@ fn refuse(what: &'static str, value: &str, rule: &'static str) -> NameError {
     NameError { what, shown, rule }
 }
 
-/// A blob's name: the SHA-256 of its stored bytes, 64 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct BlobId(String);
+/// A blob's name: the SHA-256 of its stored bytes. Held as the 32 bytes (a
+/// mail store has one per file, and the text would take three times the
+/// room, on the heap); parsed, shown, ordered and serialised as the 64
+/// lowercase hex digits a repository names it by, so nothing written changes.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobId([u8; 32]);
 
 impl BlobId {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let ok = s.len() == 64
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok {
-            Ok(Self(s.to_string()))
+        let mut bytes = [0u8; 32];
+        if ok && hex::decode_to_slice(s, &mut bytes).is_ok() {
+            Ok(Self(bytes))
         } else {
             Err(refuse(
                 "blob id",
@@ -51,7 +54,7 @@ impl BlobId {
 
     /// The id of some bytes' SHA-256.
     pub fn of_digest(digest: &[u8; 32]) -> Self {
-        Self(hex::encode(digest))
+        Self(*digest)
     }
 
     /// The id of these bytes.
@@ -60,14 +63,124 @@ impl BlobId {
         Self::of_digest(&sha2::Sha256::digest(bytes).into())
     }
 
-    pub fn as_str(&self) -> &str {
+    /// The SHA-256 itself.
+    pub fn digest(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The 64 hex digits, on the stack.
+    pub fn hex(&self) -> Hex {
+        let mut out = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut out).expect("64 digits for 32 bytes");
+        Hex(out)
     }
 
     /// `blobs/ab/abcd…`: where the blob lives relative to a repository's root,
     /// the same in a local directory and on a Storage Box.
     pub fn rel_path(&self) -> String {
-        format!("blobs/{}/{}", &self.0[..2], self.0)
+        let h = self.hex();
+        format!("blobs/{}/{}", &h[..2], &*h)
+    }
+}
+
+/// A [`BlobId`]'s 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Hex([u8; 64]);
+
+impl std::ops::Deref for Hex {
+    type Target = str;
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl AsRef<str> for Hex {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl AsRef<std::path::Path> for Hex {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&**self)
+    }
+}
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl fmt::Debug for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobId({})", self.hex())
+    }
+}
+
+impl std::str::FromStr for BlobId {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for BlobId {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<BlobId> for String {
+    fn from(b: BlobId) -> String {
+        b.hex().to_string()
+    }
+}
+
+impl PartialEq<str> for BlobId {
+    fn eq(&self, other: &str) -> bool {
+        *self.hex() == *other
+    }
+}
+
+impl PartialEq<&str> for BlobId {
+    fn eq(&self, other: &&str) -> bool {
+        *self.hex() == **other
+    }
+}
+
+impl Serialize for BlobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = BlobId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a blob id (64 lowercase hex digits)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BlobId, E> {
+                BlobId::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -505,7 +618,7 @@ macro_rules! string_newtype {
         }
     )*};
 }
-string_newtype!(BlobId, SnapshotId, ComponentName, VolumeName, ArtifactName);
+string_newtype!(SnapshotId, ComponentName, VolumeName, ArtifactName);
 
 #[cfg(test)]
 mod tests {
@@ -532,9 +645,45 @@ mod tests {
             format!("blobs/ab/{good}")
         );
         assert_eq!(
-            BlobId::of_bytes(b"hello").as_str(),
+            &*BlobId::of_bytes(b"hello").hex(),
             crate::repo::sha256_hex(b"hello")
         );
+    }
+
+    /// Held as bytes, a blob id still reads, prints, serialises and sorts
+    /// as the hex text it was: manifests, trees, index files and listings
+    /// are written and ordered exactly as before.
+    #[test]
+    fn blob_ids_behave_as_their_hex_text() {
+        let texts: Vec<String> = ["00", "09", "0a", "90", "a0", "ff", "f0", "5c"]
+            .iter()
+            .map(|p| format!("{p}{}", "3e".repeat(31)))
+            .chain([crate::repo::sha256_hex(b"x"), crate::repo::sha256_hex(b"y")])
+            .collect();
+        let ids: Vec<BlobId> = texts.iter().map(|t| BlobId::parse(t).unwrap()).collect();
+        for (t, id) in texts.iter().zip(&ids) {
+            assert_eq!(id.to_string(), *t);
+            assert_eq!(&*id.hex(), t);
+            assert_eq!(String::from(id.clone()), *t);
+            assert!(*id == *t.as_str());
+            assert_eq!(format!("{id:?}"), format!("BlobId({t})"));
+            let json = serde_json::to_string(id).unwrap();
+            assert_eq!(json, format!("\"{t}\""));
+            assert_eq!(serde_json::from_str::<BlobId>(&json).unwrap(), *id);
+            assert_eq!(id.rel_path(), format!("blobs/{}/{t}", &t[..2]));
+        }
+        let mut by_text = texts.clone();
+        by_text.sort();
+        let mut by_id = ids.clone();
+        by_id.sort();
+        let shown: Vec<String> = by_id.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, by_text);
+        for bad in ["5", "\"AB\"", "null", "\"abc\""] {
+            assert!(serde_json::from_str::<BlobId>(bad).is_err(), "{bad}");
+        }
+        let err = serde_json::from_str::<BlobId>("\"../x\"").unwrap_err();
+        assert!(err.to_string().contains("64 lowercase hex digits"), "{err}");
+        assert_eq!(std::mem::size_of::<BlobId>(), 32);
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl LocalRepo {
         self.open_blob(id)
             .and_then(|f| io::Read::read_to_end(&mut io::Read::take(f, MAX_TREE_BLOB), &mut bytes))
             .map_err(|e| format!("`{}`: {e}", path.display()))?;
-        if super::sha256_hex(&bytes) != id.as_str() {
+        if super::sha256_hex(&bytes) != *id.hex() {
             return Err(format!(
                 "`{}` is damaged (its content does not hash to its name)",
                 path.display()

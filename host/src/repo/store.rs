@@ -316,7 +316,7 @@ impl LocalRepo {
             .mode(0o700)
             .create(&dir)
             .map_err(io_err(&dir))?;
-        let kept = dir.join(hash.as_str());
+        let kept = dir.join(hash.hex());
         match fs_err::rename(self.blob_path(hash), &kept) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -344,7 +344,7 @@ impl LocalRepo {
     fn sound(&self, hash: &BlobId) -> bool {
         self.open_blob(hash)
             .and_then(|f| super::sparse::hash_file(&f, &mut vec![0; 1 << 20]))
-            .is_ok_and(|(hex, _)| hex == hash.as_str())
+            .is_ok_and(|(hex, _)| hex == *hash.hex())
     }
 
     /// A fresh temporary file inside the repository (same filesystem as the blobs).
@@ -482,12 +482,12 @@ impl LocalRepo {
             if !damaged.contains(blob) {
                 continue;
             }
-            let kept = self.damaged_dir().join(blob.as_str());
+            let kept = self.damaged_dir().join(blob.hex());
             if !self.sound(blob) {
                 return Err(RepoError::Damaged {
                     id: manifest.id.to_string(),
                     blob: blob.to_string(),
-                    used_by,
+                    used_by: used_by.to_string(),
                     kept,
                 });
             }
@@ -616,7 +616,7 @@ impl LocalRepo {
                 let name = f.file_name().to_string_lossy().into_owned();
                 let ours = BlobId::parse(&name)
                     .ok()
-                    .filter(|id| id.as_str().starts_with(&prefix));
+                    .filter(|id| id.hex().starts_with(&prefix));
                 if ours.is_some_and(|id| !referenced.contains(&id)) {
                     bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
                     fs_err::remove_file(f.path()).map_err(io_err(&f.path()))?;
@@ -627,7 +627,7 @@ impl LocalRepo {
         // Damaged copies kept aside go with the last snapshot that needs them.
         for id in self.damaged()? {
             if !referenced.contains(&id) {
-                let kept = self.damaged_dir().join(id.as_str());
+                let kept = self.damaged_dir().join(id.hex());
                 fs_err::remove_file(&kept).map_err(io_err(&kept))?;
             }
         }

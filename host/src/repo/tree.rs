@@ -99,7 +99,8 @@ pub fn split(entries: &[Entry]) -> Vec<&[Entry]> {
 /// the objects of the one below and the levels end.
 pub fn split_ids(ids: &[BlobId]) -> Vec<&[BlobId]> {
     cut(ids, MAX_INDEX, |i, len| {
-        len >= 2 && fnv(ids[i].as_str().as_bytes()).is_multiple_of(INDEX_AVERAGE)
+        // The hex text is hashed, as it always was: the cuts must not move.
+        len >= 2 && fnv(ids[i].hex().as_bytes()).is_multiple_of(INDEX_AVERAGE)
     })
 }
 

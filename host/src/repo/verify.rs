@@ -74,24 +74,20 @@ pub struct VerifyReport {
 
 /// Re-hash every blob the manifest references, `threads` at a time.
 pub fn verify(repo: &LocalRepo, manifest: &Manifest, threads: usize) -> VerifyReport {
-    let blobs = manifest
-        .blobs()
-        .into_iter()
-        .map(|(b, u)| (b.clone(), u))
-        .collect();
-    verify_blobs(repo, &blobs, threads)
+    let blobs = manifest.blobs();
+    verify_blobs(repo, blobs.iter().map(|(b, u)| (*b, u)), threads)
 }
 
 /// Re-hash the given blobs (hash → where it is used), `threads` at a time.
 /// A blob whose content does not match its name is moved aside (see
 /// [`LocalRepo::quarantine`]): nothing reuses it again, the next backup
 /// stores its content again, and a restore fetches it from the box.
-pub fn verify_blobs(
+pub fn verify_blobs<'b, U: std::fmt::Display + Sync + 'b>(
     repo: &LocalRepo,
-    blobs: &std::collections::BTreeMap<BlobId, String>,
+    blobs: impl IntoIterator<Item = (&'b BlobId, &'b U)>,
     threads: usize,
 ) -> VerifyReport {
-    let blobs: Vec<(&BlobId, &String)> = blobs.iter().collect();
+    let blobs: Vec<(&BlobId, &U)> = blobs.into_iter().collect();
     let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
     let problems = Mutex::new(Vec::new());
@@ -110,7 +106,7 @@ pub fn verify_blobs(
                     let problem = match hashed {
                         Ok((actual, n)) => {
                             bytes.fetch_add(n, Ordering::Relaxed);
-                            (actual != blob.as_str()).then(|| {
+                            (actual != *blob.hex()).then(|| {
                                 set_aside(repo, blob);
                                 Problem::Mismatch {
                                     blob: blob.to_string(),
@@ -171,7 +167,8 @@ mod tests {
         // Same size, other bytes: only a re-hash finds it.
         fs_err::write(repo.blob_path(&id), b"mail bodY").unwrap();
         assert!(!repo.put(&id, b"mail body").unwrap(), "the size matches");
-        let blobs = [(id.clone(), "a message".to_string())].into();
+        let blobs: std::collections::BTreeMap<BlobId, String> =
+            [(id.clone(), "a message".to_string())].into();
         let r = verify_blobs(&repo, &blobs, 1);
         assert!(
             matches!(r.problems[..], [Problem::Mismatch { .. }]),

@@ -82,7 +82,7 @@ pub fn differences<'a>(root: &Path, entries: &'a [Entry]) -> Vec<(&'a Entry, Dif
                     let same = fs_err::read(&live)
                         .ok()
                         .map(|b| crate::repo::sha256_hex(&b))
-                        == e.blob.as_ref().map(|b| b.as_str().to_string());
+                        == e.blob.as_ref().map(ToString::to_string);
                     (!same).then_some((e, Difference::Changed))
                 }
             }

@@ -148,7 +148,7 @@ impl BoxRepo {
                     .find(|l| l.ends_with(&format!("/{h}")))
                     .and_then(|l| l.split_whitespace().next());
                 match found {
-                    Some(actual) if actual == h.as_str() => {}
+                    Some(actual) if *actual == *h.hex() => {}
                     Some(actual) => problems.push(Problem::Mismatch {
                         blob: h.to_string(),
                         used_by: used_by.clone(),
@@ -189,7 +189,7 @@ impl BoxRepo {
             let paths = [format!("{}/", local.root().display()), self.remote("")];
             let differ = rsync::parse_itemized(&self.rsync(&args, &paths).await?);
             for (h, used_by) in held {
-                if differ.iter().any(|d| d.ends_with(h.as_str())) {
+                if differ.iter().any(|d| d.ends_with(&*h.hex())) {
                     problems.push(Problem::Mismatch {
                         blob: h.to_string(),
                         used_by: used_by.clone(),
@@ -213,7 +213,7 @@ impl BoxRepo {
                 match fs_err::read(dir.join(h.rel_path())) {
                     Ok(bytes) => {
                         let actual = crate::repo::sha256_hex(&bytes);
-                        if actual != h.as_str() {
+                        if actual != *h.hex() {
                             problems.push(Problem::Mismatch {
                                 blob: h.to_string(),
                                 used_by: used_by.clone(),

@@ -241,7 +241,7 @@ impl BoxRepo {
         };
         for id in ids.iter().filter(|id| !trees.has_blob(id)) {
             if let Ok(bytes) = fs_err::read(local.blob_path(id))
-                && crate::repo::sha256_hex(&bytes) == id.as_str()
+                && crate::repo::sha256_hex(&bytes) == *id.hex()
             {
                 let _ = trees.put(id, &bytes);
             }

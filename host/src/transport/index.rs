@@ -161,7 +161,7 @@ impl RemoteIndex {
             text.push_str(&format!("{CHECKED}{} checked {at}\n", g.as_str()));
         }
         for b in &self.blobs {
-            text.push_str(b.as_str());
+            text.push_str(&b.hex());
             text.push('\n');
         }
         crate::repo::store::write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|e| {

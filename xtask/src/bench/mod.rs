@@ -8,7 +8,8 @@
 //! (backups, verify, drill, in-place restore) run on the same data. Prints
 //! one table, cshost's ratios and the issues' targets; asserts nothing.
 //!
-//! `--scaling` instead measures the nightly cost at two tree sizes.
+//! `--scaling` instead measures the nightly cost and the peak memory at two
+//! tree sizes, ten times apart.
 
 mod check;
 mod cshost;
@@ -41,22 +42,28 @@ const DAY_MESSAGES: usize = 50;
 #[derive(Debug, PartialEq)]
 struct Options {
     gb: f64,
-    scaling: bool,
+    /// For `--scaling`: users per domain of the smaller tree.
+    scaling: Option<usize>,
+    /// Leave the scaling trees and their repositories in `target/bench`.
+    keep: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         gb: 1.5,
-        scaling: false,
+        scaling: None,
+        keep: false,
     };
     for a in args {
         match a.as_str() {
             "--quick" => o.gb = 0.2,
-            "--scaling" => o.scaling = true,
+            "--scaling" => o.scaling = Some(10),
+            "--scaling=small" => o.scaling = Some(1),
+            "--keep" => o.keep = true,
             _ => match a.strip_prefix("--gb=").map(str::parse::<f64>) {
                 Some(Ok(gb)) if gb > 0.0 => o.gb = gb,
                 _ => bail!(
-                    "cargo xtask bench: unknown argument `{a}`; use --gb=SIZE (e.g. --gb=1.5), --quick (0.2 GB) or --scaling"
+                    "cargo xtask bench: unknown argument `{a}`; use --gb=SIZE (e.g. --gb=1.5), --quick (0.2 GB), --scaling, --scaling=small (a tenth of its size) or --keep (with --scaling)"
                 ),
             },
         }
@@ -82,7 +89,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             bail!("the bench's Storage Box needs `{program}` (Debian package `{package}`)");
         }
     }
-    let bin = crate::build(true)?;
+    // A binary built elsewhere (an older commit, to compare with) instead
+    // of this checkout's release build.
+    let bin = match std::env::var_os("CSHOST_BENCH_BIN") {
+        Some(b) => std::path::PathBuf::from(b),
+        None => crate::build(true)?,
+    };
     crate::run(crate::cargo_cmd().args([
         "build",
         "--release",
@@ -101,12 +113,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // get a short directory of their own.
     let caches = std::env::temp_dir().join(format!("cshost-bench-{}", std::process::id()));
     std::fs::create_dir_all(&caches)?;
-    let result = if opts.scaling {
-        scaling::run(&bin, &shell, &dir, &caches)
+    let result = if let Some(small) = opts.scaling {
+        scaling::run(&bin, &shell, &dir, &caches, small, opts.keep)
     } else {
         versus::run(&bin, &shell, &dir, &caches, size_for(opts.gb))
     };
-    let _ = std::fs::remove_dir_all(&caches);
+    if opts.keep {
+        println!("kept cshost's caches in `{}`", caches.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&caches);
+    }
     result
 }
 
@@ -121,13 +137,16 @@ mod tests {
             p(&[]).unwrap(),
             Options {
                 gb: 1.5,
-                scaling: false
+                scaling: None,
+                keep: false
             }
         );
         assert_eq!(p(&["--quick"]).unwrap().gb, 0.2);
         assert_eq!(p(&["--gb=3"]).unwrap().gb, 3.0);
-        assert!(p(&["--scaling"]).unwrap().scaling);
-        for bad in ["--gb=", "--gb=-1", "--gb=x", "--fast"] {
+        assert_eq!(p(&["--scaling"]).unwrap().scaling, Some(10));
+        assert_eq!(p(&["--scaling=small"]).unwrap().scaling, Some(1));
+        assert!(p(&["--scaling", "--keep"]).unwrap().keep);
+        for bad in ["--gb=", "--gb=-1", "--gb=x", "--fast", "--scaling=2"] {
             let e = p(&[bad]).unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("--quick"), "{e}");
         }

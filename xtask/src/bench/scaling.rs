@@ -1,22 +1,26 @@
-//! `cargo xtask bench --scaling`: does cshost's nightly cost follow the day's
-//! change or the number of files (issue 14)? Two trees of small messages,
+//! `cargo xtask bench --scaling`: does cshost's cost follow the day's change
+//! or the number of files (issues 14 and 15)? Two trees of small messages,
 //! ~20k and ~200k files, differ only in how many mailboxes they hold (40 and
-//! 400: a server grows by users); each gets a full and, after the same
-//! simulated day (50 new messages), a nightly backup to the box. The nightly
-//! upload of the larger should be at most 1.2× the smaller's, and so should
-//! the peak RSS (issue 15).
+//! 400: a server grows by users). Each gets a full and, after the same
+//! simulated day (50 new messages), a nightly backup to the box and to a
+//! local repository, a drill restore from the local repository and a
+//! restore from the box onto emptied volumes. The nightly upload of the
+//! larger should be at most 1.2× the smaller's, and so should each step's
+//! peak RSS (issue 15). `--scaling=small` measures the same at a tenth of
+//! the size (~2k and ~20k files), a few minutes in all.
 
 use std::fmt::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use cshost_testkit::mailcow::{self, Size};
+use cshost_testkit::mailcow::{self, PROJECT, Sample, Size};
 
 use super::cshost::Cshost;
 use super::lab::{Lab, count_files};
 use super::table::{Row, Step, Tool};
-use super::{DAY_MESSAGES, DAY_SEED, GENERATE_SEED};
+use super::{DAY_MESSAGES, DAY_SEED, GENERATE_SEED, VOLUMES};
 
 /// Small messages (~1 KB) so the 200k tree stays a few hundred MB.
 fn size(users_per_domain: usize) -> Size {
@@ -28,16 +32,41 @@ fn size(users_per_domain: usize) -> Size {
     }
 }
 
+/// The steps measured on each tree, in the order they run.
+const STEPS: [(Tool, Step); 6] = [
+    (Tool::Cshost, Step::Full),
+    (Tool::CshostLocal, Step::Full),
+    (Tool::Cshost, Step::Nightly),
+    (Tool::CshostLocal, Step::Nightly),
+    (Tool::CshostLocal, Step::Drill),
+    (Tool::Cshost, Step::Standby),
+];
+
 struct Tree {
     files: usize,
-    full: Row,
-    nightly: Row,
+    rows: Vec<Row>,
 }
 
-pub(crate) fn run(bin: &Path, shell: &Path, dir: &Path, caches: &Path) -> Result<()> {
+impl Tree {
+    fn row(&self, tool: Tool, step: Step) -> Option<&Row> {
+        self.rows.iter().find(|r| r.tool == tool && r.step == step)
+    }
+}
+
+/// `small`: users per domain of the smaller tree; the larger has ten times
+/// as many. `keep`: leave each tree, its configs and repositories in `dir`
+/// (to run cshost on them again under a profiler).
+pub(crate) fn run(
+    bin: &Path,
+    shell: &Path,
+    dir: &Path,
+    caches: &Path,
+    small: usize,
+    keep: bool,
+) -> Result<()> {
     let mut lab = Lab::start(dir, shell)?;
     let mut trees = Vec::new();
-    for users in [10, 100] {
+    for users in [small, 10 * small] {
         let root = dir.join(format!("tree-{users}"));
         let t = Instant::now();
         let sample = mailcow::generate(&root, size(users), GENERATE_SEED);
@@ -56,58 +85,113 @@ pub(crate) fn run(bin: &Path, shell: &Path, dir: &Path, caches: &Path) -> Result
             &box_path,
             &caches.join(&box_path),
         )?;
-        let full = lab.step(
-            Tool::Cshost,
-            Step::Full,
-            &mut cs.backup_box(),
-            Some(&box_path),
-        )?;
+        let mut rows = Vec::new();
+        let on_box = Some(box_path.as_str());
+        rows.push(lab.step(Tool::Cshost, Step::Full, &mut cs.backup_box(), on_box)?);
+        rows.push(lab.step(Tool::CshostLocal, Step::Full, &mut cs.backup_local(), None)?);
         mailcow::daily_changes(&sample, DAY_MESSAGES, DAY_SEED);
-        let nightly = lab.step(
-            Tool::Cshost,
+        rows.push(lab.step(Tool::Cshost, Step::Nightly, &mut cs.backup_box(), on_box)?);
+        rows.push(lab.step(
+            Tool::CshostLocal,
             Step::Nightly,
-            &mut cs.backup_box(),
-            Some(&box_path),
-        )?;
-        trees.push(Tree {
-            files,
-            full,
-            nightly,
-        });
-        // The next tree needs the disk more than this one.
-        std::fs::remove_dir_all(&root)?;
+            &mut cs.backup_local(),
+            None,
+        )?);
+        let drill = root.join("drill");
+        rows.push(lab.step(
+            Tool::CshostLocal,
+            Step::Drill,
+            &mut cs.drill_local(&drill),
+            None,
+        )?);
+        std::fs::remove_dir_all(&drill)?;
+        cs.forget_local_state()?;
+        empty_volumes(&sample)?;
+        rows.push(lab.step(
+            Tool::Cshost,
+            Step::Standby,
+            &mut cs.restore_standby(),
+            on_box,
+        )?);
+        trees.push(Tree { files, rows });
+        if keep {
+            println!("kept `{}`", root.display());
+        } else {
+            // The next tree needs the disk more than this one.
+            std::fs::remove_dir_all(&root)?;
+        }
     }
     println!("\n{}", render(&trees));
     Ok(())
 }
 
+/// The file volumes emptied as on a standby: each `_data` replaced by an
+/// empty one with the same owner and mode.
+fn empty_volumes(sample: &Sample) -> Result<()> {
+    for v in VOLUMES {
+        let data = sample
+            .volumes_dir
+            .join(format!("{PROJECT}_{v}"))
+            .join("_data");
+        let md = std::fs::metadata(&data)?;
+        std::fs::remove_dir_all(&data)?;
+        std::fs::create_dir(&data)?;
+        std::os::unix::fs::chown(&data, Some(md.uid()), Some(md.gid()))?;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(md.mode()))?;
+    }
+    Ok(())
+}
+
 fn render(trees: &[Tree]) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
-    let mut s = format!(
-        "{:>8}{:>10}{:>12}{:>11}{:>14}{:>14}\n",
-        "files", "full s", "full RSS", "nightly s", "nightly up", "nightly RSS"
-    );
+    let mut s = format!("{:<28}", "step");
     for t in trees {
-        let _ = writeln!(
-            s,
-            "{:>8}{:>10.2}{:>8.1} MiB{:>11.2}{:>10.2} MiB{:>10.1} MiB",
-            t.files,
-            t.full.secs,
-            t.full.rss_kib as f64 / 1024.0,
-            t.nightly.secs,
-            t.nightly.up.unwrap_or(0) as f64 / MIB,
-            t.nightly.rss_kib as f64 / 1024.0
-        );
+        let _ = write!(s, "{:>24}", format!("{} files: s, RSS MiB", t.files));
+    }
+    s.push_str(if trees.len() == 2 {
+        "   RSS ×\n"
+    } else {
+        "\n"
+    });
+    for (tool, step) in STEPS {
+        let _ = write!(s, "{:<28}", format!("{} {}", tool.name(), step.name()));
+        for t in trees {
+            match t.row(tool, step) {
+                Some(r) => {
+                    let _ = write!(s, "{:>14.2}{:>10.1}", r.secs, r.rss_kib as f64 / 1024.0);
+                }
+                None => {
+                    let _ = write!(s, "{:>24}", "-");
+                }
+            }
+        }
+        if let [small, large] = trees
+            && let (Some(a), Some(b)) = (small.row(tool, step), large.row(tool, step))
+        {
+            let _ = write!(s, "{:>8.2}", b.rss_kib as f64 / a.rss_kib.max(1) as f64);
+        }
+        s.push('\n');
     }
     if let [small, large] = trees {
-        let up = |t: &Tree| t.nightly.up.unwrap_or(0) as f64;
-        let rss = |t: &Tree| t.full.rss_kib.max(t.nightly.rss_kib) as f64;
+        let up = |t: &Tree| {
+            t.row(Tool::Cshost, Step::Nightly)
+                .and_then(|r| r.up)
+                .unwrap_or(0) as f64
+        };
+        let rss = |t: &Tree| t.rows.iter().map(|r| r.rss_kib).max().unwrap_or(0) as f64;
         let _ = writeln!(
             s,
-            "{:.1}× the files: nightly upload {:.2}× (target ≤ 1.2), peak RSS {:.2}× (target ≤ 1.2)",
+            "nightly upload {:.2} / {:.2} MiB",
+            up(small) / MIB,
+            up(large) / MIB
+        );
+        let _ = writeln!(
+            s,
+            "{:.1}× the files: nightly upload {:.2}× (target ≤ 1.2), peak RSS {:.2}× (target ≤ 1.2), largest peak {:.1} MiB (target ≤ 64)",
             large.files as f64 / small.files.max(1) as f64,
             up(large) / up(small).max(1.0),
-            rss(large) / rss(small).max(1.0)
+            rss(large) / rss(small).max(1.0),
+            rss(large) / 1024.0
         );
     }
     s
@@ -118,20 +202,19 @@ mod tests {
     use super::*;
 
     fn tree(files: usize, up: u64, rss_kib: u64) -> Tree {
-        let row = |step| Row {
-            tool: Tool::Cshost,
-            step,
-            secs: 1.0,
-            up: Some(up),
-            down: Some(0),
-            box_bytes: Some(0),
-            rss_kib,
-        };
-        Tree {
-            files,
-            full: row(Step::Full),
-            nightly: row(Step::Nightly),
-        }
+        let rows = STEPS
+            .iter()
+            .map(|&(tool, step)| Row {
+                tool,
+                step,
+                secs: 1.0,
+                up: Some(up),
+                down: Some(0),
+                box_bytes: Some(0),
+                rss_kib,
+            })
+            .collect();
+        Tree { files, rows }
     }
 
     #[test]
@@ -144,6 +227,12 @@ mod tests {
             text.contains("10.0× the files: nightly upload 3.00× (target ≤ 1.2), peak RSS 1.25×"),
             "{text}"
         );
+        assert!(text.contains("largest peak 50.0 MiB"), "{text}");
+        let standby = text
+            .lines()
+            .find(|l| l.starts_with("cshost restore standby"))
+            .unwrap();
+        assert!(standby.ends_with("1.25"), "{standby}");
     }
 
     #[test]
@@ -151,6 +240,7 @@ mod tests {
         let (s, l) = (size(10), size(100));
         let files = |z: Size| z.domains * z.users_per_domain * 4 * z.messages_per_folder;
         assert_eq!((files(s), files(l)), (20_000, 200_000));
+        assert_eq!(files(size(1)), 2_000);
         assert_eq!(
             (s.messages_per_folder, s.message_bytes),
             (l.messages_per_folder, l.message_bytes)

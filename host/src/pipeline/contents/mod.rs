@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::repo::manifest::{Entry, Kind, Manifest};
+use crate::repo::names::BlobId;
 
 const VMAIL: &str = "vmail";
 
@@ -342,21 +343,21 @@ pub fn diff(a: &Manifest, b: &Manifest) -> Diff {
 }
 
 /// Every file and artifact of a component, by volume and path: (blob, size).
-fn objects<'a>(m: &'a Manifest, c: &str) -> BTreeMap<(String, String), (Option<&'a str>, u64)> {
+fn objects<'a>(m: &'a Manifest, c: &str) -> BTreeMap<(String, String), (Option<&'a BlobId>, u64)> {
     let mut out = BTreeMap::new();
     if let Some(rec) = m.components.get(c) {
         for (vol, entries) in &rec.volumes {
             for e in files(entries) {
                 out.insert(
                     (vol.as_str().to_string(), e.path.to_string()),
-                    (e.blob.as_ref().map(|b| b.as_str()), e.size),
+                    (e.blob.as_ref(), e.size),
                 );
             }
         }
         for a in &rec.artifacts {
             out.insert(
                 (String::new(), a.name.to_string()),
-                (Some(a.blob.as_str()), a.raw_size),
+                (Some(&a.blob), a.raw_size),
             );
         }
     }
@@ -382,7 +383,7 @@ fn component_change(a: &Manifest, b: &Manifest, c: &str) -> Change {
 }
 
 /// Messages per mailbox: stable name → (folder, blob, size).
-type Messages<'a> = BTreeMap<String, BTreeMap<String, (String, Option<&'a str>, u64)>>;
+type Messages<'a> = BTreeMap<String, BTreeMap<String, (String, Option<&'a BlobId>, u64)>>;
 
 fn messages(m: &Manifest) -> Messages<'_> {
     let mut out: Messages<'_> = BTreeMap::new();
@@ -392,7 +393,7 @@ fn messages(m: &Manifest) -> Messages<'_> {
                 if let Some((mailbox, folder, base)) = message(&e.path.to_string()) {
                     out.entry(mailbox)
                         .or_default()
-                        .insert(base, (folder, e.blob.as_ref().map(|b| b.as_str()), e.size));
+                        .insert(base, (folder, e.blob.as_ref(), e.size));
                 }
             }
         }

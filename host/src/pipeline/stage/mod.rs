@@ -372,7 +372,7 @@ impl Staging {
                 let items: Vec<(BlobId, String)> = batch
                     .into_iter()
                     .map(|(b, _)| {
-                        let u = used_by.get(&b).cloned().unwrap_or_default();
+                        let u = used_by.get(&b).map(ToString::to_string).unwrap_or_default();
                         (b, u)
                     })
                     .collect();
@@ -439,7 +439,7 @@ fn check(repo: &LocalRepo, items: &[(BlobId, String)]) -> (u64, Vec<Problem>) {
         {
             Ok((actual, n)) => {
                 bytes += n;
-                if actual != blob.as_str() {
+                if actual != *blob.hex() {
                     problems.push(Problem::Mismatch {
                         blob: blob_s,
                         used_by,

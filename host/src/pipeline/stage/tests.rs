@@ -49,8 +49,8 @@ fn manifest() -> Manifest {
     .unwrap()
 }
 
-fn ids(set: &HashSet<BlobId>) -> Vec<&str> {
-    let mut v: Vec<&str> = set.iter().map(BlobId::as_str).collect();
+fn ids(set: &HashSet<BlobId>) -> Vec<String> {
+    let mut v: Vec<String> = set.iter().map(BlobId::to_string).collect();
     v.sort_unstable();
     v
 }

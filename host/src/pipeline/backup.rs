@@ -366,7 +366,7 @@ async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<u64, CommandError> {
         .snapshot_ids()
         .ok()
         .and_then(|mut ids| ids.pop())
-        .and_then(|id| repo.load_id(&id).ok());
+        .and_then(|id| repo.volume_sizes(&id).ok());
     let (mut need, mut total) = (0u64, 0u64);
     let mut missing = Vec::new();
     for sel in &plan.selected {
@@ -383,11 +383,8 @@ async fn preflight(plan: &Plan, repo: &LocalRepo) -> Result<u64, CommandError> {
         };
         let had: u64 = latest
             .as_ref()
-            .and_then(|m| {
-                m.components
-                    .get(crate::repo::names::canonical(&sel.keyword))
-            })
-            .map(|c| c.volumes.values().flatten().map(|e| e.size).sum())
+            .and_then(|m| m.get(crate::repo::names::canonical(&sel.keyword)))
+            .copied()
             .unwrap_or(0);
         need += est.bytes.saturating_sub(had);
         total += est.bytes;

@@ -445,8 +445,8 @@ async fn preflight(plan: &Plan, into: &Target) -> Result<u64, CommandError> {
                 .snapshot_ids()
                 .ok()
                 .and_then(|mut ids| ids.pop())
-                .and_then(|id| repo.load_id(&id).ok())
-                .map(|m| file_bytes(&m))
+                .and_then(|id| repo.volume_sizes(&id).ok())
+                .map(|sizes| sizes.into_iter().map(|(c, b)| (c.to_string(), b)).collect())
                 .unwrap_or_default();
             &local
         }

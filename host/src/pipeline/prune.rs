@@ -3,14 +3,13 @@
 //! every verified backup. Nothing is deleted while any manifest of that
 //! repository is unreadable: it may reference blobs nothing else does.
 
-use std::collections::BTreeSet;
-
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::pipeline::sync::box_err;
 use crate::repo::LocalRepo;
-use crate::repo::manifest::{Catalog, Manifest};
+use crate::repo::manifest::{Catalog, Manifest, ManifestError, Root};
 use crate::repo::names::BlobId;
+use crate::repo::reach::{BlobSet, Reach, Reached};
 use crate::retention::{self, KeepPolicy, RetentionPlan, Snap};
 use crate::transport::BoxRepo;
 use crate::transport::storagebox::RemoteIndex;
@@ -156,12 +155,41 @@ pub enum Sweep {
     Full,
 }
 
-/// Blob names (hashes) referenced by manifests.
-pub fn referenced(manifests: &[Manifest]) -> BTreeSet<BlobId> {
-    manifests
-        .iter()
-        .flat_map(|m| m.blobs().into_keys().cloned())
-        .collect()
+/// What the `kept` snapshots reference, and what the `doomed` ones
+/// reference beyond it, read from their trees through `load` (each object
+/// once: the snapshots share all but what a night changed). Nothing may be
+/// deleted when a snapshot does not read, so the refusal names every one,
+/// with the roots already found `unreadable`.
+fn referenced(
+    load: impl FnMut(&BlobId) -> Result<Vec<u8>, String>,
+    kept: &[&(Root, String)],
+    doomed: &[&(Root, String)],
+    mut unreadable: Vec<ManifestError>,
+    repo: Repository,
+) -> Result<(BlobSet, BlobSet), CommandError> {
+    let mut reach = Reach::new(load);
+    let mut sets = [Vec::new(), Vec::new()];
+    for (set, roots) in sets.iter_mut().zip([kept, doomed]) {
+        for (root, origin) in roots {
+            let reached = reach.visit(root, origin, |r| {
+                if let Reached::Blob(b) = r {
+                    set.push(b.clone());
+                }
+            });
+            if let Err(e) = reached {
+                unreadable.push(e);
+            }
+        }
+    }
+    refuse_unreadable(
+        &Catalog {
+            manifests: Vec::new(),
+            unreadable,
+        },
+        repo,
+    )?;
+    let [kept, doomed] = sets;
+    Ok((kept.into(), doomed.into()))
 }
 
 fn snaps<'m, V: 'm>(manifests: impl IntoIterator<Item = &'m Manifest<V>>) -> Vec<Snap> {
@@ -196,23 +224,25 @@ fn refuse_unreadable(catalog: &Catalog, repo: Repository) -> Result<(), CommandE
     }
 }
 
-/// The policy's plan over a fully readable catalog, and the manifests it keeps.
-fn plan(
-    catalog: Catalog,
+/// The policy's plan over the snapshots' roots, and the roots it deletes
+/// and keeps.
+fn plan<'r>(
+    roots: &'r [(Root, String)],
     policy: &KeepPolicy,
-    repo: Repository,
-) -> Result<(RetentionPlan, Vec<Manifest>, Vec<Manifest>), CommandError> {
-    refuse_unreadable(&catalog, repo)?;
+) -> (
+    RetentionPlan,
+    Vec<&'r (Root, String)>,
+    Vec<&'r (Root, String)>,
+) {
     let plan = retention::plan(
-        &snaps(&catalog.manifests),
+        &snaps(roots.iter().map(|(r, _)| r)),
         policy,
         time::OffsetDateTime::now_utc(),
     );
-    let (doomed, kept) = catalog
-        .manifests
-        .into_iter()
-        .partition(|m| plan.delete.contains(&m.id.to_string()));
-    Ok((plan, doomed, kept))
+    let (doomed, kept) = roots
+        .iter()
+        .partition(|(r, _)| plan.delete.contains(&r.id.to_string()));
+    (plan, doomed, kept)
 }
 
 /// Retention and garbage collection of the local repository.
@@ -224,17 +254,26 @@ pub fn prune_local(
     policy: &KeepPolicy,
     dry_run: bool,
 ) -> Result<PruneReport, CommandError> {
-    let catalog = repo.catalog().class(Failure::Repository)?;
-    let (plan, doomed, kept) = plan(catalog, policy, Repository::Local)?;
+    let roots = repo.roots().class(Failure::Repository)?;
+    let (plan, doomed, kept) = plan(&roots.roots, policy);
+    // Every snapshot is read through, on a dry run too: one that does not
+    // read stops the prune before anything is deleted.
+    let (referenced, _) = referenced(
+        |t| repo.read_object(t),
+        &kept,
+        &doomed,
+        roots.unreadable,
+        Repository::Local,
+    )?;
     if dry_run {
         return Ok(PruneReport::planned(Repository::Local, plan));
     }
     crate::failpoint::hit("local-prune-planned");
-    for (n, m) in doomed.iter().enumerate() {
-        repo.remove_snapshot(&m.id).class(Failure::Retention)?;
+    for (n, (r, _)) in doomed.iter().enumerate() {
+        repo.remove_snapshot(&r.id).class(Failure::Retention)?;
         crate::failpoint::hit_at("local-prune-snapshot-removed", &(n + 1).to_string());
     }
-    let (blobs, bytes) = repo.gc(&referenced(&kept)).class(Failure::Retention)?;
+    let (blobs, bytes) = repo.gc(&referenced).class(Failure::Retention)?;
     crate::failpoint::hit("local-prune-gc-done");
     if !plan.delete.is_empty() || blobs > 0 {
         tracing::info!(
@@ -277,11 +316,7 @@ pub async fn prune_remote(
         };
         refuse_unreadable(&catalog, Repository::Storagebox)?;
     }
-    let plan = retention::plan(
-        &snaps(roots.roots.iter().map(|(r, _)| r)),
-        policy,
-        time::OffsetDateTime::now_utc(),
-    );
+    let (plan, doomed, kept) = plan(&roots.roots, policy);
     if dry_run {
         return Ok(PruneReport::planned(Repository::Storagebox, plan));
     }
@@ -297,21 +332,22 @@ pub async fn prune_remote(
         });
     }
     // The plan stands; the trees are read for the blobs each snapshot uses.
-    let catalog = remote.expand_roots(roots).await.class(Failure::Transport)?;
-    refuse_unreadable(&catalog, Repository::Storagebox)?;
-    let (doomed, kept): (Vec<Manifest>, Vec<Manifest>) = catalog
-        .manifests
-        .into_iter()
-        .partition(|m| plan.delete.contains(&m.id.to_string()));
+    let trees = remote.trees_of(&roots).await.class(Failure::Transport)?;
+    let (referenced, doomed_only) = referenced(
+        |t| crate::transport::read_cached(&trees, t),
+        &kept,
+        &doomed,
+        Vec::new(),
+        Repository::Storagebox,
+    )?;
     crate::failpoint::hit("box-prune-planned");
-    let rels: Vec<String> = doomed.iter().map(|m| m.id.rel_path()).collect();
+    let rels: Vec<String> = doomed.iter().map(|(r, _)| r.id.rel_path()).collect();
     remote.remove(&rels).await.class(Failure::Retention)?;
     crate::failpoint::hit("box-prune-snapshots-removed");
-    let referenced = referenced(&kept);
     let garbage: Vec<String> = match sweep {
         // What the removed snapshots alone referenced: no listing of the
         // box (at a million files, a hundred MB every night).
-        Sweep::Doomed => self::referenced(&doomed)
+        Sweep::Doomed => doomed_only
             .difference(&referenced)
             .map(BlobId::rel_path)
             .collect(),
@@ -364,7 +400,7 @@ pub async fn prune_remote(
 /// Is `file` (`ab/abcdef…` under `blobs/`) one of our blobs that no kept
 /// snapshot references, or an abandoned rsync temporary of one
 /// (`.<hash>.<random suffix>`)? Anything else under `blobs/` is left alone.
-fn is_garbage(file: &str, referenced: &BTreeSet<BlobId>) -> bool {
+fn is_garbage(file: &str, referenced: &BlobSet) -> bool {
     let Some((prefix, name)) = file.split_once('/') else {
         return false;
     };
@@ -385,7 +421,7 @@ mod tests {
     fn only_unreferenced_blobs_and_their_rsync_temporaries_are_garbage() {
         let kept = "ab".to_string() + &"1".repeat(62);
         let gone = "ab".to_string() + &"2".repeat(62);
-        let referenced: BTreeSet<BlobId> = [BlobId::parse(&kept).unwrap()].into();
+        let referenced: BlobSet = vec![BlobId::parse(&kept).unwrap()].into();
         assert!(!is_garbage(&format!("ab/{kept}"), &referenced));
         assert!(is_garbage(&format!("ab/{gone}"), &referenced));
         assert!(is_garbage(&format!("ab/.{kept}.Xy12"), &referenced));

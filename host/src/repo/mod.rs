@@ -20,6 +20,7 @@ pub mod hashcache;
 pub mod manifest;
 pub mod materialize;
 pub mod names;
+pub mod reach;
 pub mod read;
 pub mod seal;
 pub mod sparse;

@@ -561,6 +561,53 @@ impl LocalRepo {
     /// # Errors
     /// When it does not exist or does not parse.
     pub fn load_id(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {
+        let (root, origin) = self.load_root(id)?;
+        Ok(root.expand(&origin, |t| self.read_object(t))?)
+    }
+
+    /// Every snapshot's root, oldest first, without its entries (read them
+    /// with [`super::reach::Reach`]); the ones that do not parse apart.
+    ///
+    /// # Errors
+    /// When the snapshots directory cannot be read.
+    pub fn roots(&self) -> Result<super::reach::Roots, RepoError> {
+        let mut out = super::reach::Roots::default();
+        for id in self.snapshot_ids()? {
+            match self.load_root(&id) {
+                Ok(r) => out.roots.push(r),
+                Err(RepoError::Manifest(e)) => out.unreadable.push(e),
+                // Gone since the listing, as in `catalog`.
+                Err(RepoError::NoSnapshot { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bytes in each component's volumes in snapshot `id`, read from
+    /// its trees one at a time.
+    ///
+    /// # Errors
+    /// When the snapshot does not exist or does not read.
+    pub fn volume_sizes(
+        &self,
+        id: &SnapshotId,
+    ) -> Result<std::collections::BTreeMap<super::names::ComponentName, u64>, RepoError> {
+        let (root, origin) = self.load_root(id)?;
+        let mut sizes = std::collections::BTreeMap::new();
+        super::reach::Reach::new(|t| self.read_object(t)).visit(&root, &origin, |r| {
+            if let super::reach::Reached::Volume {
+                component, size, ..
+            } = r
+            {
+                *sizes.entry(component.clone()).or_default() += size;
+            }
+        })?;
+        Ok(sizes)
+    }
+
+    /// The root of a known id, and its path for messages.
+    fn load_root(&self, id: &SnapshotId) -> Result<(super::manifest::Root, String), RepoError> {
         let path = self.root.join(id.rel_path());
         let bytes = match fs_err::read(&path) {
             Ok(b) => b,
@@ -578,7 +625,7 @@ impl LocalRepo {
             detail: e.to_string(),
         })?;
         let root = super::manifest::Root::parse_root(&bytes, &origin, Some(id))?;
-        Ok(root.expand(&origin, |t| self.read_object(t))?)
+        Ok((root, origin))
     }
 }
 
@@ -597,10 +644,7 @@ impl LocalRepo {
     ///
     /// # Errors
     /// On I/O failure.
-    pub fn gc(
-        &self,
-        referenced: &std::collections::BTreeSet<BlobId>,
-    ) -> Result<(u64, u64), RepoError> {
+    pub fn gc(&self, referenced: &super::reach::BlobSet) -> Result<(u64, u64), RepoError> {
         let (mut n, mut bytes) = (0, 0);
         let blobs = self.root.join("blobs");
         for dir in fs_err::read_dir(&blobs).map_err(io_err(&blobs))? {

@@ -2,8 +2,6 @@
 //! listing and removal. Every path is a blob id's `rel_path()`, so nothing
 //! read from a manifest can name a file outside `blobs/`.
 
-use std::collections::BTreeSet;
-
 use super::boxcaps::absent;
 use super::rsync::{self, Stats};
 use super::storagebox::{BATCH, BoxRepo, TransportError};
@@ -251,7 +249,7 @@ impl BoxRepo {
     ///
     /// # Errors
     /// When the listing fails.
-    pub async fn blobs_on_box(&self) -> Result<BTreeSet<BlobId>, TransportError> {
+    pub async fn blobs_on_box(&self) -> Result<crate::repo::reach::BlobSet, TransportError> {
         Ok(self
             .list_blob_files()
             .await?

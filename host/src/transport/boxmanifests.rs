@@ -8,6 +8,7 @@ use super::storagebox::{BoxRepo, TransportError, local_err};
 use crate::repo::LocalRepo;
 use crate::repo::manifest::{Catalog, Manifest, ManifestError, Root};
 use crate::repo::names::{BlobId, SnapshotId};
+pub use crate::repo::reach::Roots;
 
 impl BoxRepo {
     /// The file listing snapshots whose manifest was sent to this box but not
@@ -178,6 +179,16 @@ impl BoxRepo {
         Ok(catalog)
     }
 
+    /// The cache of tree objects, holding every one `roots` name (fetched
+    /// from the box as needed), to read them with
+    /// [`crate::repo::reach::Reach`] through [`read_cached`].
+    ///
+    /// # Errors
+    /// When the trees cannot be fetched.
+    pub async fn trees_of(&self, roots: &Roots) -> Result<LocalRepo, TransportError> {
+        self.fetch_trees(roots.roots.iter().map(|(r, _)| r)).await
+    }
+
     /// One manifest from the box, fetched fresh (the cache is never trusted
     /// over the box).
     ///
@@ -308,21 +319,19 @@ fn parse_unchecked(text: &str) -> Vec<(SnapshotId, Option<String>)> {
         .collect()
 }
 
-/// The box's snapshot roots (each with where it was read), and those that
-/// did not read.
-#[derive(Default)]
-pub struct Roots {
-    pub roots: Vec<(Root, String)>,
-    pub unreadable: Vec<ManifestError>,
+/// A root with its entries from the trees fetched.
+fn expand(trees: &LocalRepo, root: Root, origin: &str) -> Result<Manifest, ManifestError> {
+    root.expand(origin, |t| read_cached(trees, t))
 }
 
-/// A root with its entries from the trees fetched; a damaged tree leaves the
+/// An object from the cache of tree objects; a damaged one leaves the
 /// cache, so the next read fetches it again.
-fn expand(trees: &LocalRepo, root: Root, origin: &str) -> Result<Manifest, ManifestError> {
-    root.expand(origin, |t| {
-        trees.read_object(t).inspect_err(|_| {
-            let _ = fs_err::remove_file(trees.blob_path(t));
-        })
+///
+/// # Errors
+/// When it is missing or damaged, naming it.
+pub fn read_cached(trees: &LocalRepo, t: &BlobId) -> Result<Vec<u8>, String> {
+    trees.read_object(t).inspect_err(|_| {
+        let _ = fs_err::remove_file(trees.blob_path(t));
     })
 }
 

@@ -14,6 +14,7 @@ use super::boxgeneration::Generation;
 use super::boxidentity::RepoId;
 use super::storagebox::{BoxRepo, TransportError};
 use crate::repo::names::BlobId;
+use crate::repo::reach::{Reach, Reached};
 
 const HEADER: &str = "# box repository ";
 const CHECKED: &str = "# generation ";
@@ -114,17 +115,27 @@ impl RemoteIndex {
                 }
             }
             None => {
-                let catalog = remote.catalog().await?;
-                if let Some(bad) = catalog.unreadable_summary() {
+                // Each snapshot's trees are read in turn (every object
+                // once), not all of them into memory.
+                let roots = remote.roots().await?;
+                for bad in &roots.unreadable {
                     tracing::warn!("{bad}");
                 }
-                for m in &catalog.manifests {
-                    index.blobs.extend(
-                        m.blobs()
-                            .into_keys()
-                            .filter(|b| listed.contains(*b))
-                            .cloned(),
-                    );
+                let trees = remote.trees_of(&roots).await?;
+                let mut reach = Reach::new(|t| super::read_cached(&trees, t));
+                for (root, origin) in &roots.roots {
+                    let mut blobs = Vec::new();
+                    let reached = reach.visit(root, origin, |r| {
+                        if let Reached::Blob(b) = r
+                            && listed.contains(b)
+                        {
+                            blobs.push(b.clone());
+                        }
+                    });
+                    match reached {
+                        Ok(()) => index.blobs.extend(blobs),
+                        Err(e) => tracing::warn!("{e}"),
+                    }
                 }
                 tracing::info!(
                     "{}: rebuilt the local index of the repository {} from the box: {} blobs",

@@ -18,5 +18,5 @@ pub mod rsync;
 pub mod storagebox;
 
 pub use boxidentity::RepoId;
-pub use boxmanifests::Roots;
+pub use boxmanifests::{Roots, read_cached};
 pub use storagebox::{BoxRepo, TransportError};

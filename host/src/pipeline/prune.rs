@@ -224,16 +224,15 @@ fn refuse_unreadable(catalog: &Catalog, repo: Repository) -> Result<(), CommandE
     }
 }
 
+/// A snapshot's root and where it was read.
+type Located = (Root, String);
+
 /// The policy's plan over the snapshots' roots, and the roots it deletes
 /// and keeps.
 fn plan<'r>(
-    roots: &'r [(Root, String)],
+    roots: &'r [Located],
     policy: &KeepPolicy,
-) -> (
-    RetentionPlan,
-    Vec<&'r (Root, String)>,
-    Vec<&'r (Root, String)>,
-) {
+) -> (RetentionPlan, Vec<&'r Located>, Vec<&'r Located>) {
     let plan = retention::plan(
         &snaps(roots.iter().map(|(r, _)| r)),
         policy,

@@ -665,6 +665,18 @@ mod tests {
         assert!(serde_json::from_str::<Entry>(&bad).is_err());
     }
 
+    /// A capture and a loaded snapshot hold one entry per file: its path on
+    /// the heap, its blob id inline, nothing spare.
+    #[test]
+    fn an_entry_stays_small() {
+        assert!(
+            std::mem::size_of::<Entry>() <= 104,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        assert_eq!(std::mem::size_of::<RelPath>(), 16);
+    }
+
     /// Found with the manifest fuzz target: two files of 2^64 - 1 bytes made
     /// `logical_size` (and the restore's space check) overflow, a panic in a
     /// debug build and a wrong figure in a release one.

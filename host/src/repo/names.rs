@@ -285,8 +285,10 @@ impl VolumeName {
 /// names that are not UTF-8. No empty, `.` or `..` segment, no leading `/`,
 /// no NUL. `""` is the root itself. In a manifest it is a plain string when
 /// it is UTF-8 (so `jq` finds it as it is), otherwise `{"base64": "…"}`.
+///
+/// Held as a boxed slice (no spare capacity): a capture holds one per file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RelPath(Vec<u8>);
+pub struct RelPath(Box<[u8]>);
 
 /// Paths deeper than PATH_MAX exist in real mail stores; this bound is only
 /// against absurd input.
@@ -302,13 +304,13 @@ impl RelPath {
     /// longer than 1 MiB.
     pub fn from_bytes(b: Vec<u8>) -> Result<Self, NameError> {
         if b.is_empty() {
-            return Ok(Self(b));
+            return Ok(Self(b.into()));
         }
         let segments_ok = b
             .split(|&c| c == b'/')
             .all(|seg| !seg.is_empty() && seg != b"." && seg != b"..");
         if segments_ok && !b.contains(&0) && b.len() <= MAX_PATH {
-            Ok(Self(b))
+            Ok(Self(b.into()))
         } else {
             Err(refuse(
                 "path",
@@ -341,7 +343,7 @@ impl RelPath {
     pub fn is_under(&self, prefix: &str) -> bool {
         let prefix = prefix.as_bytes();
         prefix.is_empty()
-            || self.0 == prefix
+            || *self.0 == *prefix
             || self
                 .0
                 .strip_prefix(prefix)
@@ -353,7 +355,7 @@ impl RelPath {
         !self.is_root()
             && path
                 .as_bytes()
-                .strip_prefix(self.0.as_slice())
+                .strip_prefix(&*self.0)
                 .is_some_and(|rest| rest.starts_with(b"/"))
     }
 }
@@ -366,13 +368,13 @@ impl fmt::Display for RelPath {
 
 impl PartialEq<str> for RelPath {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
+        *self.0 == *other.as_bytes()
     }
 }
 
 impl PartialEq<&str> for RelPath {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
+        *self.0 == *other.as_bytes()
     }
 }
 
@@ -399,7 +401,7 @@ impl<'de> Deserialize<'de> for RelPath {
 /// NUL and emptiness are refused; a hard link's target is checked as a
 /// `RelPath` where the manifest is read.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LinkTarget(Vec<u8>);
+pub struct LinkTarget(Box<[u8]>);
 
 impl LinkTarget {
     /// # Errors
@@ -412,7 +414,7 @@ impl LinkTarget {
                 "a link target is not empty and holds no NUL",
             ));
         }
-        Ok(Self(b))
+        Ok(Self(b.into()))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -434,7 +436,7 @@ impl fmt::Display for LinkTarget {
 
 impl PartialEq<&str> for LinkTarget {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
+        *self.0 == *other.as_bytes()
     }
 }
 

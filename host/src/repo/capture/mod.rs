@@ -2,21 +2,22 @@
 //! symlinks, record every object's metadata, and store file contents as blobs
 //! in parallel. Unchanged files (hash cache hit + blob present) are not read.
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+mod builder;
 mod fileread;
 mod walk;
 
 use super::beneath::Beneath;
 use super::hashcache::HashCache;
 use super::manifest::{Entry, Kind};
-use super::names::{LinkTarget, NameError, RelPath};
+use super::names::{NameError, RelPath};
 use super::store::{LocalRepo, RepoError};
-use fileread::{FileRead, Hooks, store_all};
-use walk::{Vanished, Walked, io_err, is_gone, walk};
+use builder::Builder;
+use fileread::{Hooks, store_all};
+use walk::{Vanished, Walk, Walked};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -126,7 +127,8 @@ pub fn measure(root: &Path, sub: &str) -> Result<Counts, CaptureError> {
     let root = open_root(root)?;
     let mut c = Counts::default();
     let mut gone = Vanished::default();
-    for w in walk(&root, &sub, &mut gone, &mut Vec::new())? {
+    let mut walk = Walk::start(&root, &sub)?;
+    while let Some(w) = walk.next(&root, &mut gone, &mut Vec::new())? {
         if w.meta.is_dir() {
             c.dirs += 1;
         } else if w.meta.is_symlink() {
@@ -169,15 +171,27 @@ fn capture_with(
     let root = open_root(root)?;
     let mut gone = Vanished::default();
     let mut listed = Vec::new();
-    let mut pending = walk(&root, &sub, &mut gone, &mut listed)?;
     let mut b = Builder::default();
-    let mut rounds = 0;
-    for round in 0.. {
-        rounds = round;
-        let files = b.add(&root, pending, &mut gone)?;
-        for (fi, read) in store_all(repo, cache, &root, &files, threads, hooks)? {
-            b.settle(&files[fi], read, &mut gone);
+    let read = |b: &mut Builder, files: &mut Vec<(usize, Walked)>, gone: &mut Vanished| {
+        for (fi, read) in store_all(repo, cache, &root, files, threads, hooks)? {
+            b.settle(&files[fi], read, gone);
         }
+        files.clear();
+        Ok::<(), CaptureError>(())
+    };
+    // The files are read in batches as the walk finds them: only a batch's
+    // names are held twice, never the whole listing.
+    let mut walk = Walk::start(&root, &sub)?;
+    let mut files = Vec::new();
+    while let Some(w) = walk.next(&root, &mut gone, &mut listed)? {
+        files.extend(b.add(&root, w, &mut gone)?);
+        if files.len() >= READ_BATCH {
+            read(&mut b, &mut files, &mut gone)?;
+        }
+    }
+    read(&mut b, &mut files, &mut gone)?;
+    b.walked();
+    for round in 0.. {
         let mut next = b.orphaned_links(&root, &mut gone)?;
         if round < RELISTS {
             gone.mark_changed(&root, &std::mem::take(&mut listed))?;
@@ -186,7 +200,10 @@ fn capture_with(
         if next.is_empty() {
             break;
         }
-        pending = next;
+        for w in next {
+            files.extend(b.add(&root, w, &mut gone)?);
+        }
+        read(&mut b, &mut files, &mut gone)?;
     }
     b.counts.vanished = gone.count;
     if gone.count > 0 || !b.changed.is_empty() {
@@ -205,215 +222,19 @@ fn capture_with(
             },
         );
     }
-    let mut entries: Vec<Entry> = b.entries.into_iter().flatten().collect();
-    if rounds > 0 {
-        // Names found in later rounds were appended; restore the walk's order.
-        entries.sort_by(|a, b| a.path.as_path().cmp(b.path.as_path()));
-    }
+    let counts = b.counts;
     Ok(Captured {
-        entries,
-        counts: b.counts,
+        entries: b.into_entries(),
+        counts,
     })
 }
 
+/// Files read at once, in parallel: the names waiting to be read are held
+/// twice (in their entry and for the read), so only this many.
+const READ_BATCH: usize = 4096;
+
 /// Rounds of listing again where names vanished or directories changed.
 const RELISTS: usize = 3;
-
-/// The key under which dovecot knows a message whatever its flags: its
-/// maildir and the name before `:2,`. A relisted name with a captured key is
-/// the same message renamed after it was captured: taking it too would
-/// restore the message twice.
-fn message_key(rel: &[u8]) -> Option<(&[u8], &[u8])> {
-    let slash = rel.iter().rposition(|&c| c == b'/')?;
-    let (dir, name) = (&rel[..slash], &rel[slash + 1..]);
-    let maildir = dir
-        .strip_suffix(b"/cur")
-        .or_else(|| dir.strip_suffix(b"/new"))?;
-    let base = name
-        .windows(3)
-        .position(|w| w == b":2,")
-        .map_or(name, |i| &name[..i]);
-    Some((maildir, base))
-}
-
-type Key = (Vec<u8>, Vec<u8>);
-
-fn owned((d, n): (&[u8], &[u8])) -> Key {
-    (d.to_vec(), n.to_vec())
-}
-
-/// The entries of one capture as they settle over the rounds.
-#[derive(Default)]
-struct Builder {
-    /// `None` once a file vanished before it could be read.
-    entries: Vec<Option<Entry>>,
-    captured: HashSet<Vec<u8>>,
-    messages: HashMap<Key, Vec<u8>>,
-    first_link: HashMap<(u64, u64), Vec<u8>>,
-    /// First links that vanished this round: their hard links need a new one.
-    lost_links: HashSet<Vec<u8>>,
-    changed: Vec<String>,
-    counts: Counts,
-}
-
-impl Builder {
-    fn holds(&self, rel: &[u8]) -> bool {
-        self.captured.contains(rel)
-            || message_key(rel).is_some_and(|k| self.messages.contains_key(&owned(k)))
-    }
-
-    fn push(&mut self, e: Entry) -> usize {
-        let rel = e.path.as_bytes().to_vec();
-        if let Some(k) = message_key(&rel) {
-            self.messages.insert(owned(k), rel.clone());
-        }
-        self.captured.insert(rel);
-        self.entries.push(Some(e));
-        self.entries.len() - 1
-    }
-
-    fn forget(&mut self, ei: usize) -> Option<Entry> {
-        let e = self.entries[ei].take()?;
-        let rel = e.path.as_bytes();
-        self.captured.remove(rel);
-        if let Some(k) = message_key(rel) {
-            let key = owned(k);
-            if self.messages.get(&key).map(Vec::as_slice) == Some(rel) {
-                self.messages.remove(&key);
-            }
-        }
-        Some(e)
-    }
-
-    /// Record walked objects; returns the files whose contents must be read,
-    /// with their entry index.
-    fn add(
-        &mut self,
-        root: &Beneath,
-        walked: Vec<Walked>,
-        gone: &mut Vanished,
-    ) -> Result<Vec<(usize, Walked)>, CaptureError> {
-        let mut files = Vec::new();
-        for w in walked {
-            if w.meta.is_dir() {
-                self.counts.dirs += 1;
-                self.push(entry(root, &w, Kind::Dir)?);
-            } else if w.meta.is_symlink() {
-                let target = match root.read_link(&w.rel) {
-                    Ok(t) => t,
-                    Err(e) if is_gone(&e) => {
-                        gone.note(&w.rel);
-                        continue;
-                    }
-                    Err(e) => return Err(io_err(root, &w.rel)(e)),
-                };
-                self.counts.symlinks += 1;
-                let mut e = entry(root, &w, Kind::Symlink)?;
-                e.target =
-                    Some(
-                        LinkTarget::from_bytes(target).map_err(|source| CaptureError::Name {
-                            path: root.show(&w.rel),
-                            source,
-                        })?,
-                    );
-                self.push(e);
-            } else if w.meta.is_file() {
-                let inode = (w.meta.dev, w.meta.ino);
-                if w.meta.nlink > 1 {
-                    if let Some(first) = self.first_link.get(&inode) {
-                        let mut e = entry(root, &w, Kind::Hardlink)?;
-                        e.target = Some(
-                            LinkTarget::from_bytes(first.clone())
-                                .expect("a captured path is a link target"),
-                        );
-                        self.push(e);
-                        continue;
-                    }
-                    self.first_link.insert(inode, w.rel.clone());
-                }
-                let ei = self.push(entry(root, &w, Kind::File)?);
-                files.push((ei, w));
-            } else if w.meta.is_fifo() {
-                self.push(entry(root, &w, Kind::Fifo)?);
-            }
-        }
-        Ok(files)
-    }
-
-    /// Record what reading a file gave: its blob, or that it had vanished.
-    fn settle(&mut self, (ei, w): &(usize, Walked), read: Option<FileRead>, gone: &mut Vanished) {
-        let Some(read) = read else {
-            self.forget(*ei);
-            gone.note(&w.rel);
-            let inode = (w.meta.dev, w.meta.ino);
-            if self.first_link.get(&inode) == Some(&w.rel) {
-                self.first_link.remove(&inode);
-                self.lost_links.insert(w.rel.clone());
-            }
-            return;
-        };
-        let c = &mut self.counts;
-        c.files += 1;
-        c.bytes += read.stored.raw;
-        if read.stored.new {
-            c.new_blobs += 1;
-            c.new_bytes += read.stored.size;
-        }
-        if !read.settled {
-            c.changed += 1;
-            if self.changed.len() < 5 {
-                self.changed
-                    .push(String::from_utf8_lossy(&w.rel).into_owned());
-            }
-        }
-        let e = self.entries[*ei].as_mut().expect("a file settles once");
-        if let Some(m) = &read.meta {
-            // Describe the bytes that were stored, not the file as listed.
-            e.mode = m.mode;
-            e.uid = m.uid;
-            e.gid = m.gid;
-            e.mtime = m.mtime;
-            e.mtime_ns = m.mtime_ns;
-        }
-        e.size = read.stored.raw;
-        e.blob = Some(read.stored.hash);
-        e.compression = read.stored.compression;
-    }
-
-    /// Hard links whose first link vanished, taken out to be walked again: the
-    /// first of them becomes the file, the others link to it.
-    fn orphaned_links(
-        &mut self,
-        root: &Beneath,
-        gone: &mut Vanished,
-    ) -> Result<Vec<Walked>, CaptureError> {
-        if self.lost_links.is_empty() {
-            return Ok(Vec::new());
-        }
-        let lost = std::mem::take(&mut self.lost_links);
-        let orphans: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| {
-                self.entries[i].as_ref().is_some_and(|e| {
-                    e.kind == Kind::Hardlink
-                        && e.target
-                            .as_ref()
-                            .is_some_and(|t| lost.contains(t.as_bytes()))
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for i in orphans {
-            let e = self.forget(i).expect("orphan entries exist");
-            let rel = e.path.as_bytes().to_vec();
-            match root.lstat(&rel) {
-                Ok(meta) => out.push(Walked { rel, meta }),
-                Err(err) if is_gone(&err) => gone.note(&rel),
-                Err(err) => return Err(io_err(root, &rel)(err)),
-            }
-        }
-        Ok(out)
-    }
-}
 
 #[cfg(test)]
 mod tests;

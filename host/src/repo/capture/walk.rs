@@ -186,24 +186,84 @@ fn listed_now(rel: &[u8], meta: &Meta) -> Listed {
     }
 }
 
-/// Walk `sub` below `root` depth-first, never following symlinks, refusing a
-/// `sub` with a symlink on the way. `sub` itself must exist: a plugin that
-/// names a path that is not there has a bug worth seeing.
-pub(super) fn walk(
-    root: &Beneath,
-    sub: &[u8],
-    gone: &mut Vanished,
-    listed: &mut Vec<Listed>,
-) -> Result<Vec<Walked>, CaptureError> {
-    let meta = root.lstat(sub).map_err(io_err(root, sub))?;
-    let mut out = Vec::new();
-    walk_tree(root, sub.to_vec(), Some(meta), &mut out, gone, listed)?;
-    Ok(out)
+/// A walk of `sub` below `root` depth-first, never following symlinks,
+/// refusing a `sub` with a symlink on the way, one object at a time: a
+/// capture reads files while it walks, and never holds the whole listing.
+/// `sub` itself must exist: a plugin that names a path that is not there
+/// has a bug worth seeing.
+pub(super) struct Walk {
+    /// Objects still to visit, the next last: for each directory on the way
+    /// down, the names after the one being walked.
+    stack: Vec<(Vec<u8>, Option<Meta>)>,
 }
 
-/// Walk one subtree (`meta`: its root's, when known); what vanishes on the
-/// way is noted in `gone`. Each directory is opened once, and its names are
-/// looked at through that descriptor, however deep it is.
+impl Walk {
+    /// # Errors
+    /// When `sub` cannot be looked at.
+    pub(super) fn start(root: &Beneath, sub: &[u8]) -> Result<Self, CaptureError> {
+        let meta = root.lstat(sub).map_err(io_err(root, sub))?;
+        Ok(Self::from(sub.to_vec(), Some(meta)))
+    }
+
+    /// A walk of the subtree `rel` (`meta`: its root's, when known).
+    fn from(rel: Vec<u8>, meta: Option<Meta>) -> Self {
+        Self {
+            stack: vec![(rel, meta)],
+        }
+    }
+
+    /// The next object in the paths' order, or `None` at the end; what
+    /// vanishes on the way is noted in `gone`, and each directory listed is
+    /// added to `listed`. Each directory is opened once, and its names are
+    /// looked at through that descriptor, however deep it is.
+    ///
+    /// # Errors
+    /// When an object that is there cannot be looked at or listed.
+    pub(super) fn next(
+        &mut self,
+        root: &Beneath,
+        gone: &mut Vanished,
+        listed: &mut Vec<Listed>,
+    ) -> Result<Option<Walked>, CaptureError> {
+        while let Some((rel, meta)) = self.stack.pop() {
+            let meta = match meta {
+                Some(m) => m,
+                None => match root.lstat(&rel) {
+                    Ok(m) => m,
+                    Err(e) if is_gone(&e) => {
+                        gone.note(&rel);
+                        continue;
+                    }
+                    Err(e) => return Err(io_err(root, &rel)(e)),
+                },
+            };
+            if !meta.is_dir() {
+                return Ok(Some(Walked { rel, meta }));
+            }
+            let Some(listing) = list(root, &rel)? else {
+                // Went between the lstat and the listing: not recorded at all.
+                gone.note(&rel);
+                continue;
+            };
+            listed.push(listed_now(&rel, &meta));
+            let first = self.stack.len();
+            for name in &listing.names {
+                let child = join(&rel, name);
+                match listing.stat(name) {
+                    Ok(m) => self.stack.push((child, Some(m))),
+                    Err(e) if is_gone(&e) => gone.note(&child),
+                    Err(e) => return Err(io_err(root, &child)(e)),
+                }
+            }
+            // Reversed on the stack so names come out in order.
+            self.stack[first..].reverse();
+            return Ok(Some(Walked { rel, meta }));
+        }
+        Ok(None)
+    }
+}
+
+/// Walk one subtree into `out` (`meta`: its root's, when known).
 fn walk_tree(
     root: &Beneath,
     rel: Vec<u8>,
@@ -212,41 +272,9 @@ fn walk_tree(
     gone: &mut Vanished,
     listed: &mut Vec<Listed>,
 ) -> Result<(), CaptureError> {
-    let mut stack = vec![(rel, meta)];
-    while let Some((rel, meta)) = stack.pop() {
-        let meta = match meta {
-            Some(m) => m,
-            None => match root.lstat(&rel) {
-                Ok(m) => m,
-                Err(e) if is_gone(&e) => {
-                    gone.note(&rel);
-                    continue;
-                }
-                Err(e) => return Err(io_err(root, &rel)(e)),
-            },
-        };
-        if !meta.is_dir() {
-            out.push(Walked { rel, meta });
-            continue;
-        }
-        let Some(listing) = list(root, &rel)? else {
-            // Went between the lstat and the listing: not recorded at all.
-            gone.note(&rel);
-            continue;
-        };
-        listed.push(listed_now(&rel, &meta));
-        let mut children = Vec::with_capacity(listing.names.len());
-        for name in &listing.names {
-            let child = join(&rel, name);
-            match listing.stat(name) {
-                Ok(m) => children.push((child, Some(m))),
-                Err(e) if is_gone(&e) => gone.note(&child),
-                Err(e) => return Err(io_err(root, &child)(e)),
-            }
-        }
-        out.push(Walked { rel, meta });
-        // Reversed onto the stack so entries come out in name order.
-        stack.extend(children.into_iter().rev());
+    let mut walk = Walk::from(rel, meta);
+    while let Some(w) = walk.next(root, gone, listed)? {
+        out.push(w);
     }
     Ok(())
 }

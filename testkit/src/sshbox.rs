@@ -54,6 +54,13 @@ impl StorageBox {
         let pubkey =
             std::fs::read_to_string(identity.with_extension("pub")).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("authorized_keys"), pubkey).map_err(|e| e.to_string())?;
+        // sshd starts ForceCommand through the user's shell, and bash run
+        // by sshd sources ~/.bashrc even when not interactive: on a machine
+        // whose root profile does real work (a version manager's init) that
+        // cost every box command a third of a second, which a real Storage
+        // Box does not. An empty home of the box's own keeps it out.
+        let home = dir.join("session-home");
+        std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
         let port = free_port();
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         let mode_arg = if mode == Mode::Strict {
@@ -65,10 +72,11 @@ impl StorageBox {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
              StrictModes no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nMaxStartups 50\nMaxSessions 50\n\
-             Subsystem sftp /usr/lib/openssh/sftp-server\nForceCommand {} {mode_arg} {}\n",
+             Subsystem sftp /usr/lib/openssh/sftp-server\nSetEnv HOME={}\nForceCommand {} {mode_arg} {}\n",
             host_key.display(),
             dir.join("sshd.pid").display(),
             dir.join("authorized_keys").display(),
+            home.display(),
             box_shell.display(),
             root.display()
         );

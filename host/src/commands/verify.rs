@@ -12,7 +12,7 @@ use crate::summary::RunSummary;
 
 pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<RunSummary, CommandError> {
     if args.restore_test {
-        let r = restore_test::run(ctx, &args.snapshot)?;
+        let r = restore_test::run(ctx, &args.snapshot, ctx.default_repo(args.repo)).await?;
         render_restore_test(&r);
         return Ok(RunSummary::default());
     }

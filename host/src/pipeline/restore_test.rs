@@ -2,15 +2,20 @@
 //! restores. Everything is written into a scratch directory (no service is
 //! touched), every written file is hashed again, and the SQL dump is imported
 //! into a throwaway MariaDB server started from this host's own `mariadbd`.
-//! It runs under the run lock, so a prune cannot delete what it reads.
+//! It runs under the run lock, so a prune cannot delete what it reads. It
+//! reads the local repository, or the Storage Box (`--repo storagebox`, and
+//! by default when the box is the only repository).
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
 
+use crate::cli::RepoKind;
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
 use crate::pipeline::scratchdb::{self, ScratchDb};
+use crate::pipeline::source::Source;
+use crate::pipeline::stage::Dest;
 use crate::repo::manifest::{Kind, Manifest};
 use crate::repo::names::SnapshotId;
 
@@ -59,43 +64,54 @@ fn fail(failure: Failure, msg: String) -> CommandError {
     CommandError::new(failure, anyhow::Error::msg(msg))
 }
 
-/// Test that `snapshot` (an id or `latest`) restores.
+/// Test that `snapshot` (an id or `latest`) of `kind` restores. From the
+/// Storage Box, its blobs are downloaded into a staging in the scratch
+/// directory and checked as they land, as a restore from the box does.
 ///
 /// # Errors
 /// The lock is held (exit 75), the snapshot is missing or unreadable (exit 5),
-/// a blob or a written file does not match its hash (exit 6), or writing or
-/// the SQL import fails (exit 7).
-pub fn run(ctx: &Context, snapshot: &str) -> Result<RestoreTestReport, CommandError> {
+/// the box cannot be reached (exit 8), a blob or a written file does not match
+/// its hash (exit 6), or writing or the SQL import fails (exit 7).
+pub async fn run(
+    ctx: &Context,
+    snapshot: &str,
+    kind: RepoKind,
+) -> Result<RestoreTestReport, CommandError> {
     let t = Instant::now();
-    if ctx.config.box_only() {
-        return Err(crate::context::no_local_repository(
-            "`verify --restore-test`",
-            "for the same proof from the Storage Box, restore into scratch space with \
-             `cshost restore --repo storagebox --snapshot latest --target-dir DIR`",
-        ));
-    }
     let _lock = ctx.lock("verify")?;
-    let repo = ctx.open_repo()?;
-    let m = repo.load(snapshot).class(Failure::Repository)?;
-    let report = crate::repo::verify::verify(&repo, &m, ctx.config.backup.threads as usize);
-    if let Some(p) = report.problems.first() {
-        return Err(fail(
-            Failure::Verify,
-            format!(
-                "restore test of {}: {p} ({} problems)",
-                m.id,
-                report.problems.len()
-            ),
-        ));
-    }
-    let scratch = ctx
-        .config
-        .backup
-        .scratch_dir
-        .join(format!("restore-test-{}", m.id));
+    let source = Source::open(ctx, kind).await?;
+    let result = test(ctx, &source, snapshot, t).await;
+    source.close().await;
+    result
+}
+
+async fn test(
+    ctx: &Context,
+    source: &Source,
+    snapshot: &str,
+    t: Instant,
+) -> Result<RestoreTestReport, CommandError> {
+    let m = source.manifest(snapshot).await?;
+    let scratch_dir = &ctx.config.backup.scratch_dir;
+    let scratch = scratch_dir.join(format!("restore-test-{}", m.id));
     let _ = fs_err::remove_dir_all(&scratch);
+    fs_err::create_dir_all(scratch_dir).class(Failure::Restore)?;
+    // Nothing is moved into place: every file is decoded into the scratch
+    // directory, so the staging only has to be on a filesystem with room.
+    let dest = Dest {
+        at: scratch_dir.clone(),
+        volumes: Default::default(),
+    };
+    let threads = ctx.config.backup.threads as usize;
+    let blobs = source
+        .fetch_and_verify(&m, threads, &dest)
+        .await
+        .map_err(|e| CommandError {
+            failure: e.failure,
+            error: e.error.context(format!("restore test of {}", m.id)),
+        })?;
     let result = (|| {
-        let written = write_and_reread(ctx, &repo, &m, &scratch)?;
+        let written = write_and_reread(ctx, &blobs.repo, &m, &scratch)?;
         // A test looks at what was written (the dump's mode) here.
         crate::failpoint::hit("restore-test-after-write");
         let sql = import_dump(&m, &scratch)?;

@@ -2,7 +2,8 @@
 //! spools just what the box lacks, sends it, and removes the spool; a run
 //! cut off midway leaves the box's earlier snapshots restorable and no
 //! spool once the next run is done; an encrypted box works the same way;
-//! commands that need a local repository say so, with the fix.
+//! the restore test reads the box; commands that need a local repository
+//! say so, with the fix.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -189,6 +190,38 @@ fn a_box_only_nightly_backup_spools_and_sends_only_new_content_and_restores_onto
     ]);
     assert_eq!(trees(&t.w), live);
     t.assert_nothing_local();
+
+    // The weekly restore test reads the box, the only repository: every
+    // file written into scratch space and hashed again, nothing left.
+    let tested = t.ok(&["verify", "--restore-test"]);
+    let said = String::from_utf8_lossy(&tested.stdout);
+    assert!(
+        said.contains("restore test of snapshot") && said.contains("restored and re-hashed"),
+        "{}",
+        text(&tested)
+    );
+    t.assert_nothing_local();
+    let scratch = t.w.sample.root.join("scratch");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?} left in `{}`", scratch.display());
+    // A blob damaged on the box fails it as a verification does.
+    let (name, _) = blob_files(&t.box_repo())
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .unwrap();
+    let blob = t.box_repo().join("blobs").join(&name[..2]).join(&name);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let damaged = t.w.cshost(&["verify", "--restore-test"]);
+    assert_eq!(damaged.status.code(), Some(6), "{}", text(&damaged));
+    assert!(
+        String::from_utf8_lossy(&damaged.stderr).contains("restore test of"),
+        "{}",
+        text(&damaged)
+    );
 }
 
 #[test]
@@ -351,10 +384,6 @@ fn commands_that_need_the_local_repository_name_it_and_the_fix() {
                 "local",
             ][..],
             "--repo storagebox",
-        ),
-        (
-            &["verify", "--restore-test"][..],
-            "restore --repo storagebox",
         ),
         (&["import", "mailcow", folder][..], "both repositories"),
     ] {

@@ -162,17 +162,50 @@ impl Spool {
         &self.held
     }
 
+    /// The box's snapshot roots (ids, times, components' facts), without
+    /// their trees.
+    ///
+    /// # Errors
+    /// When the box cannot be read (exit 5 or 8).
+    pub async fn box_roots(&self) -> Result<Roots, CommandError> {
+        let remote = self.remote.as_ref().expect("a spool not yet sent");
+        remote.roots().await.map_err(box_err)
+    }
+
     /// Send `m`, published in the spool, to the box, apply the box's
     /// retention, and remove the spool (which it does on failure too).
     ///
     /// # Errors
     /// As [`sync::sync_snapshot`].
-    pub async fn send(mut self, ctx: &Context, m: &Manifest) -> Result<SyncReport, CommandError> {
+    pub async fn send(self, ctx: &Context, m: &Manifest) -> Result<SyncReport, CommandError> {
+        let policy = ctx.storagebox()?.policy();
+        self.send_with(ctx, m, &policy).await
+    }
+
+    /// [`Self::send`] for an imported snapshot, dated in the past: every
+    /// snapshot is kept (as [`sync::send_snapshot`] does).
+    ///
+    /// # Errors
+    /// As [`sync::sync_snapshot`].
+    pub async fn send_imported(
+        self,
+        ctx: &Context,
+        m: &Manifest,
+    ) -> Result<SyncReport, CommandError> {
+        self.send_with(ctx, m, &sync::KEEP_ALL).await
+    }
+
+    async fn send_with(
+        mut self,
+        ctx: &Context,
+        m: &Manifest,
+        policy: &crate::retention::KeepPolicy,
+    ) -> Result<SyncReport, CommandError> {
         let cfg = ctx.storagebox()?;
         let remote = self.remote.take().expect("a spool is sent once");
         let result = {
             let to = BoxTarget::new(cfg, &remote, false);
-            sync::send_to(&to, &cfg.policy(), &self.repo, m, &mut self.index).await
+            sync::send_to(&to, policy, &self.repo, m, &mut self.index).await
         };
         remote.close().await;
         crate::failpoint::hit("spool-before-removal");

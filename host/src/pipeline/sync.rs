@@ -72,15 +72,17 @@ pub async fn send_snapshot(
     local: &LocalRepo,
     m: &Manifest,
 ) -> Result<SyncReport, CommandError> {
-    let keep_all = crate::retention::KeepPolicy {
-        last: u32::MAX,
-        daily: 0,
-        weekly: 0,
-        monthly: 0,
-        min_keep: u32::MAX,
-    };
-    sync_with(ctx, local, m, &keep_all).await
+    sync_with(ctx, local, m, &KEEP_ALL).await
 }
+
+/// The policy an imported snapshot is sent with: every snapshot kept.
+pub(crate) const KEEP_ALL: crate::retention::KeepPolicy = crate::retention::KeepPolicy {
+    last: u32::MAX,
+    daily: 0,
+    weekly: 0,
+    monthly: 0,
+    min_keep: u32::MAX,
+};
 
 async fn sync_with(
     ctx: &Context,

@@ -2,8 +2,8 @@
 //! spools just what the box lacks, sends it, and removes the spool; a run
 //! cut off midway leaves the box's earlier snapshots restorable and no
 //! spool once the next run is done; an encrypted box works the same way;
-//! the restore test reads the box; commands that need a local repository
-//! say so, with the fix.
+//! the restore test and an import of mailcow's own backup folder work from
+//! the box; commands that need a local repository say so, with the fix.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,7 +27,10 @@ impl BoxOnly {
     /// A generated mailcow whose config has the box and no local
     /// repository; the box keeps every snapshot of the test.
     fn new(mode: Mode, extra: &str) -> Self {
-        let w = World::new(Size::SMALL, false);
+        Self::with_world(World::new(Size::SMALL, false), mode, extra)
+    }
+
+    fn with_world(w: World, mode: Mode, extra: &str) -> Self {
         let b =
             StorageBox::start(&w.dir.path().join("box"), mode, &box_shell()).expect("sshd starts");
         let full = std::fs::read_to_string(&w.config).unwrap();
@@ -385,7 +388,10 @@ fn commands_that_need_the_local_repository_name_it_and_the_fix() {
             ][..],
             "--repo storagebox",
         ),
-        (&["import", "mailcow", folder][..], "both repositories"),
+        (
+            &["import", "mailcow", folder, "--repo", "local"][..],
+            "--repo storagebox",
+        ),
     ] {
         let out = t.w.cshost(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
@@ -398,4 +404,44 @@ fn commands_that_need_the_local_repository_name_it_and_the_fix() {
     }
     t.assert_nothing_local();
     assert!(!t.box_repo().exists(), "a refused command wrote to the box");
+}
+
+/// A folder of mailcow's own script imports into a box-only config: read
+/// into the spool, sent, verified on the box, and the spool removed; the
+/// snapshot keeps the folder's date and restores from the box exactly.
+#[test]
+fn a_mailcow_folder_imports_through_the_spool_onto_the_box() {
+    let t = BoxOnly::with_world(World::new(Size::SMALL, true), Mode::Strict, "");
+    let folder = crate::import::mailcow_folder(&t.w);
+    let folder = folder.to_str().unwrap();
+    t.ok(&["import", "mailcow", folder]);
+    t.assert_nothing_local();
+    let ids = assert_repository_verifies(&t.box_repo());
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(ids[0].starts_with("20240305T060708Z-"), "{ids:?}");
+
+    let target = t.w.dir.path().join("drill");
+    t.ok(&[
+        "restore",
+        "--snapshot",
+        &ids[0],
+        "--components",
+        "vmail,crypt",
+        "--target-dir",
+        target.to_str().unwrap(),
+    ]);
+    for (comp, vol) in [("vmail", "vmail-vol-1"), ("crypt", "crypt-vol-1")] {
+        assert_eq!(
+            crate::export::tree(&target.join(comp).join(vol)),
+            crate::export::tree(&t.w.sample.volume(vol)),
+            "{comp}"
+        );
+    }
+
+    // Once: the box's own snapshots say the folder is in already.
+    let again = t.w.cshost(&["import", "mailcow", folder]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains(&ids[0]), "{}", text(&again));
+    assert_eq!(assert_repository_verifies(&t.box_repo()), ids);
+    t.assert_nothing_local();
 }

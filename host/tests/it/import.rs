@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::export::{add_odd_objects, tree};
 use crate::support::*;
 
-const FOLDER: &str = "mailcow-2024-03-05-06-07-08";
+pub(crate) const FOLDER: &str = "mailcow-2024-03-05-06-07-08";
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("the command runs");
@@ -40,7 +40,7 @@ fn archive(src: &Path, mount: &str, out: &Path, compressor: &str) {
 /// The folder of `backup_and_restore.sh backup all`: vmail, redis, rspamd
 /// and postfix in zstd (today's script), crypt in gzip (the older one), the
 /// database as a prepared mariabackup copy, mailcow.conf and the marker.
-fn mailcow_folder(w: &World) -> PathBuf {
+pub(crate) fn mailcow_folder(w: &World) -> PathBuf {
     let folder = w.dir.path().join("backups").join(FOLDER);
     std::fs::create_dir_all(&folder).unwrap();
     w.redis.as_ref().unwrap().cli(&["SAVE"]).unwrap();

@@ -56,6 +56,15 @@ pub struct FolderPlan {
     pub ignored: Vec<String>,
 }
 
+impl FolderPlan {
+    /// `id` was taken in the second this folder's run started: the only
+    /// snapshots that can be an earlier import of it.
+    pub fn same_second(&self, id: &crate::repo::names::SnapshotId) -> bool {
+        let mine = crate::clock::snapshot_id(self.date);
+        id.as_str().get(..16) == mine.as_str().get(..16)
+    }
+}
+
 /// One name in the folder: a regular file or a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Listed {

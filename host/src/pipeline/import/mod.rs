@@ -20,6 +20,7 @@ mod records;
 pub mod seed;
 pub mod tarread;
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,7 +28,10 @@ use std::time::Instant;
 use crate::cli::RepoKind;
 use crate::context::Context;
 use crate::error::{CommandError, Failure, ResultExt};
+use crate::pipeline::spool::Spool;
 use crate::repo::RepoError;
+use crate::repo::manifest::ComponentRecord;
+use crate::repo::names::{ComponentName, SnapshotId};
 
 pub use records::{ArchiveReport, DatabaseReport};
 
@@ -148,12 +152,8 @@ pub struct ImportReport {
 /// Storage Box (8).
 pub async fn run(ctx: &Context, input: &ImportInput) -> Result<ImportReport, CommandError> {
     let t0 = Instant::now();
-    // An import is written into the local repository first.
-    if ctx.config.box_only() {
-        return Err(crate::context::no_local_repository(
-            "`import`",
-            "import on a machine whose config has both repositories (the snapshot then goes to the box too)",
-        ));
+    if input.repo == RepoKind::Local {
+        ctx.local_repository()?;
     }
     let _lock = ctx.lock("import")?;
     let dir = fs_err::canonicalize(&input.dir).map_err(|e| ImportError::read(&input.dir, e))?;
@@ -171,11 +171,30 @@ pub async fn run(ctx: &Context, input: &ImportInput) -> Result<ImportReport, Com
         Origin::Seed => Some(seed::verify(&dir, &listing)?),
         Origin::Mailcow => None,
     };
-    if input.repo == RepoKind::Storagebox {
-        ctx.storagebox()?;
-    }
-    let repo = ctx.open_or_init_repo()?;
-    refuse_again(&repo, &plan)?;
+    // With only a Storage Box, the folder is read into a spool that holds
+    // what the box lacks, as a backup's is, and sent from there.
+    let (repo, spool) = if ctx.config.box_only() && input.repo == RepoKind::Storagebox {
+        let spool = Spool::open(ctx).await?;
+        let roots = spool.box_roots().await?;
+        let ids = roots.roots.iter().map(|(r, _)| (&r.id, &r.components));
+        refuse_again(ids, &plan)?;
+        (spool.repo().clone(), Some(spool))
+    } else {
+        if input.repo == RepoKind::Storagebox {
+            ctx.storagebox()?;
+        }
+        let repo = ctx.open_or_init_repo()?;
+        let mut loaded = Vec::new();
+        for id in repo.snapshot_ids().map_err(ImportError::from)? {
+            if plan.same_second(&id)
+                && let Ok(m) = repo.load_id(&id)
+            {
+                loaded.push(m);
+            }
+        }
+        refuse_again(loaded.iter().map(|m| (&m.id, &m.components)), &plan)?;
+        (std::sync::Arc::new(repo), None)
+    };
     let total: u64 = plan
         .volumes
         .iter()
@@ -206,13 +225,14 @@ pub async fn run(ctx: &Context, input: &ImportInput) -> Result<ImportReport, Com
     }
     repo.publish(&mut read.manifest)
         .class(Failure::Repository)?;
-    let sent_to = match input.repo {
-        RepoKind::Storagebox => Some(
+    let sent_to = match (spool, input.repo) {
+        (Some(spool), _) => Some(spool.send_imported(ctx, &read.manifest).await?.location),
+        (None, RepoKind::Storagebox) => Some(
             crate::pipeline::sync::send_snapshot(ctx, &repo, &read.manifest)
                 .await?
                 .location,
         ),
-        RepoKind::Local => None,
+        (None, RepoKind::Local) => None,
     };
     Ok(ImportReport {
         snapshot: read.manifest.id.to_string(),
@@ -248,28 +268,28 @@ fn list(dir: &Path) -> Result<Vec<(String, folder::Listed)>, ImportError> {
 }
 
 /// A folder is imported once: a snapshot of the same second that names it
-/// as its origin is that import.
-fn refuse_again(
-    repo: &crate::repo::LocalRepo,
+/// as its origin is that import. `snapshots` are those of the repository
+/// (or the box) taken in that second.
+fn refuse_again<'a, T: 'a>(
+    snapshots: impl Iterator<
+        Item = (
+            &'a SnapshotId,
+            &'a BTreeMap<ComponentName, ComponentRecord<T>>,
+        ),
+    >,
     plan: &folder::FolderPlan,
 ) -> Result<(), ImportError> {
-    let id = crate::clock::snapshot_id(plan.date);
-    let stamp = &id.as_str()[..16];
-    for other in repo.snapshot_ids()? {
-        if !other.as_str().starts_with(stamp) {
+    for (id, components) in snapshots {
+        if !plan.same_second(id) {
             continue;
         }
-        let Ok(m) = repo.load_id(&other) else {
-            continue;
-        };
-        let origin = m
-            .components
+        let origin = components
             .values()
             .find_map(|c| c.facts.get(records::ORIGIN));
         if origin.is_some_and(|o| o.split('/').next() == Some(plan.name.as_str())) {
             return Err(ImportError::Again {
                 folder: plan.name.clone(),
-                id: other.to_string(),
+                id: id.to_string(),
             });
         }
     }

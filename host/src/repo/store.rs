@@ -691,6 +691,19 @@ impl LocalRepo {
 /// # Errors
 /// On I/O failure.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RepoError> {
+    write_atomic_with(path, mode, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] for content written piece by piece through a buffer
+/// (a file too large to build in memory first).
+///
+/// # Errors
+/// On I/O failure, `write`'s included.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> Result<(), RepoError> {
     let dir = path
         .parent()
         .expect("atomic writes target a file in a directory");
@@ -699,15 +712,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RepoErro
         std::process::id(),
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let mut f = fs::OpenOptions::new()
+    let f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
+    let mut w = io::BufWriter::with_capacity(64 << 10, f);
+    write(&mut w)
+        .and_then(|()| w.into_inner().map_err(io::IntoInnerError::into_error))
+        .and_then(|f| f.sync_all())
         .map_err(io_err(&tmp))?;
     fs_err::rename(&tmp, path).map_err(io_err(path))?;
     File::open(dir)

@@ -80,6 +80,7 @@ async fn restore(
         let blobs = source
             .fetch_and_verify(&needed, threads, &Dest::beside(dir, volumes))
             .await?;
+        drop(needed);
         log_verified(&blobs, &m);
         let files = pipeline::write_snapshot(&blobs.repo, &m, &comps, dir, threads)?;
         out(&format!(
@@ -115,6 +116,9 @@ async fn restore(
         let blobs = source.fetch_and_verify(&needed, threads, &dest).await?;
         (plugins, blobs)
     };
+    // The copy of the listing the download needed goes before the restore
+    // holds its own.
+    drop(needed);
     log_verified(&blobs, &m);
     let env = env.with_repo(blobs.repo.clone());
     let plan = pipeline::plan(

@@ -64,13 +64,26 @@ pub fn select(m: &Manifest, requested: Option<&[String]>) -> Result<Vec<String>,
 
 /// The part of a snapshot a restore of `comps` needs.
 pub fn subset(m: &Manifest, comps: &[String]) -> Manifest {
-    let mut needed = m.clone();
-    needed
-        .components
-        .retain(|c, _| comps.iter().any(|x| x == c.as_str()));
-    // The entries are in hand: a restore needs no tree object.
-    needed.trees.clear();
-    needed
+    // Only the chosen components' entries are copied (a listing of the
+    // whole mail store is the largest thing a restore holds), and the
+    // entries are in hand: a restore needs no tree object.
+    Manifest {
+        format: m.format,
+        id: m.id.clone(),
+        hostname: m.hostname.clone(),
+        cshost_version: m.cshost_version.clone(),
+        started: m.started.clone(),
+        finished: m.finished.clone(),
+        mailcow: m.mailcow.clone(),
+        components: m
+            .components
+            .iter()
+            .filter(|(c, _)| comps.iter().any(|x| x == c.as_str()))
+            .map(|(c, rec)| (c.clone(), rec.clone()))
+            .collect(),
+        warnings: m.warnings.clone(),
+        trees: Vec::new(),
+    }
 }
 
 /// `needed` with what R4's comparison reads besides: the files of each

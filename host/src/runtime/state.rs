@@ -180,19 +180,16 @@ impl HostState {
             .source
             .clone()
             .ok_or_else(|| failed("restore-tree needs a restore run"))?;
-        let entries: Vec<Entry> = source
-            .component
-            .volumes
-            .get(volume.as_str())
-            .cloned()
-            .ok_or_else(|| {
-                failed(format!(
-                    "the snapshot has no copy of volume `{volume}` for this component"
-                ))
-            })?;
+        // The entries are read where the restore holds them, never copied:
+        // a volume's listing is the size of the mail store's.
+        let Some(entries) = source.component.volumes.get(volume.as_str()) else {
+            return Err(failed(format!(
+                "the snapshot has no copy of volume `{volume}` for this component"
+            )));
+        };
         let live = self.volume_root(&volume)?;
         if volume == super::confdir::MAILCOW_DIR {
-            return self.restore_mailcow_dir(&live, &entries, mode, &source);
+            return self.restore_mailcow_dir(&live, entries, mode, &source);
         }
         let overwrite = match mode {
             RestoreMode::Replace => {
@@ -232,8 +229,9 @@ impl HostState {
         let repo = self.repo()?;
         let threads = self.env.threads;
         let what = format!("{}_{volume}", self.env.project);
+        let (held, name) = (source.clone(), volume.clone());
         let counts = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&Entry> = entries.iter().collect();
+            let refs: Vec<&Entry> = held.component.volumes[name.as_str()].iter().collect();
             materialize::materialize(&repo, &refs, &live, overwrite, threads)
         })
         .await

@@ -120,6 +120,8 @@ async fn restore(
     // holds its own.
     drop(needed);
     log_verified(&blobs, &m);
+    // Shared with every plugin call of the restore, never copied.
+    let m = std::sync::Arc::new(m);
     let env = env.with_repo(blobs.repo.clone());
     let plan = pipeline::plan(
         &env,

@@ -372,7 +372,7 @@ pub async fn execute(
     ctx: &Context,
     env: &Arc<RunEnv>,
     repo: &Arc<LocalRepo>,
-    m: &Manifest,
+    m: &Arc<Manifest>,
     plugins: &Plugins,
     plan: &Plan,
     rerun: Rerun,
@@ -545,7 +545,7 @@ async fn run_components(
     ctx: &Context,
     env: &Arc<RunEnv>,
     repo: &Arc<LocalRepo>,
-    m: &Manifest,
+    m: &Arc<Manifest>,
     plan: &Plan,
     plugins: &Plugins,
     txn: &Arc<Mutex<RestoreTxn>>,
@@ -569,7 +569,8 @@ async fn run_components(
         }
         interrupt.check()?;
         let source = Arc::new(RestoreSource {
-            component: rec.clone(),
+            manifest: m.clone(),
+            component: c.clone(),
             txn: txn.clone(),
             counts: counts.clone(),
         });

@@ -172,7 +172,7 @@ impl HostState {
             .find(|a| a.name.as_str() == name)
             .map(|a| a.blob.clone());
         let from_snapshot = self.source.as_ref().and_then(|s| {
-            s.component
+            s.record()
                 .artifacts
                 .iter()
                 .find(|a| a.name.as_str() == name)

@@ -18,7 +18,7 @@ use crate::mailcow::{MailcowConf, is_secret};
 use crate::repo::LocalRepo;
 use crate::repo::capture::{self, Counts};
 use crate::repo::hashcache::HashCache;
-use crate::repo::manifest::{Artifact, ComponentRecord, Entry};
+use crate::repo::manifest::{Artifact, ComponentRecord, Entry, Manifest};
 use crate::repo::materialize::{self, Overwrite};
 use crate::repo::names::VolumeName;
 use crate::services::ServiceRuntime;
@@ -100,10 +100,21 @@ pub struct ComponentBackup {
 /// The snapshot side of a restore call, and the transaction that records
 /// every change to the live system before it is made.
 pub struct RestoreSource {
-    pub component: ComponentRecord,
+    /// The snapshot, shared rather than copied: its listing is the size of
+    /// the mail store's.
+    pub manifest: Arc<Manifest>,
+    /// The component restored (a key of the manifest's components).
+    pub component: String,
     pub txn: Arc<Mutex<RestoreTxn>>,
     /// Files and bytes written so far by this restore.
     pub counts: Arc<Mutex<Counts>>,
+}
+
+impl RestoreSource {
+    /// The snapshot's record of the component restored.
+    pub fn record(&self) -> &ComponentRecord {
+        &self.manifest.components[self.component.as_str()]
+    }
 }
 
 /// Which limit stopped a plugin, if one did.
@@ -182,7 +193,7 @@ impl HostState {
             .ok_or_else(|| failed("restore-tree needs a restore run"))?;
         // The entries are read where the restore holds them, never copied:
         // a volume's listing is the size of the mail store's.
-        let Some(entries) = source.component.volumes.get(volume.as_str()) else {
+        let Some(entries) = source.record().volumes.get(volume.as_str()) else {
             return Err(failed(format!(
                 "the snapshot has no copy of volume `{volume}` for this component"
             )));
@@ -231,7 +242,7 @@ impl HostState {
         let what = format!("{}_{volume}", self.env.project);
         let (held, name) = (source.clone(), volume.clone());
         let counts = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&Entry> = held.component.volumes[name.as_str()].iter().collect();
+            let refs: Vec<&Entry> = held.record().volumes[name.as_str()].iter().collect();
             materialize::materialize(&repo, &refs, &live, overwrite, threads)
         })
         .await

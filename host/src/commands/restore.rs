@@ -54,17 +54,19 @@ async fn restore(
             ));
         }
     };
-    let m = source.manifest(&spec).await?;
+    let mut m = source.manifest(&spec).await?;
 
     if args.mailbox.is_some() || args.domain.is_some() || args.path.is_some() {
         return restore_part(ctx, args, interactive, source, &m).await;
     }
+    // The entries are in hand: nothing below reads a tree object.
+    m.trees.clear();
 
     let comps = match (&args.components, interactive && args.target_dir.is_none()) {
         (None, true) => super::prompt::components(&m)?,
         (requested, _) => pipeline::select(&m, requested.as_deref())?,
     };
-    let needed = pipeline::subset(&m, &comps);
+    let needed = pipeline::needed(&m, &comps);
 
     if let Some(dir) = &args.target_dir {
         let volumes = comps

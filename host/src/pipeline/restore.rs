@@ -7,6 +7,7 @@
 //! The phases are separate functions so that `commands::restore` can ask the
 //! admin between them (which snapshot, which components, go ahead?).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -83,6 +84,22 @@ pub fn subset(m: &Manifest, comps: &[String]) -> Manifest {
             .collect(),
         warnings: m.warnings.clone(),
         trees: Vec::new(),
+    }
+}
+
+/// What a restore of `comps` downloads and verifies: `m` itself when every
+/// component is restored and it names no tree object (a restore reads
+/// none), else a [`subset`]. A standby restore so holds one listing of the
+/// mail store, not two.
+pub fn needed<'a>(m: &'a Manifest, comps: &[String]) -> Cow<'a, Manifest> {
+    let every = m
+        .components
+        .keys()
+        .all(|k| comps.iter().any(|c| c == k.as_str()));
+    if every && m.trees.is_empty() {
+        Cow::Borrowed(m)
+    } else {
+        Cow::Owned(subset(m, comps))
     }
 }
 

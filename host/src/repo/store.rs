@@ -720,10 +720,14 @@ pub fn write_atomic_with(
         .open(&tmp)
         .map_err(io_err(&tmp))?;
     let mut w = io::BufWriter::with_capacity(64 << 10, f);
-    write(&mut w)
+    let written = write(&mut w)
         .and_then(|()| w.into_inner().map_err(io::IntoInnerError::into_error))
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&tmp))?;
+        .and_then(|f| f.sync_all());
+    if let Err(e) = written {
+        // A half-written temporary is of no use to anyone.
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
+    }
     fs_err::rename(&tmp, path).map_err(io_err(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -740,6 +744,26 @@ fn sync_filesystem(root: &Path) -> Result<(), RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_atomic_write_that_fails_midway_leaves_neither_file_nor_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        fs_err::write(&path, "before").unwrap();
+        let r = write_atomic_with(&path, 0o600, |w| {
+            w.write_all(b"half")?;
+            Err(io::Error::other("disk full"))
+        });
+        assert!(r.is_err());
+        assert_eq!(fs_err::read_to_string(&path).unwrap(), "before");
+        let names: Vec<_> = fs_err::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["cache"]);
+        write_atomic_with(&path, 0o600, |w| w.write_all(b"after")).unwrap();
+        assert_eq!(fs_err::read_to_string(&path).unwrap(), "after");
+    }
 
     #[test]
     fn blobs_are_named_by_their_hash_and_stored_once() {

@@ -103,7 +103,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "--bin",
         "box-shell",
     ]))?;
-    let shell = crate::root().join("target/release/box-shell");
+    let shell = crate::target_dir().join("release").join("box-shell");
     let dir = crate::root().join("target").join("bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("logs"))?;

@@ -234,8 +234,8 @@ pub fn write(
                 .count()
         });
     let json = serde_json::to_vec_pretty(&state).expect("metrics state serialises");
-    crate::repo::store::write_atomic(&state_path, &json, 0o600).map_err(err(&state_path))?;
-    crate::repo::store::write_atomic(textfile, render(&state).as_bytes(), 0o644)
+    crate::repo::atomic::write_atomic(&state_path, &json, 0o600).map_err(err(&state_path))?;
+    crate::repo::atomic::write_atomic(textfile, render(&state).as_bytes(), 0o644)
         .map_err(err(textfile))
 }
 

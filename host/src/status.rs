@@ -29,7 +29,7 @@ pub fn save(cache_dir: &Path, run: &LastRun) -> Result<(), crate::repo::RepoErro
         source,
     })?;
     let json = serde_json::to_vec_pretty(run).expect("last run serialises");
-    crate::repo::store::write_atomic(&path(cache_dir), &json, 0o600)
+    crate::repo::atomic::write_atomic(&path(cache_dir), &json, 0o600)
 }
 
 pub fn load(cache_dir: &Path) -> Option<LastRun> {

@@ -347,7 +347,7 @@ impl RestoreTxn {
         if let Some(dir) = self.path.parent() {
             fs_err::create_dir_all(dir).map_err(|e| self.io(e))?;
         }
-        crate::repo::store::write_atomic(&self.path, &json, 0o600).map_err(|e| TxnError::Io {
+        crate::repo::atomic::write_atomic(&self.path, &json, 0o600).map_err(|e| TxnError::Io {
             path: self.path.clone(),
             detail: e.to_string(),
         })
@@ -561,7 +561,7 @@ fn put_file_back(path: &Path, previous: &Path) -> std::io::Result<()> {
     // that is itself interrupted can run again).
     let bytes = fs_err::read(previous)?;
     let meta = fs_err::metadata(previous)?;
-    crate::repo::store::write_atomic(path, &bytes, meta.mode() & 0o7777)
+    crate::repo::atomic::write_atomic(path, &bytes, meta.mode() & 0o7777)
         .map_err(std::io::Error::other)?;
     let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
     let mtime = std::time::UNIX_EPOCH

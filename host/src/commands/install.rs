@@ -60,7 +60,7 @@ fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> Result<bool, Comm
     if let Some(dir) = path.parent() {
         fs_err::create_dir_all(dir).class(Failure::Internal)?;
     }
-    crate::repo::store::write_atomic(path, content, mode).class(Failure::Internal)?;
+    crate::repo::atomic::write_atomic(path, content, mode).class(Failure::Internal)?;
     Ok(true)
 }
 

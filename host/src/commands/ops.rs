@@ -162,7 +162,7 @@ pub fn migrate(from: &Path, output: Option<&Path>) -> Result<(), CommandError> {
                     anyhow::anyhow!("`{}` exists; it is not overwritten", path.display()),
                 ));
             }
-            crate::repo::store::write_atomic(path, m.toml.as_bytes(), 0o600)
+            crate::repo::atomic::write_atomic(path, m.toml.as_bytes(), 0o600)
                 .class(Failure::Config)?;
             out(&format!(
                 "wrote `{}`; review it, then `cshost --config {} config check`",

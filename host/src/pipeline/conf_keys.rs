@@ -88,7 +88,7 @@ fn rewrite(
         .join(format!("mailcow.conf.before-restore-{}", t.restore_id()));
     if !kept {
         // The copy has the live file's mode: a rollback gives it back as it was.
-        crate::repo::store::write_atomic(&previous, live.as_bytes(), mode)
+        crate::repo::atomic::write_atomic(&previous, live.as_bytes(), mode)
             .map_err(|e| format!("keeping a copy of `{}` failed: {e}", path.display()))?;
         t.record(Step::Rewrite {
             path: path.to_path_buf(),
@@ -96,6 +96,6 @@ fn rewrite(
         })
         .map_err(|e| e.to_string())?;
     }
-    crate::repo::store::write_atomic(path, new.as_bytes(), mode)
+    crate::repo::atomic::write_atomic(path, new.as_bytes(), mode)
         .map_err(|e| format!("updating `{}` failed: {e}", path.display()))
 }

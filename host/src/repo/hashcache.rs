@@ -160,7 +160,7 @@ impl HashCache {
                 source,
             })?;
         }
-        crate::repo::store::write_atomic_with(path, 0o600, |w| {
+        crate::repo::atomic::write_atomic_with(path, 0o600, |w| {
             writeln!(w, "{HEADER}")?;
             writeln!(w, "{RUN}{run}")?;
             let mut hex = [0u8; 64];

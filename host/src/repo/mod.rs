@@ -12,6 +12,7 @@
 //! ```
 
 pub mod artifact;
+pub mod atomic;
 pub mod beneath;
 pub mod blobwriter;
 pub mod capture;

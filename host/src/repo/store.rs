@@ -151,7 +151,7 @@ impl LocalRepo {
                 manifest::FORMAT,
                 crate::clock::now_rfc3339()
             );
-            write_atomic(&root.join(MARKER), marker.as_bytes(), 0o600)?;
+            super::atomic::write_atomic(&root.join(MARKER), marker.as_bytes(), 0o600)?;
         }
         Self::open_keyed(root, key)
     }
@@ -465,7 +465,7 @@ impl LocalRepo {
         let path = self.root.join(manifest.id.rel_path());
         fs_err::create_dir_all(self.root.join("snapshots")).map_err(io_err(&self.root))?;
         crate::failpoint::hit("local-publish-before-rename");
-        write_atomic(&path, &json, 0o600)?;
+        super::atomic::write_atomic(&path, &json, 0o600)?;
         Ok(path)
     }
 
@@ -686,55 +686,6 @@ impl LocalRepo {
     }
 }
 
-/// Write a small file atomically: temp name, fsync, rename, fsync the directory.
-///
-/// # Errors
-/// On I/O failure.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RepoError> {
-    write_atomic_with(path, mode, |w| w.write_all(bytes))
-}
-
-/// [`write_atomic`] for content written piece by piece through a buffer
-/// (a file too large to build in memory first).
-///
-/// # Errors
-/// On I/O failure, `write`'s included.
-pub fn write_atomic_with(
-    path: &Path,
-    mode: u32,
-    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
-) -> Result<(), RepoError> {
-    let dir = path
-        .parent()
-        .expect("atomic writes target a file in a directory");
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    let mut w = io::BufWriter::with_capacity(64 << 10, f);
-    let written = write(&mut w)
-        .and_then(|()| w.into_inner().map_err(io::IntoInnerError::into_error))
-        .and_then(|f| f.sync_all());
-    if let Err(e) = written {
-        // A half-written temporary is of no use to anyone.
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp)(e));
-    }
-    fs_err::rename(&tmp, path).map_err(io_err(path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
-    Ok(())
-}
-
 /// One `syncfs` for the whole repository instead of an fsync per blob.
 fn sync_filesystem(root: &Path) -> Result<(), RepoError> {
     let dir = File::open(root).map_err(io_err(root))?;
@@ -744,26 +695,6 @@ fn sync_filesystem(root: &Path) -> Result<(), RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_atomic_write_that_fails_midway_leaves_neither_file_nor_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cache");
-        fs_err::write(&path, "before").unwrap();
-        let r = write_atomic_with(&path, 0o600, |w| {
-            w.write_all(b"half")?;
-            Err(io::Error::other("disk full"))
-        });
-        assert!(r.is_err());
-        assert_eq!(fs_err::read_to_string(&path).unwrap(), "before");
-        let names: Vec<_> = fs_err::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["cache"]);
-        write_atomic_with(&path, 0o600, |w| w.write_all(b"after")).unwrap();
-        assert_eq!(fs_err::read_to_string(&path).unwrap(), "after");
-    }
 
     #[test]
     fn blobs_are_named_by_their_hash_and_stored_once() {

@@ -92,7 +92,7 @@ impl BoxRepo {
         );
         let file = self.caps_file();
         let text = toml::to_string(&caps).expect("caps serialise");
-        crate::repo::store::write_atomic(&file, text.as_bytes(), 0o600).map_err(|e| {
+        crate::repo::atomic::write_atomic(&file, text.as_bytes(), 0o600).map_err(|e| {
             TransportError::Local {
                 path: file.clone(),
                 source: std::io::Error::other(e.to_string()),

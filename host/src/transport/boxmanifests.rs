@@ -56,7 +56,7 @@ impl BoxRepo {
                 None => format!("{i}\n"),
             })
             .collect();
-        crate::repo::store::write_atomic(&path, text.as_bytes(), 0o600).map_err(|e| {
+        crate::repo::atomic::write_atomic(&path, text.as_bytes(), 0o600).map_err(|e| {
             TransportError::Local {
                 path: path.clone(),
                 source: std::io::Error::other(e.to_string()),

@@ -175,7 +175,7 @@ impl RemoteIndex {
             text.push_str(&b.hex());
             text.push('\n');
         }
-        crate::repo::store::write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|e| {
+        crate::repo::atomic::write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|e| {
             TransportError::Local {
                 path: self.path.clone(),
                 source: std::io::Error::other(e.to_string()),

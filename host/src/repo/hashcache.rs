@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 /// Saves after which an entry whose file no run has seen is dropped.
-pub const KEEP_RUNS: u32 = 8;
+const KEEP_RUNS: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -194,6 +194,9 @@ fn read(path: &Path) -> Entries {
     let Ok(f) = fs_err::File::open(path) else {
         return Entries::default();
     };
+    // A line is about 120 bytes: the map is sized once instead of grown
+    // step by step.
+    let guess = f.metadata().map_or(0, |m| m.len() / 120) as usize;
     let mut lines = std::io::BufReader::new(f).lines().map_while(Result::ok);
     let (v3, run) = match lines.next().as_deref() {
         Some(HEADER) => {
@@ -208,8 +211,6 @@ fn read(path: &Path) -> Entries {
         Some(HEADER_V2) => (false, 1),
         _ => return unknown(path),
     };
-    // A line is about 120 bytes: sized once instead of grown step by step.
-    let guess = fs_err::metadata(path).map_or(0, |m| m.len() / 120) as usize;
     let mut map = HashMap::with_capacity(guess);
     map.extend(lines.filter_map(|l| parse_line(&l, v3, run)));
     Entries { run, map }
